@@ -1,0 +1,28 @@
+# Two entry points (see README): `make demo` runs the instructor's cycle on the shipped
+# examples, `make test` runs the test suite. Both create .venv on first use.
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint lab clean
+
+$(STAMP): pyproject.toml
+	python3 -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	# torch first, pinned to the local CPU wheel: otherwise pip may pick a multi-GB CUDA build.
+	$(BIN)/python -m pip install --quiet torch==2.13.0
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/autograder demo
+
+test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest
+
+lab: $(STAMP)
+	$(BIN)/jupyter lab release/backprop/backprop.ipynb
+
+clean:
+	rm -rf gradebook.db submitted autograded feedback exports .pytest_cache
