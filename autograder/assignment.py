@@ -1,0 +1,60 @@
+"""An assignment as the grader knows it: its released notebook and its hidden tests, checked
+against each other before anything is graded."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from autograder.assemble import InvalidNotebook, grade_id, is_test, nbgrader_metadata, read_notebook
+from autograder.course import Course
+from autograder.verify.hidden import HiddenTests
+
+
+class AssignmentError(Exception):
+    """The assignment is not ready to grade; the message says what is missing."""
+
+
+@dataclass
+class Assignment:
+    name: str
+    notebook_name: str  # without .ipynb, as nbgrader names notebooks
+    release_notebook: Any
+    grade_cells: dict[str, float]  # grade_id -> points, from the release notebook
+    hidden: HiddenTests
+
+    @classmethod
+    def load(cls, course: Course, name: str) -> Assignment:
+        release_dir = course.release_dir(name)
+        notebooks = sorted(release_dir.glob("*.ipynb"))
+        if not notebooks:
+            raise AssignmentError(f"no released notebook in {release_dir}: "
+                                  f"run `autograder release {name}` first")
+        if len(notebooks) > 1:
+            raise AssignmentError(f"{release_dir} holds {len(notebooks)} notebooks; "
+                                  "assignments with one notebook are supported")
+        try:
+            release_notebook = read_notebook(notebooks[0])
+        except InvalidNotebook as error:
+            raise AssignmentError(str(error)) from None
+        grade_cells = grade_cells_of(release_notebook)
+        if not grade_cells:
+            raise AssignmentError(f"{notebooks[0]} has no graded test cells")
+        hidden = HiddenTests.load(course.hidden_dir(name), name)
+        hidden.check_against(grade_cells, notebooks[0].name)
+        return cls(name, notebooks[0].stem, release_notebook, grade_cells, hidden)
+
+    @property
+    def max_score(self) -> float:
+        return sum(self.grade_cells.values())
+
+
+def grade_cells_of(notebook: Any) -> dict[str, float]:
+    return {grade_id(cell): float(nbgrader_metadata(cell).get("points", 0))
+            for cell in notebook.cells if is_test(cell) and grade_id(cell)}
+
+
+def notebook_path(directory: Path) -> Path | None:
+    notebooks = sorted(directory.glob("*.ipynb"))
+    return notebooks[0] if notebooks else None

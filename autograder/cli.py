@@ -1,0 +1,86 @@
+"""`autograder`: release, grade, export, demo. Heavy imports wait until a command needs them,
+so that `autograder --help` answers at once."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="autograder",
+        description="Grade PyTorch notebooks with nbgrader's layout and gradebook; hidden tests "
+                    "judge each submission outside the student's process.")
+    parser.add_argument("--course", type=Path, default=Path("."),
+                        help="course directory, holding nbgrader_config.py (default: .)")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    release = commands.add_parser("release", help="make release/<assignment>/ with nbgrader")
+    release.add_argument("assignment")
+
+    grade = commands.add_parser(
+        "grade", help="grade a submitted/ folder, an LMS zip, or one notebook")
+    grade.add_argument("assignment")
+    grade.add_argument("source", nargs="?", type=Path,
+                       help="folder in nbgrader's <student>/<assignment>/ layout, .zip of "
+                            "notebooks, or one .ipynb (default: the course's submitted/)")
+    grade.add_argument("--student", help="student id, when SOURCE is one notebook")
+    grade.add_argument("--workers", type=int, help="submissions graded at once (default: cores)")
+    grade.add_argument("--timeout", type=float, help="seconds per submission (default: "
+                                                     "c.Autograder.timeout, else 60)")
+
+    export = commands.add_parser("export", help="write the gradebook as CSV or Canvas CSV")
+    export.add_argument("assignment")
+    export.add_argument("--format", choices=("csv", "canvas"), default="csv")
+    export.add_argument("--output", type=Path, help="file to write (default: exports/...)")
+
+    commands.add_parser("demo", help="release, grade the shipped examples, print the gradebook")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "grade" and args.workers is not None and args.workers < 1:
+        return _fail("--workers must be at least 1")
+    if args.command == "grade" and args.timeout is not None and args.timeout <= 0:
+        return _fail("--timeout must be positive")
+    from autograder.errors import USER_ERRORS
+
+    try:
+        return _run(args)
+    except USER_ERRORS as error:
+        return _fail(str(error))
+
+
+def _run(args: argparse.Namespace) -> int:
+    from autograder import commands
+    from autograder.course import Course
+
+    course = Course.load(args.course)
+    if args.command == "release":
+        from autograder.release import release
+
+        print(f"released {release(course, args.assignment)}")
+    elif args.command == "grade":
+        commands.grade(course, args.assignment, args.source, args.student, args.workers,
+                       args.timeout, out=sys.stdout)
+        print(commands.show_table(commands.gradebook_table(course, args.assignment)))
+        print(f"wrote {commands.export(course, args.assignment)}")
+    elif args.command == "export":
+        print(f"wrote {commands.export(course, args.assignment, args.format, args.output)}")
+    elif args.command == "demo":
+        from autograder.demo import run_demo
+
+        run_demo(course, out=sys.stdout)
+    return 0
+
+
+def _fail(message: str) -> int:
+    print(f"autograder: error: {message}", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,72 @@
+"""The instructor's commands, as functions: what `autograder <command>` runs.
+
+Each returns data (and prints a short report), so an HTTP service can call the same functions.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, TextIO
+
+from autograder.assignment import Assignment
+from autograder.course import Course
+from autograder.export import write_export
+from autograder.feedback import write_feedback
+from autograder.gradebook import NbgraderGradebook, gradebook_frame
+from autograder.pipeline import grade_batch
+from autograder.results import SubmissionResult, load_results, save_result
+from autograder.submissions import collect, submitted_in_course
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+
+def grade(course: Course, assignment_name: str, source: Path | None = None,
+          student_id: str | None = None, workers: int | None = None,
+          timeout: float | None = None, out: TextIO | None = None) -> list[SubmissionResult]:
+    """Collect, grade and record: each result is stored (results.json, feedback, gradebook.db)
+    as soon as it is known, before the next one is reported."""
+    assignment = Assignment.load(course, assignment_name)
+    if source is None:
+        submissions = submitted_in_course(course, assignment_name, assignment.notebook_name)
+    else:
+        submissions = collect(course, assignment_name, assignment.notebook_name, source,
+                              student_id)
+    total = len(submissions)
+    done = 0
+
+    with NbgraderGradebook(course, assignment) as gradebook:
+        def record(result: SubmissionResult) -> None:
+            nonlocal done
+            save_result(result, course.autograded_dir(result.student_id, assignment_name))
+            write_feedback(result, course.feedback_dir(result.student_id, assignment_name))
+            gradebook.record(result)
+            done += 1
+            if out is not None:
+                note = f"  {result.reason}" if result.reason else ""
+                print(f"[{done}/{total}] {result.student_id}: {result.score:g}/"
+                      f"{result.max_score:g} {result.status} ({result.seconds:.1f} s){note}",
+                      file=out, flush=True)
+
+        return grade_batch(assignment, submissions, timeout or course.timeout, workers,
+                           on_result=record)
+
+
+def gradebook_table(course: Course, assignment_name: str) -> pd.DataFrame:
+    """The pandas table of every stored result of the assignment."""
+    assignment = Assignment.load(course, assignment_name)
+    return gradebook_frame(load_results(course.root, assignment_name), assignment)
+
+
+def export(course: Course, assignment_name: str, fmt: str = "csv",
+           path: Path | None = None) -> Path:
+    table = gradebook_table(course, assignment_name)
+    suffix = "" if fmt == "csv" else f"-{fmt}"
+    path = path or course.exports_dir() / f"{assignment_name}{suffix}.csv"
+    return write_export(table, assignment_name, fmt, path)
+
+
+def show_table(table: pd.DataFrame) -> str:
+    shown = table.copy()
+    shown["reason"] = shown["reason"].fillna("").str.slice(0, 60)
+    return shown.to_string()

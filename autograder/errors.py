@@ -1,0 +1,12 @@
+"""The errors that mean "the input is wrong": shown to the instructor as one clear line."""
+
+from autograder.assemble import InvalidNotebook
+from autograder.assignment import AssignmentError
+from autograder.course import CourseError
+from autograder.gradebook import GradebookError
+from autograder.release import ReleaseError
+from autograder.submissions import SubmissionError
+from autograder.verify.hidden import HiddenTestsError
+
+USER_ERRORS = (CourseError, AssignmentError, HiddenTestsError, SubmissionError, ReleaseError,
+               InvalidNotebook, GradebookError)

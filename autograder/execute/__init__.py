@@ -1,0 +1,1 @@
+"""Running student code: `runner` (trusted parent) starts `child` (untrusted) in its own process."""

@@ -1,0 +1,209 @@
+"""Trusted side of execution: start the student's process, bound it in time, read back data.
+
+One plain child process per submission, started in its own session so that a timeout kills the
+whole process group. Nothing the grader knows beyond the cells and the probe inputs goes in.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from autograder.execute import protocol
+from autograder.results import CRASHED, GRADED, TIMEOUT
+from autograder.verify.data import UntrustedData, load_child_data
+
+OUTPUT_CAP = 10_000  # characters of output kept per cell or probe
+CHILD_LOG_CAP = 20_000
+
+
+@dataclass(frozen=True)
+class Cell:
+    name: str  # the nbgrader grade_id, or a label for a cell the student added
+    source: str
+
+
+@dataclass(frozen=True)
+class ProbeCall:
+    name: str  # unique within the assignment, e.g. "chain_rule_unseen"
+    function: str  # a function of the assignment's probes.py
+    inputs: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Job:
+    cells: list[Cell]
+    probes: list[ProbeCall]
+    probes_file: Path
+    timeout: float
+
+
+@dataclass
+class ProbeRecord:
+    """What one probe brought back: a value, or the error the student's code raised."""
+
+    ok: bool
+    value: Any = None
+    error: str = ""
+    output: str = ""
+
+
+@dataclass
+class Execution:
+    status: str  # GRADED (the process finished), TIMEOUT or CRASHED
+    reason: str = ""
+    cells: list[dict[str, Any]] = field(default_factory=list)
+    probes: dict[str, ProbeRecord] = field(default_factory=dict)
+    log: str = ""  # the process's own stdout/stderr, capped
+    seconds: float = 0.0
+
+
+def child_environment(scratch: Path) -> dict[str, str]:
+    """A bare environment: none of the instructor's variables, one thread per process."""
+    return {
+        "PATH": os.path.dirname(sys.executable) + ":/usr/bin:/bin",
+        "HOME": str(scratch / protocol.WORK_DIR),
+        "TMPDIR": str(scratch / "tmp"),
+        "IPYTHONDIR": str(scratch / "tmp" / "ipython"),
+        "MPLBACKEND": "Agg",
+        "LANG": "C.UTF-8",
+        "OMP_NUM_THREADS": "1",
+        "MKL_NUM_THREADS": "1",
+        "PYTHONDONTWRITEBYTECODE": "1",
+    }
+
+
+def prepare_scratch(job: Job) -> Path:
+    import torch
+
+    scratch = Path(tempfile.mkdtemp(prefix="autograder-"))
+    for name in (protocol.OUT_DIR, protocol.WORK_DIR, "tmp"):
+        (scratch / name).mkdir()
+    job_data = {
+        "cells": [{"name": cell.name, "source": cell.source} for cell in job.cells],
+        "probes": [{"name": call.name, "function": call.function} for call in job.probes],
+        "output_cap": OUTPUT_CAP,
+    }
+    (scratch / protocol.JOB_FILE).write_text(json.dumps(job_data), encoding="utf-8")
+    torch.save({call.name: call.inputs for call in job.probes}, scratch / protocol.INPUTS_FILE)
+    shutil.copyfile(job.probes_file, scratch / protocol.PROBES_FILE)
+    return scratch
+
+
+def run_job(job: Job) -> Execution:
+    """Run `job` in a fresh child process and return what came back, whatever the child did."""
+    started = time.monotonic()
+    scratch = prepare_scratch(job)
+    try:
+        returncode, timed_out = _run_child(scratch, job.timeout)
+        execution = _collect(scratch, job)
+        execution.log = _read_capped(scratch / "child.log", CHILD_LOG_CAP)
+        progress = _read_capped(protocol.out_path(scratch, protocol.PROGRESS_FILE), 300)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    if timed_out:
+        execution.status = TIMEOUT
+        execution.reason = (f"stopped after {job.timeout:g} s while {progress or 'starting'}: "
+                            "look for an endless loop or a very long computation")
+    elif progress != "finished":
+        execution.status = CRASHED
+        execution.reason = (f"the notebook's process ended abruptly ({_exit_text(returncode)}) "
+                            f"while {progress or 'starting'}: did the code call exit() "
+                            "or os._exit(), or run out of memory?")
+    execution.seconds = time.monotonic() - started
+    return execution
+
+
+def _run_child(scratch: Path, timeout: float) -> tuple[int | None, bool]:
+    """Returns (exit code, timed out). Whatever happens, nothing the child started survives."""
+    with open(scratch / "child.log", "wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-I", "-m", "autograder.execute.child", str(scratch)],
+            cwd=scratch / protocol.WORK_DIR,
+            env=child_environment(scratch),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group, killed as a whole below
+        )
+        try:
+            return process.wait(timeout=timeout), False
+        except subprocess.TimeoutExpired:
+            return None, True
+        finally:
+            _kill_group(process)
+
+
+def _kill_group(process: subprocess.Popen) -> None:
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    process.wait()
+
+
+def _exit_text(returncode: int | None) -> str:
+    if returncode is None:
+        return "no exit status"
+    if returncode < 0:
+        return f"killed by signal {signal.Signals(-returncode).name}"
+    return f"exit code {returncode}"
+
+
+def _collect(scratch: Path, job: Job) -> Execution:
+    execution = Execution(status=GRADED)
+    cells_path = protocol.out_path(scratch, protocol.CELLS_REPORT)
+    if cells_path.exists():
+        try:
+            execution.cells = _cell_reports(load_child_data(cells_path))
+        except UntrustedData as error:
+            execution.cells = [{"name": "?", "error": f"unreadable cell report: {error}",
+                                "output": ""}]
+    for call in job.probes:
+        path = protocol.out_path(scratch, protocol.probe_result_file(call.name))
+        if not path.exists():
+            continue
+        try:
+            execution.probes[call.name] = _probe_record(load_child_data(path))
+        except UntrustedData as error:
+            execution.probes[call.name] = ProbeRecord(
+                ok=False, error=f"the data it returned was refused: {error}")
+    return execution
+
+
+def _cell_reports(data: Any) -> list[dict[str, Any]]:
+    if not isinstance(data, list):
+        raise UntrustedData("cell report is not a list")
+    reports = []
+    for item in data:
+        if not isinstance(item, dict):
+            raise UntrustedData("cell report entry is not a dict")
+        reports.append({"name": str(item.get("name", "?")),
+                        "error": None if item.get("error") is None else str(item["error"]),
+                        "output": str(item.get("output", ""))[:OUTPUT_CAP * 2]})
+    return reports
+
+
+def _probe_record(data: Any) -> ProbeRecord:
+    if not isinstance(data, dict) or not isinstance(data.get("ok"), bool):
+        raise UntrustedData("a probe record must be a dict with a boolean 'ok'")
+    return ProbeRecord(ok=data["ok"], value=data.get("value"),
+                       error=str(data.get("error", ""))[:2000],
+                       output=str(data.get("output", ""))[:OUTPUT_CAP * 2])
+
+
+def _read_capped(path: Path, cap: int) -> str:
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(cap).decode("utf-8", errors="replace").strip()
+    except FileNotFoundError:
+        return ""

@@ -1,0 +1,95 @@
+"""Grade submissions: assemble -> execute (child process) -> verify (here), in parallel.
+
+`grade_submission` is the whole engine for one notebook and never raises for anything the
+student did: a bad notebook, an exception, a hang or a crash all become a SubmissionResult with
+a status and a reason. `grade_batch` runs many at once and hands each result to `on_result` as
+soon as it exists, so the caller can store it before moving on.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor, as_completed
+
+from autograder.assemble import InvalidNotebook, assemble, read_notebook
+from autograder.assignment import Assignment
+from autograder.execute.runner import Execution, Job, ProbeCall, run_job
+from autograder.results import GRADED, INVALID, SubmissionResult, TestResult
+from autograder.submissions import Submission
+from autograder.verify.judge import judge
+
+OUTPUT_SHOWN = 5_000  # characters of the notebook's output kept in the result
+
+
+def default_workers() -> int:
+    return max(1, os.cpu_count() or 1)
+
+
+def grade_submission(assignment: Assignment, submission: Submission,
+                     timeout: float) -> SubmissionResult:
+    result = SubmissionResult(student_id=submission.student_id, assignment=assignment.name,
+                              notebook=assignment.notebook_name, status=GRADED,
+                              timestamp=submission.timestamp)
+    if submission.notebook is None:
+        return _invalid(result, assignment, "no notebook was submitted")
+    try:
+        student_notebook = read_notebook(submission.notebook)
+    except InvalidNotebook as error:
+        return _invalid(result, assignment, str(error))
+    plan = assemble(assignment.release_notebook, student_notebook)
+    hidden = assignment.hidden
+    job = Job(cells=plan.cells,
+              probes=[ProbeCall(name, declared.function, declared.inputs)
+                      for name, declared in hidden.probes.items()],
+              probes_file=hidden.probes_file, timeout=timeout)
+    execution = run_job(job)
+    values, failures = _probe_outcomes(execution, hidden.probes)
+    result.tests = judge(hidden, values, failures)
+    result.status = execution.status
+    result.reason = "; ".join(filter(None, [execution.reason, *plan.notes]))
+    result.cell_errors = [{"cell": cell["name"], "error": cell["error"]}
+                          for cell in execution.cells if cell.get("error")]
+    result.output = "".join(cell["output"] for cell in execution.cells)[:OUTPUT_SHOWN]
+    result.seconds = round(execution.seconds, 3)
+    return result
+
+
+def grade_batch(assignment: Assignment, submissions: Iterable[Submission], timeout: float,
+                workers: int | None = None,
+                on_result: Callable[[SubmissionResult], None] | None = None,
+                ) -> list[SubmissionResult]:
+    """Grade all, `workers` at a time; `on_result` runs in this thread as each one finishes."""
+    results = []
+    with ThreadPoolExecutor(max_workers=workers or default_workers()) as pool:
+        futures = [pool.submit(grade_submission, assignment, submission, timeout)
+                   for submission in submissions]
+        for future in as_completed(futures):
+            result = future.result()
+            if on_result is not None:
+                on_result(result)
+            results.append(result)
+    return sorted(results, key=lambda result: result.student_id)
+
+
+def _probe_outcomes(execution: Execution, probes: dict) -> tuple[dict, dict[str, str]]:
+    values, failures = {}, {}
+    for name in probes:
+        record = execution.probes.get(name)
+        if record is None:
+            failures[name] = execution.reason or "your code did not return a result"
+        elif record.ok:
+            values[name] = record.value
+        else:
+            failures[name] = f"Your code raised {record.error}"
+    return values, failures
+
+
+def _invalid(result: SubmissionResult, assignment: Assignment, reason: str) -> SubmissionResult:
+    result.status = INVALID
+    result.reason = reason
+    result.tests = [TestResult(name=test.name, cell=test.cell, points=0.0,
+                               max_points=test.points, passed=False, message=reason,
+                               title=test.title)
+                    for test in assignment.hidden.tests]
+    return result

@@ -1,0 +1,44 @@
+"""Make the student version: nbgrader's generate_assignment, then checks that nothing leaked."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from autograder.assignment import Assignment
+from autograder.course import Course
+from autograder.gradebook import put_nbgrader_tools_on_path
+
+LEAK_MARKERS = ("### BEGIN SOLUTION", "### END SOLUTION", "### BEGIN HIDDEN TESTS")
+
+
+class ReleaseError(Exception):
+    """generate_assignment failed, or its output is not safe to hand out."""
+
+
+def release(course: Course, assignment: str) -> Path:
+    """Regenerate release/<assignment>/ from source/<assignment>/ and return its folder."""
+    if not course.source_dir(assignment).is_dir():
+        raise ReleaseError(f"no instructor version at {course.source_dir(assignment)}")
+    command = [sys.executable, "-m", "nbgrader", "generate_assignment", assignment,
+               "--force", "--create"]
+    put_nbgrader_tools_on_path()
+    done = subprocess.run(command, cwd=course.root, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise ReleaseError(f"nbgrader generate_assignment failed:\n{done.stderr.strip()[-3000:]}")
+    release_dir = course.release_dir(assignment)
+    check_no_leaks(release_dir)
+    Assignment.load(course, assignment)  # the hidden tests must fit the released grade cells
+    return release_dir
+
+
+def check_no_leaks(release_dir: Path) -> None:
+    """No solution region and no hidden-test region may survive into the student version."""
+    for path in sorted(release_dir.rglob("*")):
+        if not path.is_file():
+            continue
+        text = path.read_text(encoding="utf-8", errors="replace")
+        for marker in LEAK_MARKERS:
+            if marker in text:
+                raise ReleaseError(f"{path} still contains '{marker}'")

@@ -1,0 +1,169 @@
+"""Collect submissions into the course's `submitted/<student_id>/<assignment>/` folders.
+
+Three sources: a folder in nbgrader's layout (`<student_id>/<assignment>/*.ipynb`), a zip of
+notebooks as an LMS downloads them, or one notebook. Everything is checked before anything is
+written, and each notebook is stored under submitted/ before it is graded, so nothing is lost.
+"""
+
+from __future__ import annotations
+
+import re
+import zipfile
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path, PurePosixPath
+
+from autograder.course import Course
+
+STUDENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,99}$")
+# Canvas names downloads "<name>[_LATE]_<user id>_<submission id>_<file>".
+CANVAS_NAME = re.compile(r"^(?P<student>[^_]+)(?:_LATE)?_\d+_\d+_.+\.ipynb$")
+MAX_NOTEBOOK_BYTES = 20 * 1024 * 1024
+TIMESTAMP_FILE = "timestamp.txt"
+
+
+class SubmissionError(Exception):
+    """The submissions given cannot be collected; the message names the file and the problem."""
+
+
+@dataclass(frozen=True)
+class Submission:
+    student_id: str
+    notebook: Path | None  # None: the student's folder holds no notebook
+    timestamp: str | None = None
+
+
+def collect(course: Course, assignment: str, notebook_name: str, source: Path,
+            student_id: str | None = None) -> list[Submission]:
+    """Store every submission found in `source` under submitted/ and return them, sorted."""
+    source = Path(source)
+    if not source.exists():
+        raise SubmissionError(f"{source} does not exist")
+    if source.is_dir():
+        found = _from_layout(source, assignment)
+    elif source.suffix == ".zip":
+        found = _from_zip(source)
+    elif source.suffix == ".ipynb":
+        found = [(student_id or source.stem, _read_notebook_bytes(source), _now())]
+    else:
+        raise SubmissionError(f"{source} is neither a folder, a .zip nor an .ipynb file")
+    if student_id is not None and len(found) != 1:
+        raise SubmissionError("--student names one student, but the source holds "
+                              f"{len(found)} submissions")
+    _check_ids(found)
+    stored = []
+    for sid, content, timestamp in found:
+        stored.append(_store(course, assignment, notebook_name, sid, content, timestamp))
+    return sorted(stored, key=lambda submission: submission.student_id)
+
+
+def submitted_in_course(course: Course, assignment: str, notebook_name: str) -> list[Submission]:
+    """The submissions already under the course's submitted/ folder."""
+    root = course.root / "submitted"
+    if not root.is_dir():
+        return []
+    return [_stored(course.submitted_dir(d.name, assignment), d.name, notebook_name)
+            for d in sorted(root.iterdir()) if (d / assignment).is_dir()]
+
+
+def _from_layout(folder: Path, assignment: str) -> list[tuple[str, bytes | None, str | None]]:
+    found = []
+    for student_dir in sorted(p for p in folder.iterdir() if p.is_dir()):
+        assignment_dir = student_dir / assignment
+        if not assignment_dir.is_dir():
+            continue
+        notebooks = sorted(assignment_dir.glob("*.ipynb"))
+        if len(notebooks) > 1:
+            raise SubmissionError(f"{assignment_dir} holds {len(notebooks)} notebooks; "
+                                  "one is expected")
+        content = _read_notebook_bytes(notebooks[0]) if notebooks else None
+        stamp = assignment_dir / TIMESTAMP_FILE
+        timestamp = stamp.read_text(encoding="utf-8").strip() if stamp.is_file() else None
+        found.append((student_dir.name, content, timestamp))
+    if not found:
+        raise SubmissionError(f"{folder} holds no <student_id>/{assignment}/ folder "
+                              "(nbgrader's submitted/ layout)")
+    return found
+
+
+def _from_zip(path: Path) -> list[tuple[str, bytes | None, str | None]]:
+    try:
+        archive = zipfile.ZipFile(path)
+    except zipfile.BadZipFile:
+        raise SubmissionError(f"{path} is not a valid zip file") from None
+    with archive:
+        members = [m for m in archive.infolist() if _is_notebook_member(m)]
+        if not members:
+            raise SubmissionError(f"{path} contains no .ipynb file")
+        paths = [PurePosixPath(m.filename).parts for m in members]
+        # Several notebooks all inside one folder: that folder wraps the download; drop it.
+        wrapped = len(paths) > 1 and all(len(p) > 1 and p[0] == paths[0][0] for p in paths)
+        found = []
+        for member, parts in zip(members, paths, strict=True):
+            if member.file_size > MAX_NOTEBOOK_BYTES:
+                raise SubmissionError(f"{path}: {member.filename} is larger than "
+                                      f"{MAX_NOTEBOOK_BYTES} bytes")
+            sid = _student_of_member(parts[1:] if wrapped else parts)
+            timestamp = datetime(*member.date_time, tzinfo=UTC).isoformat()
+            found.append((sid, archive.read(member), timestamp))
+    return found
+
+
+def _is_notebook_member(member: zipfile.ZipInfo) -> bool:
+    parts = PurePosixPath(member.filename).parts
+    return (not member.is_dir() and member.filename.endswith(".ipynb")
+            and not any(part.startswith((".", "__MACOSX")) for part in parts))
+
+
+def _student_of_member(parts: tuple[str, ...]) -> str:
+    """`<student>/.../x.ipynb` -> student; a flat file: Canvas's naming, else the file's stem."""
+    if len(parts) > 1:
+        return parts[0]
+    name = PurePosixPath(parts[0])
+    match = CANVAS_NAME.match(name.name)
+    return match.group("student") if match else name.stem
+
+
+def _check_ids(found: list[tuple[str, bytes | None, str | None]]) -> None:
+    seen: set[str] = set()
+    for sid, _, _ in found:
+        if not STUDENT_ID.match(sid):
+            raise SubmissionError(f"'{sid}' is not a usable student id (letters, digits and "
+                                  "._@+- only, starting with a letter or digit)")
+        if sid in seen:
+            raise SubmissionError(f"student '{sid}' appears more than once in the submissions")
+        seen.add(sid)
+
+
+def _read_notebook_bytes(path: Path) -> bytes:
+    size = path.stat().st_size
+    if size > MAX_NOTEBOOK_BYTES:
+        raise SubmissionError(f"{path} is larger than {MAX_NOTEBOOK_BYTES} bytes")
+    return path.read_bytes()
+
+
+def _store(course: Course, assignment: str, notebook_name: str, sid: str, content: bytes | None,
+           timestamp: str | None) -> Submission:
+    target = course.submitted_dir(sid, assignment)
+    notebook = target / f"{notebook_name}.ipynb"
+    target.mkdir(parents=True, exist_ok=True)
+    if content is not None:
+        partial = notebook.with_suffix(".partial")
+        partial.write_bytes(content)
+        partial.replace(notebook)
+    (target / TIMESTAMP_FILE).write_text(timestamp or _now(), encoding="utf-8")
+    return _stored(target, sid, notebook_name)
+
+
+def _stored(target: Path, sid: str, notebook_name: str) -> Submission:
+    notebook = target / f"{notebook_name}.ipynb"
+    if not notebook.is_file():
+        candidates = sorted(target.glob("*.ipynb"))
+        notebook = candidates[0] if len(candidates) == 1 else None
+    stamp = target / TIMESTAMP_FILE
+    timestamp = stamp.read_text(encoding="utf-8").strip() if stamp.is_file() else None
+    return Submission(sid, notebook, timestamp)
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat()
