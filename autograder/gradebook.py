@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from typing import TYPE_CHECKING
 
 from autograder.results import SubmissionResult
@@ -88,7 +89,11 @@ class NbgraderGradebook:
         gradebook, name = self._gradebook, self.assignment.name
         gradebook.update_or_create_student(result.student_id)
         extra = {"timestamp": result.timestamp} if result.timestamp else {}
-        gradebook.update_or_create_submission(name, result.student_id, **extra)
+        with warnings.catch_warnings():
+            # nbgrader 0.9.6 builds submissions in a way SQLAlchemy 2 warns about (autoflush of
+            # backrefs); the rows are written all the same, as `nbgrader export` shows.
+            warnings.filterwarnings("ignore", message=".*not in session.*")
+            gradebook.update_or_create_submission(name, result.student_id, **extra)
         for cell, score in result.cell_scores().items():
             grade = gradebook.find_grade(cell, self.assignment.notebook_name, name,
                                          result.student_id)

@@ -50,7 +50,9 @@ def grade_submission(assignment: Assignment, submission: Submission,
     result.reason = "; ".join(filter(None, [execution.reason, *plan.notes]))
     result.cell_errors = [{"cell": cell["name"], "error": cell["error"]}
                           for cell in execution.cells if cell.get("error")]
-    result.output = "".join(cell["output"] for cell in execution.cells)[:OUTPUT_SHOWN]
+    printed = [cell["output"] for cell in execution.cells]
+    printed += [record.output for record in execution.probes.values()]
+    result.output = "".join(printed)[:OUTPUT_SHOWN]
     result.seconds = round(execution.seconds, 3)
     return result
 

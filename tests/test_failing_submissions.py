@@ -1,0 +1,79 @@
+"""A submission that raises, hangs, crashes its process or is not a notebook gets 0 with a
+clear reason, and the rest of its batch is graded normally."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tests.conftest import grade_answers
+
+TIMEOUT = 15.0
+
+
+def _raising(name: str, args: str) -> str:
+    return f"def {name}({args}):\n    return 1 / 0\n"
+
+
+@pytest.fixture(scope="module")
+def batch(course, release_notebook, solution, tmp_path_factory):
+    started = time.monotonic()
+    results = grade_answers(course, release_notebook, tmp_path_factory.mktemp("failing"), {
+        "fine": solution,
+        "raises": {"forward_backward": _raising("forward_backward", "model, x, y_true"),
+                   "chain_rule": _raising("chain_rule", "x_value"),
+                   "train_step": _raising("train_step", "model, optimizer, criterion, X, y")},
+        "hangs": {**solution, "train_step": solution["train_step"].replace(
+            "    pred = model(X)", "    while True:\n        pass\n    pred = model(X)")},
+        "exits": {**solution, "chain_rule": "import os\nos._exit(3)\n"},
+        "killed": {**solution, "forward_backward": "import os, signal\n"
+                                                   "os.kill(os.getpid(), signal.SIGKILL)\n"},
+        "not-a-notebook": "this is not JSON {",
+    }, timeout=TIMEOUT, workers=2)
+    return results, time.monotonic() - started
+
+
+def test_the_good_submission_in_the_batch_is_graded_in_full(batch) -> None:
+    results, _ = batch
+    assert results["fine"].status == "graded" and results["fine"].score == 10
+
+
+def test_raising_code_scores_zero_and_names_the_error(batch) -> None:
+    result = batch[0]["raises"]
+    assert result.status == "graded" and result.score == 0
+    assert all("ZeroDivisionError" in test.message for test in result.tests)
+    assert all("cell 'forward_backward'" in t.message for t in result.tests
+               if t.cell == "check_forward_backward")
+
+
+def test_hanging_code_is_stopped_at_the_timeout_with_its_place_named(batch) -> None:
+    result = batch[0]["hangs"]
+    assert result.status == "timeout" and result.score == 0
+    assert f"stopped after {TIMEOUT:g} s" in result.reason
+    assert "part3_run" in result.reason  # the top-level cell that called train -> train_step
+    assert TIMEOUT <= result.seconds < TIMEOUT + 10
+
+
+def test_os_exit_is_a_crash_with_its_exit_code(batch) -> None:
+    result = batch[0]["exits"]
+    assert result.status == "crashed" and result.score == 0
+    assert "exit code 3" in result.reason and "chain_rule" in result.reason
+
+
+def test_a_killed_process_is_a_crash_naming_the_signal(batch) -> None:
+    result = batch[0]["killed"]
+    assert result.status == "crashed" and result.score == 0
+    assert "SIGKILL" in result.reason
+
+
+def test_an_unreadable_notebook_scores_zero_with_the_reason(batch) -> None:
+    result = batch[0]["not-a-notebook"]
+    assert result.status == "invalid" and result.score == 0
+    assert "not a readable Jupyter notebook" in result.reason
+    assert len(result.tests) == 9 and all(not t.passed for t in result.tests)
+
+
+def test_the_batch_did_not_wait_on_the_hang_more_than_once(batch) -> None:
+    # six submissions on two workers: one timeout plus the others' few seconds each
+    assert batch[1] < 2 * TIMEOUT + 20
