@@ -1,0 +1,97 @@
+"""Bad input gets one clear error naming what is wrong, and nothing is half-written."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from autograder.assignment import Assignment
+from autograder.course import Course, CourseError
+from autograder.submissions import SubmissionError, collect
+from autograder.verify.hidden import HiddenTestsError
+from tests.conftest import AUTOGRADER, REPO
+
+
+@pytest.fixture()
+def empty_course(tmp_path: Path) -> Course:
+    shutil.copy(REPO / "nbgrader_config.py", tmp_path)
+    return Course.load(tmp_path)
+
+
+def _nothing_submitted(course: Course) -> bool:
+    return not (course.root / "submitted").exists()
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda p: p / "missing", "does not exist"),
+    (lambda p: (p / "notes.txt").write_text("hi") and p / "notes.txt", "neither a folder"),
+    (lambda p: (p / "x.zip").write_text("not a zip") and p / "x.zip", "not a valid zip"),
+    (lambda p: (p / "flat").mkdir() or p / "flat", "no <student_id>/backprop/ folder"),
+])
+def test_unusable_sources_are_refused(empty_course: Course, tmp_path: Path, make,
+                                      message: str) -> None:
+    with pytest.raises(SubmissionError, match=message):
+        collect(empty_course, "backprop", "backprop", make(tmp_path))
+    assert _nothing_submitted(empty_course)
+
+
+def _zip(path: Path, members: dict[str, str]) -> Path:
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, text in members.items():
+            archive.writestr(name, text)
+    return path
+
+
+def test_a_zip_naming_a_student_twice_writes_nothing(empty_course: Course,
+                                                     tmp_path: Path) -> None:
+    download = _zip(tmp_path / "d.zip", {"alice/a.ipynb": "{}", "bob/b.ipynb": "{}",
+                                         "alice/again.ipynb": "{}"})
+    with pytest.raises(SubmissionError, match="'alice' appears more than once"):
+        collect(empty_course, "backprop", "backprop", download)
+    assert _nothing_submitted(empty_course)
+
+
+def test_unsafe_student_ids_are_refused(empty_course: Course, tmp_path: Path) -> None:
+    download = _zip(tmp_path / "d.zip", {"ok_1_2_backprop.ipynb": "{}",
+                                         "bad id!.ipynb": "{}"})
+    with pytest.raises(SubmissionError, match="not a usable student id"):
+        collect(empty_course, "backprop", "backprop", download)
+    assert _nothing_submitted(empty_course)
+
+
+def test_zip_layouts_map_to_student_ids(empty_course: Course, tmp_path: Path) -> None:
+    download = _zip(tmp_path / "d.zip", {
+        "export/alice/backprop.ipynb": "{}",          # one wrapping folder, then students
+        "export/bob/backprop/backprop.ipynb": "{}",
+    })
+    found = collect(empty_course, "backprop", "backprop", download)
+    assert [s.student_id for s in found] == ["alice", "bob"]
+    assert all(s.notebook.name == "backprop.ipynb" and s.notebook.is_file() for s in found)
+
+
+def test_hidden_tests_that_do_not_add_up_are_refused(course: Course, tmp_path: Path) -> None:
+    broken = tmp_path / "course"
+    shutil.copytree(course.root, broken, ignore=shutil.ignore_patterns("submitted", "autograded",
+                                                                       "feedback"))
+    tests = broken / "hidden_tests" / "backprop" / "tests.py"
+    tests.write_text(tests.read_text().replace('cell="check_train", points=2',
+                                               'cell="check_train", points=3'))
+    with pytest.raises(HiddenTestsError, match="'check_train' is worth 4 points .* add up to 5"):
+        Assignment.load(Course.load(broken), "backprop")
+
+
+def test_a_course_without_config_is_named(tmp_path: Path) -> None:
+    with pytest.raises(CourseError, match="no nbgrader_config.py"):
+        Course.load(tmp_path)
+
+
+def test_cli_reports_errors_in_one_line_with_exit_code_2(course: Course) -> None:
+    done = subprocess.run([*AUTOGRADER, "--course", str(course.root), "grade", "nope"],
+                          capture_output=True, text=True)
+    assert done.returncode == 2
+    assert done.stderr.startswith("autograder: error: no released notebook")
+    assert "Traceback" not in done.stderr
