@@ -5,6 +5,7 @@ Each returns data (and prints a short report), so an HTTP service can call the s
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
@@ -38,7 +39,9 @@ def grade(course: Course, assignment_name: str, source: Path | None = None,
     with NbgraderGradebook(course, assignment) as gradebook:
         def record(result: SubmissionResult) -> None:
             nonlocal done
-            save_result(result, course.autograded_dir(result.student_id, assignment_name))
+            autograded = course.autograded_dir(result.student_id, assignment_name)
+            save_result(result, autograded)
+            _keep_graded_notebook(course, assignment, result.student_id, autograded)
             write_feedback(result, course.feedback_dir(result.student_id, assignment_name))
             gradebook.record(result)
             done += 1
@@ -50,6 +53,15 @@ def grade(course: Course, assignment_name: str, source: Path | None = None,
 
         return grade_batch(assignment, submissions, timeout or course.timeout, workers,
                            on_result=record)
+
+
+def _keep_graded_notebook(course: Course, assignment: Assignment, student_id: str,
+                          autograded: Path) -> None:
+    """The notebook that was graded, where formgrader looks for it (autograded/...)."""
+    name = f"{assignment.notebook_name}.ipynb"
+    submitted = course.submitted_dir(student_id, assignment.name) / name
+    if submitted.is_file():
+        shutil.copyfile(submitted, autograded / name)
 
 
 def gradebook_table(course: Course, assignment_name: str) -> pd.DataFrame:

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import time
 
+import nbformat
 import pytest
 
+from autograder.author import with_answers
 from tests.conftest import grade_answers
 
 TIMEOUT = 15.0
@@ -14,6 +16,21 @@ TIMEOUT = 15.0
 
 def _raising(name: str, args: str) -> str:
     return f"def {name}({args}):\n    return 1 / 0\n"
+
+
+def _with_tampered_train(release_notebook, solution) -> str:
+    """A missing zero_grad, hidden by editing the locked train() to return a perfect model."""
+    notebook = with_answers(release_notebook, {**solution, "train_step": (
+        "def train_step(model, optimizer, criterion, X, y):\n"
+        "    loss = criterion(model(X), y)\n    loss.backward()\n    optimizer.step()\n"
+        "    return loss\n")})
+    for cell in notebook.cells:
+        if cell.metadata.get("nbgrader", {}).get("grade_id") == "train":
+            cell.source = cell.source.replace("    return model", (
+                "    with torch.no_grad():\n"
+                "        model.weight.fill_(2.0)\n        model.bias.fill_(0.0)\n"
+                "    return model"))
+    return nbformat.writes(notebook)
 
 
 @pytest.fixture(scope="module")
@@ -30,6 +47,7 @@ def batch(course, release_notebook, solution, tmp_path_factory):
         "killed": {**solution, "forward_backward": "import os, signal\n"
                                                    "os.kill(os.getpid(), signal.SIGKILL)\n"},
         "not-a-notebook": "this is not JSON {",
+        "tampered-train": _with_tampered_train(release_notebook, solution),
     }, timeout=TIMEOUT, workers=2)
     return results, time.monotonic() - started
 
@@ -74,6 +92,13 @@ def test_an_unreadable_notebook_scores_zero_with_the_reason(batch) -> None:
     assert len(result.tests) == 9 and all(not t.passed for t in result.tests)
 
 
+def test_locked_cells_are_restored_from_the_release(batch) -> None:
+    result = batch[0]["tampered-train"]
+    assert result.status == "graded"
+    assert result.score == 6  # as missing-zero-grad: the edit to train() never ran
+    assert not next(t for t in result.tests if t.name == "trained_weight_near_two").passed
+
+
 def test_the_batch_did_not_wait_on_the_hang_more_than_once(batch) -> None:
-    # six submissions on two workers: one timeout plus the others' few seconds each
+    # seven submissions on two workers: one timeout plus the others' few seconds each
     assert batch[1] < 2 * TIMEOUT + 20
