@@ -66,7 +66,7 @@ def _run(args: argparse.Namespace) -> int:
     elif args.command == "grade":
         commands.grade(course, args.assignment, args.source, args.student, args.workers,
                        args.timeout, out=sys.stdout)
-        print(commands.show_table(commands.gradebook_table(course, args.assignment)))
+        print(commands.show_table(course, args.assignment))
         print(f"wrote {commands.export(course, args.assignment)}")
     elif args.command == "export":
         print(f"wrote {commands.export(course, args.assignment, args.format, args.output)}")

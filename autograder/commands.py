@@ -13,7 +13,7 @@ from autograder.assignment import Assignment
 from autograder.course import Course
 from autograder.export import write_export
 from autograder.feedback import write_feedback
-from autograder.gradebook import NbgraderGradebook, gradebook_frame
+from autograder.gradebook import NbgraderGradebook, by_cell, gradebook_frame
 from autograder.pipeline import grade_batch
 from autograder.results import SubmissionResult, load_results, save_result
 from autograder.submissions import collect, submitted_in_course
@@ -78,7 +78,12 @@ def export(course: Course, assignment_name: str, fmt: str = "csv",
     return write_export(table, assignment_name, fmt, path)
 
 
-def show_table(table: pd.DataFrame) -> str:
-    shown = table.copy()
-    shown["reason"] = shown["reason"].fillna("").str.slice(0, 60)
+def show_table(course: Course, assignment_name: str, students: list[str] | None = None) -> str:
+    """The gradebook as printed on a terminal: points per grade cell, totals, status."""
+    assignment = Assignment.load(course, assignment_name)
+    table = gradebook_frame(load_results(course.root, assignment_name), assignment)
+    if students is not None:
+        table = table.loc[students]
+    shown = by_cell(table, assignment)
+    shown["reason"] = shown["reason"].fillna("").str.slice(0, 50)
     return shown.to_string()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 import time
 from typing import TextIO
 
@@ -21,10 +22,14 @@ def run_demo(course: Course, out: TextIO) -> None:
     print(f"\n== grade: {examples}", file=out, flush=True)
     results = commands.grade(course, DEMO_ASSIGNMENT, examples, out=out)
 
-    table = commands.gradebook_table(course, DEMO_ASSIGNMENT)
-    table = table.loc[[result.student_id for result in results]]
-    print("\n== gradebook", file=out)
-    print(commands.show_table(table), file=out)
+    print("\n== gradebook (points per grade cell; per test in the CSV)", file=out)
+    print(commands.show_table(course, DEMO_ASSIGNMENT, [r.student_id for r in results]),
+          file=out)
+    print("\n== what each student is told first (full feedback in feedback/)", file=out)
+    for result in results:
+        failed = next((test for test in result.tests if not test.passed), None)
+        told = f"{failed.title}: {failed.message}" if failed else "all tests passed"
+        print(f"{result.student_id}: {textwrap.shorten(told, 160)}", file=out)
     path = commands.export(course, DEMO_ASSIGNMENT)
     seconds = [result.seconds for result in results]
     print(f"\nwrote {path}; feedback in {course.root / 'feedback'}; gradebook.db updated",

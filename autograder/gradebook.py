@@ -69,6 +69,17 @@ class GradebookError(Exception):
     """gradebook.db cannot take these results (e.g. the assignment was never released)."""
 
 
+def by_cell(table: pd.DataFrame, assignment: Assignment) -> pd.DataFrame:
+    """The gradebook with test columns summed per nbgrader grade cell: a terminal-wide view."""
+    cells: dict[str, list[str]] = {}
+    for test in assignment.hidden.tests:
+        cells.setdefault(test.cell, []).append(test.name)
+    summary = table[[]].copy()
+    for cell, tests in cells.items():
+        summary[cell] = table[tests].sum(axis=1, min_count=1)
+    return summary.join(table[["total", "max_score", "percent", "status", "reason"]])
+
+
 class NbgraderGradebook:
     """Writes results into gradebook.db through nbgrader's own API (one session per batch)."""
 
