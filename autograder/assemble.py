@@ -29,14 +29,21 @@ def read_notebook(path: Path) -> Any:
     import nbformat
 
     try:
-        return nbformat.read(str(path), as_version=4)
+        notebook = nbformat.read(str(path), as_version=4)
     except Exception as error:
+        first_line = (str(error).splitlines() or [type(error).__name__])[0]
         raise InvalidNotebook(f"{path.name} is not a readable Jupyter notebook: "
-                              f"{str(error).splitlines()[0][:200]}") from None
+                              f"{first_line[:200]}") from None
+    cells = notebook.get("cells")
+    if not isinstance(cells, list) or not all(isinstance(cell, dict) for cell in cells):
+        raise InvalidNotebook(f"{path.name} is not a readable Jupyter notebook: "
+                              "it has no list of cells")
+    return notebook
 
 
 def nbgrader_metadata(cell: Any) -> dict[str, Any]:
-    metadata = cell.get("metadata", {}).get("nbgrader", {})
+    metadata = cell.get("metadata")
+    metadata = metadata.get("nbgrader") if isinstance(metadata, dict) else None
     return metadata if isinstance(metadata, dict) else {}
 
 
@@ -55,42 +62,53 @@ def grade_id(cell: Any) -> str | None:
 
 
 def assemble(release: Any, submission: Any) -> Plan:
-    release_code = [cell for cell in release.cells if cell.cell_type == "code"]
-    known_ids = {grade_id(cell) for cell in release_code} - {None}
-    answers: dict[str, str] = {}
-    added_after: dict[str | None, list[str]] = {}  # student-added cells, by the cell before them
-    previous: str | None = None
+    """The cells to run, in the student's order, as Jupyter's "run all" would run them, except:
+
+    * a cell carrying the grade_id of a locked release cell runs the release's source;
+    * test cells do not run (their verdicts are decided outside the student's process);
+    * a locked release cell the student deleted runs anyway, after the release cell before it.
+    """
+    release_code = {grade_id(c): c for c in release.cells if c.cell_type == "code" and grade_id(c)}
+    plan = Plan(cells=[])
+    placed: dict[str, int] = {}  # release grade_id -> position of its last cell in the plan
+    previous_label = "the top of your notebook"
     for cell in submission.cells:
         if cell.get("cell_type") != "code":
             continue
         gid = grade_id(cell)
-        if gid in known_ids:
-            answers.setdefault(gid, _source(cell))
-            previous = gid
-        else:
-            added_after.setdefault(previous, []).append(_source(cell))
-
-    plan = Plan(cells=[])
-    _add_student_cells(plan, added_after.get(None, []), "your cell at the top")
-    for cell in release_code:
-        gid = grade_id(cell)
-        if is_test(cell):
+        released = release_code.get(gid) if gid else None
+        if released is None:  # a cell the student added: it runs as written
+            if _source(cell).strip():
+                plan.cells.append(Cell(f"your cell after {previous_label}", _source(cell)))
             continue
-        if is_solution(cell) and gid in answers:
-            plan.cells.append(Cell(gid, answers[gid]))
-        else:
-            if is_solution(cell):
-                plan.notes.append(f"The answer cell '{gid}' is missing from your notebook, "
-                                  "so the empty version from the release was run instead.")
-            plan.cells.append(Cell(gid or "release cell", _source(cell)))
-        _add_student_cells(plan, added_after.get(gid, []), f"your cell after '{gid}'")
+        previous_label = f"'{gid}'"
+        if is_test(released):
+            continue
+        if is_solution(released):
+            plan.cells.append(Cell(gid, _source(cell)))  # a copied answer cell runs twice, too
+        elif gid not in placed:
+            plan.cells.append(Cell(gid, _source(released)))
+        placed[gid] = len(plan.cells)
+    _restore_deleted_cells(plan, release, placed)
     return plan
 
 
-def _add_student_cells(plan: Plan, sources: list[str], label: str) -> None:
-    for source in sources:
-        if source.strip():
-            plan.cells.append(Cell(label, source))
+def _restore_deleted_cells(plan: Plan, release: Any, placed: dict[str, int]) -> None:
+    """Locked cells the student deleted run anyway; a deleted answer cell is only reported."""
+    insert_at, inserted = 0, 0
+    for cell in release.cells:
+        gid = grade_id(cell)
+        if cell.cell_type != "code" or gid is None or is_test(cell):
+            continue
+        if gid in placed:
+            insert_at = placed[gid] + inserted
+        elif is_solution(cell):
+            plan.notes.append(f"The answer cell '{gid}' is missing from your notebook; "
+                              "only the cells you wrote yourself ran in its place.")
+        else:
+            plan.cells.insert(insert_at, Cell(gid, _source(cell)))
+            insert_at += 1
+            inserted += 1
 
 
 def _source(cell: Any) -> str:

@@ -13,7 +13,7 @@ from autograder.assignment import Assignment
 from autograder.course import Course
 from autograder.export import write_export
 from autograder.feedback import write_feedback
-from autograder.gradebook import NbgraderGradebook, by_cell, gradebook_frame
+from autograder.gradebook import GradebookError, NbgraderGradebook, by_cell, gradebook_frame
 from autograder.pipeline import grade_batch
 from autograder.results import SubmissionResult, load_results, save_result
 from autograder.submissions import collect, submitted_in_course
@@ -35,6 +35,7 @@ def grade(course: Course, assignment_name: str, source: Path | None = None,
                               student_id)
     total = len(submissions)
     done = 0
+    unrecorded: list[str] = []
 
     with NbgraderGradebook(course, assignment) as gradebook:
         def record(result: SubmissionResult) -> None:
@@ -43,7 +44,10 @@ def grade(course: Course, assignment_name: str, source: Path | None = None,
             save_result(result, autograded)
             _keep_graded_notebook(course, assignment, result.student_id, autograded)
             write_feedback(result, course.feedback_dir(result.student_id, assignment_name))
-            gradebook.record(result)
+            try:
+                gradebook.record(result)
+            except Exception as error:  # results.json holds the grade; report, keep going
+                unrecorded.append(f"{result.student_id} ({type(error).__name__}: {error})")
             done += 1
             if out is not None:
                 note = f"  {result.reason}" if result.reason else ""
@@ -51,8 +55,12 @@ def grade(course: Course, assignment_name: str, source: Path | None = None,
                       f"{result.max_score:g} {result.status} ({result.seconds:.1f} s){note}",
                       file=out, flush=True)
 
-        return grade_batch(assignment, submissions, timeout or course.timeout, workers,
-                           on_result=record)
+        results = grade_batch(assignment, submissions, timeout or course.timeout, workers,
+                              on_result=record)
+    if unrecorded:
+        raise GradebookError("graded, but not written to gradebook.db (their results.json "
+                             "and feedback are stored): " + "; ".join(unrecorded))
+    return results
 
 
 def _keep_graded_notebook(course: Course, assignment: Assignment, student_id: str,

@@ -8,6 +8,7 @@ soon as it exists, so the caller can store it before moving on.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -15,9 +16,18 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from autograder.assemble import InvalidNotebook, assemble, read_notebook
 from autograder.assignment import Assignment
 from autograder.execute.runner import Execution, Job, ProbeCall, run_job
-from autograder.results import GRADED, INVALID, SubmissionResult, TestResult
+from autograder.results import (
+    ERROR,
+    GRADED,
+    INVALID,
+    SubmissionResult,
+    TestResult,
+    cleaned,
+)
 from autograder.submissions import Submission
 from autograder.verify.judge import judge
+
+log = logging.getLogger(__name__)
 
 OUTPUT_SHOWN = 5_000  # characters of the notebook's output kept in the result
 
@@ -28,15 +38,28 @@ def default_workers() -> int:
 
 def grade_submission(assignment: Assignment, submission: Submission,
                      timeout: float) -> SubmissionResult:
+    try:
+        return cleaned(_grade(assignment, submission, timeout))
+    except Exception as error:  # one submission's trouble must not stop the batch
+        log.exception("grading %s failed", submission.student_id)
+        result = SubmissionResult(student_id=submission.student_id, assignment=assignment.name,
+                                  notebook=assignment.notebook_name, status=ERROR,
+                                  timestamp=submission.timestamp)
+        return _zero(result, assignment, ERROR,
+                     f"the grader failed on this submission ({type(error).__name__}); "
+                     "it has been logged for the instructor")
+
+
+def _grade(assignment: Assignment, submission: Submission, timeout: float) -> SubmissionResult:
     result = SubmissionResult(student_id=submission.student_id, assignment=assignment.name,
                               notebook=assignment.notebook_name, status=GRADED,
                               timestamp=submission.timestamp)
     if submission.notebook is None:
-        return _invalid(result, assignment, "no notebook was submitted")
+        return _zero(result, assignment, INVALID, "no notebook was submitted")
     try:
         student_notebook = read_notebook(submission.notebook)
     except InvalidNotebook as error:
-        return _invalid(result, assignment, str(error))
+        return _zero(result, assignment, INVALID, str(error))
     plan = assemble(assignment.release_notebook, student_notebook)
     hidden = assignment.hidden
     job = Job(cells=plan.cells,
@@ -87,8 +110,9 @@ def _probe_outcomes(execution: Execution, probes: dict) -> tuple[dict, dict[str,
     return values, failures
 
 
-def _invalid(result: SubmissionResult, assignment: Assignment, reason: str) -> SubmissionResult:
-    result.status = INVALID
+def _zero(result: SubmissionResult, assignment: Assignment, status: str,
+          reason: str) -> SubmissionResult:
+    result.status = status
     result.reason = reason
     result.tests = [TestResult(name=test.name, cell=test.cell, points=0.0,
                                max_points=test.points, passed=False, message=reason,

@@ -12,6 +12,7 @@ GRADED = "graded"
 TIMEOUT = "timeout"
 CRASHED = "crashed"
 INVALID = "invalid"  # the notebook could not be read or run at all
+ERROR = "error"  # the grader itself failed on this submission (a bug to report, not the student's)
 
 
 @dataclass
@@ -60,6 +61,21 @@ class SubmissionResult:
         data = json.loads(text)
         data["tests"] = [TestResult(**test) for test in data.get("tests", [])]
         return cls(**data)
+
+
+def clean_text(text: str) -> str:
+    """Text that came (partly) from student code, made safe to encode anywhere as UTF-8."""
+    return text.encode("utf-8", errors="replace").decode("utf-8")
+
+
+def cleaned(result: SubmissionResult) -> SubmissionResult:
+    result.reason = clean_text(result.reason)
+    result.output = clean_text(result.output)
+    result.cell_errors = [{key: clean_text(str(value)) for key, value in error.items()}
+                          for error in result.cell_errors]
+    for test in result.tests:
+        test.message = clean_text(test.message)
+    return result
 
 
 RESULT_FILE = "results.json"

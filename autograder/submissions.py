@@ -17,7 +17,7 @@ from autograder.course import Course
 
 STUDENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,99}$")
 # Canvas names downloads "<name>[_LATE]_<user id>_<submission id>_<file>".
-CANVAS_NAME = re.compile(r"^(?P<student>[^_]+)(?:_LATE)?_\d+_\d+_.+\.ipynb$")
+CANVAS_NAME = re.compile(r"^(?P<student>[^_]+)(?:_late)?_\d+_\d+_.+\.ipynb$", re.IGNORECASE)
 MAX_NOTEBOOK_BYTES = 20 * 1024 * 1024
 TIMESTAMP_FILE = "timestamp.txt"
 
@@ -42,7 +42,7 @@ def collect(course: Course, assignment: str, notebook_name: str, source: Path,
     if source.is_dir():
         found = _from_layout(source, assignment)
     elif source.suffix == ".zip":
-        found = _from_zip(source)
+        found = _from_zip(source, assignment)
     elif source.suffix == ".ipynb":
         found = [(student_id or source.stem, _read_notebook_bytes(source), _now())]
     else:
@@ -72,21 +72,20 @@ def _from_layout(folder: Path, assignment: str) -> list[tuple[str, bytes | None,
         assignment_dir = student_dir / assignment
         if not assignment_dir.is_dir():
             continue
-        notebooks = sorted(assignment_dir.glob("*.ipynb"))
+        notebooks = sorted(p for p in assignment_dir.glob("*.ipynb")
+                           if not p.name.startswith("."))  # macOS "._x.ipynb" and the like
         if len(notebooks) > 1:
             raise SubmissionError(f"{assignment_dir} holds {len(notebooks)} notebooks; "
                                   "one is expected")
         content = _read_notebook_bytes(notebooks[0]) if notebooks else None
-        stamp = assignment_dir / TIMESTAMP_FILE
-        timestamp = stamp.read_text(encoding="utf-8").strip() if stamp.is_file() else None
-        found.append((student_dir.name, content, timestamp))
+        found.append((student_dir.name, content, _read_timestamp(assignment_dir)))
     if not found:
         raise SubmissionError(f"{folder} holds no <student_id>/{assignment}/ folder "
                               "(nbgrader's submitted/ layout)")
     return found
 
 
-def _from_zip(path: Path) -> list[tuple[str, bytes | None, str | None]]:
+def _from_zip(path: Path, assignment: str) -> list[tuple[str, bytes | None, str | None]]:
     try:
         archive = zipfile.ZipFile(path)
     except zipfile.BadZipFile:
@@ -95,17 +94,13 @@ def _from_zip(path: Path) -> list[tuple[str, bytes | None, str | None]]:
         members = [m for m in archive.infolist() if _is_notebook_member(m)]
         if not members:
             raise SubmissionError(f"{path} contains no .ipynb file")
-        paths = [PurePosixPath(m.filename).parts for m in members]
-        # Several notebooks all inside one folder: that folder wraps the download; drop it.
-        wrapped = len(paths) > 1 and all(len(p) > 1 and p[0] == paths[0][0] for p in paths)
         found = []
-        for member, parts in zip(members, paths, strict=True):
+        for member in members:
             if member.file_size > MAX_NOTEBOOK_BYTES:
                 raise SubmissionError(f"{path}: {member.filename} is larger than "
                                       f"{MAX_NOTEBOOK_BYTES} bytes")
-            sid = _student_of_member(parts[1:] if wrapped else parts)
-            timestamp = datetime(*member.date_time, tzinfo=UTC).isoformat()
-            found.append((sid, archive.read(member), timestamp))
+            sid = _student_of_member(PurePosixPath(member.filename).parts, assignment)
+            found.append((sid, archive.read(member), _zip_time(member)))
     return found
 
 
@@ -115,13 +110,41 @@ def _is_notebook_member(member: zipfile.ZipInfo) -> bool:
             and not any(part.startswith((".", "__MACOSX")) for part in parts))
 
 
-def _student_of_member(parts: tuple[str, ...]) -> str:
-    """`<student>/.../x.ipynb` -> student; a flat file: Canvas's naming, else the file's stem."""
-    if len(parts) > 1:
-        return parts[0]
-    name = PurePosixPath(parts[0])
+def _student_of_member(parts: tuple[str, ...], assignment: str) -> str:
+    """The folder holding the notebook (or the one above it, if that one is named after the
+    assignment: nbgrader's <student>/<assignment>/ layout); a file at the top of the zip is
+    named by Canvas's pattern, else by its stem."""
+    folders = list(parts[:-1])
+    if folders and folders[-1] == assignment and len(folders) > 1:
+        folders.pop()
+    if folders:
+        return folders[-1]
+    name = PurePosixPath(parts[-1])
     match = CANVAS_NAME.match(name.name)
     return match.group("student") if match else name.stem
+
+
+def _zip_time(member: zipfile.ZipInfo) -> str | None:
+    # Zip times carry no time zone; like nbgrader's own timestamps they are read as UTC.
+    try:
+        return datetime(*member.date_time, tzinfo=UTC).isoformat()
+    except ValueError:  # e.g. a zeroed DOS date
+        return None
+
+
+def _read_timestamp(folder: Path) -> str | None:
+    """timestamp.txt, if it holds a date nbgrader can read; otherwise none."""
+    stamp = folder / TIMESTAMP_FILE
+    if not stamp.is_file():
+        return None
+    text = stamp.read_text(encoding="utf-8", errors="replace").strip()[:100]
+    from dateutil.parser import ParserError, parse
+
+    try:
+        parse(text)
+    except (ParserError, ValueError, OverflowError):
+        return None
+    return text
 
 
 def _check_ids(found: list[tuple[str, bytes | None, str | None]]) -> None:
@@ -147,22 +170,21 @@ def _store(course: Course, assignment: str, notebook_name: str, sid: str, conten
     target = course.submitted_dir(sid, assignment)
     notebook = target / f"{notebook_name}.ipynb"
     target.mkdir(parents=True, exist_ok=True)
-    if content is not None:
-        partial = notebook.with_suffix(".partial")
-        partial.write_bytes(content)
-        partial.replace(notebook)
     (target / TIMESTAMP_FILE).write_text(timestamp or _now(), encoding="utf-8")
+    if content is None:  # an empty submission: graded as such, whatever an older one held
+        return Submission(sid, None, _read_timestamp(target))
+    partial = notebook.with_suffix(".partial")
+    partial.write_bytes(content)
+    partial.replace(notebook)
     return _stored(target, sid, notebook_name)
 
 
 def _stored(target: Path, sid: str, notebook_name: str) -> Submission:
     notebook = target / f"{notebook_name}.ipynb"
     if not notebook.is_file():
-        candidates = sorted(target.glob("*.ipynb"))
+        candidates = sorted(p for p in target.glob("*.ipynb") if not p.name.startswith("."))
         notebook = candidates[0] if len(candidates) == 1 else None
-    stamp = target / TIMESTAMP_FILE
-    timestamp = stamp.read_text(encoding="utf-8").strip() if stamp.is_file() else None
-    return Submission(sid, notebook, timestamp)
+    return Submission(sid, notebook, _read_timestamp(target))
 
 
 def _now() -> str:

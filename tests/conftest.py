@@ -66,11 +66,14 @@ def write_submissions(folder: Path, notebooks: dict[str, object],
 
 def grade_answers(course: Course, release_notebook, tmp_path: Path,
                   submissions: dict[str, dict[str, str] | str | bytes], timeout: float = 60,
-                  workers: int | None = None) -> dict[str, SubmissionResult]:
+                  workers: int | None = None,
+                  timestamps: dict[str, bytes] | None = None) -> dict[str, SubmissionResult]:
     """Grade {student: answers-by-grade-id (or raw notebook text)} in one batch, for real."""
     notebooks = {student: (answers if isinstance(answers, str | bytes)
                            else with_answers(release_notebook, answers))
                  for student, answers in submissions.items()}
     folder = write_submissions(tmp_path / "incoming", notebooks)
+    for student, stamp in (timestamps or {}).items():
+        (folder / student / "backprop" / "timestamp.txt").write_bytes(stamp)
     results = commands.grade(course, "backprop", folder, timeout=timeout, workers=workers)
     return {result.student_id: result for result in results}

@@ -48,7 +48,10 @@ def batch(course, release_notebook, solution, tmp_path_factory):
                                                    "os.kill(os.getpid(), signal.SIGKILL)\n"},
         "not-a-notebook": "this is not JSON {",
         "tampered-train": _with_tampered_train(release_notebook, solution),
-    }, timeout=TIMEOUT, workers=2)
+        "odd-signal": {**solution, "chain_rule": "import os, signal\n"
+                                                 "os.kill(os.getpid(), signal.SIGRTMIN + 6)\n"},
+        "unencodable": {**solution, "train_step": "raise ValueError('\\ud800 lone surrogate')\n"},
+    }, timeout=TIMEOUT, workers=2, timestamps={"fine": b"not a date \xff"})
     return results, time.monotonic() - started
 
 
@@ -99,6 +102,23 @@ def test_locked_cells_are_restored_from_the_release(batch) -> None:
     assert not next(t for t in result.tests if t.name == "trained_weight_near_two").passed
 
 
+def test_an_unnamed_signal_is_a_crash_too(batch) -> None:
+    result = batch[0]["odd-signal"]
+    assert result.status == "crashed" and "killed by signal" in result.reason
+
+
+def test_text_that_cannot_be_encoded_is_replaced_not_fatal(batch, course) -> None:
+    result = batch[0]["unencodable"]
+    assert result.status == "graded" and result.score == 6
+    assert any("lone surrogate" in e["error"] for e in result.cell_errors)
+    feedback = course.feedback_dir("unencodable", "backprop") / "backprop.md"
+    assert "lone surrogate" in feedback.read_text()
+
+
+def test_an_unreadable_timestamp_is_replaced_by_the_collection_time(batch, course) -> None:
+    assert batch[0]["fine"].timestamp is None or "not a date" not in batch[0]["fine"].timestamp
+
+
 def test_the_batch_did_not_wait_on_the_hang_more_than_once(batch) -> None:
-    # seven submissions on two workers: one timeout plus the others' few seconds each
+    # nine submissions on two workers: one timeout plus the others' few seconds each
     assert batch[1] < 2 * TIMEOUT + 20

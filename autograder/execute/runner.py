@@ -155,7 +155,10 @@ def _exit_text(returncode: int | None) -> str:
     if returncode is None:
         return "no exit status"
     if returncode < 0:
-        return f"killed by signal {signal.Signals(-returncode).name}"
+        try:
+            return f"killed by signal {signal.Signals(-returncode).name}"
+        except ValueError:  # real-time signals have no name
+            return f"killed by signal {-returncode}"
     return f"exit code {returncode}"
 
 
@@ -187,9 +190,10 @@ def _cell_reports(data: Any) -> list[dict[str, Any]]:
     for item in data:
         if not isinstance(item, dict):
             raise UntrustedData("cell report entry is not a dict")
-        reports.append({"name": str(item.get("name", "?")),
-                        "error": None if item.get("error") is None else str(item["error"]),
-                        "output": str(item.get("output", ""))[:OUTPUT_CAP * 2]})
+        error = item.get("error")
+        reports.append({"name": _text(item.get("name"), 200),
+                        "error": None if error is None else _text(error, 2000),
+                        "output": _text(item.get("output"), OUTPUT_CAP * 2)})
     return reports
 
 
@@ -197,8 +201,15 @@ def _probe_record(data: Any) -> ProbeRecord:
     if not isinstance(data, dict) or not isinstance(data.get("ok"), bool):
         raise UntrustedData("a probe record must be a dict with a boolean 'ok'")
     return ProbeRecord(ok=data["ok"], value=data.get("value"),
-                       error=str(data.get("error", ""))[:2000],
-                       output=str(data.get("output", ""))[:OUTPUT_CAP * 2])
+                       error=_text(data.get("error"), 2000),
+                       output=_text(data.get("output"), OUTPUT_CAP * 2))
+
+
+def _text(value: Any, cap: int) -> str:
+    """Child-written text, capped and made encodable (no lone surrogates); non-text -> ""."""
+    if not isinstance(value, str):
+        return ""
+    return value[:cap].encode("utf-8", errors="replace").decode("utf-8")
 
 
 def _read_capped(path: Path, cap: int) -> str:

@@ -33,26 +33,49 @@ def load_child_data(path: Path) -> Any:
     return data
 
 
-def check_plain(value: Any, depth: int = 0) -> None:
+MAX_NODES = 100_000  # values in one file, counting each shared one once
+MAX_TENSOR_ELEMENTS = 1_000_000
+
+
+def check_plain(value: Any) -> None:
+    """Refuse anything but plain data of bounded size. Iterative and visiting each object once:
+    pickle keeps shared references, so a tiny file can describe an exponentially wide tree."""
     import torch
 
-    if depth > 32:
-        raise UntrustedData("data nested too deeply")
-    if type(value) in _SCALARS:
-        return
-    if type(value) is torch.Tensor:  # exactly: subclasses could carry __torch_function__
-        return
-    if type(value) in (list, tuple):
-        for item in value:
-            check_plain(item, depth + 1)
-        return
-    if type(value) is dict:
-        for key, item in value.items():
-            if type(key) is not str:
-                raise UntrustedData("dict keys must be strings")
-            check_plain(item, depth + 1)
-        return
-    raise UntrustedData(f"values of type {type(value).__name__} are not accepted")
+    seen: set[int] = set()
+    stack = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if id(item) in seen:
+            continue
+        seen.add(id(item))
+        if len(seen) > MAX_NODES:
+            raise UntrustedData(f"more than {MAX_NODES} values")
+        if depth > 32:
+            raise UntrustedData("data nested too deeply")
+        kind = type(item)
+        if kind in _SCALARS:
+            continue
+        if kind is torch.Tensor:  # exactly: subclasses could carry __torch_function__
+            _check_tensor(item)
+        elif kind in (list, tuple):
+            stack.extend((child, depth + 1) for child in item)
+        elif kind is dict:
+            for key, child in item.items():
+                if type(key) is not str:
+                    raise UntrustedData("dict keys must be strings")
+                stack.append((child, depth + 1))
+        else:
+            raise UntrustedData(f"values of type {kind.__name__} are not accepted")
+
+
+def _check_tensor(tensor: Any) -> None:
+    import torch
+
+    if tensor.layout != torch.strided or tensor.device.type != "cpu":
+        raise UntrustedData("only dense CPU tensors are accepted")
+    if tensor.numel() > MAX_TENSOR_ELEMENTS:
+        raise UntrustedData(f"a tensor of {tensor.numel()} elements is too large")
 
 
 def as_tensor(value: Any, what: str) -> Any:

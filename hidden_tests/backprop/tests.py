@@ -197,12 +197,19 @@ def _chain_rule_gradient(out, x_value):
     return as_number(out["x_grad"], "x.grad")
 
 
+def _require_backpropagation(out, x_value):
+    calls = as_number(out.get("backpropagations", 0), "the number of backward passes")
+    assert calls > 0, (f"chain_rule({x_value}) set x.grad without ever calling "
+                       "loss.backward(): the point is to let PyTorch compute it")
+
+
 @hidden_test(cell="check_chain_rule", points=1,
              message="dloss/dx = dloss/dz * dz/dy * dy/dx = 2z * 1 * 2x: let loss.backward() "
                      "compute it for you.")
 def gradient_at_two(probes):
     """dloss/dx at x = 2"""
     got = _chain_rule_gradient(probes["cr_lesson"], 2.0)
+    _require_backpropagation(probes["cr_lesson"], 2.0)
     assert close(got, chain_rule_gradient(2.0)), f"At x = 2.0 your x.grad is {got:g}"
 
 
@@ -234,7 +241,8 @@ def gradient_at_unseen_inputs(probes):
     if all(close(got, 56.0) for got in gots.values()):
         raise AssertionError("x.grad is 56 whatever x is: it looks written by hand "
                              "(x.grad = 56) rather than computed by loss.backward()")
-    for x, got in gots.items():
+    for i, (x, got) in enumerate(gots.items()):
+        _require_backpropagation(probes[f"cr_unseen_{i}"], x)
         assert close(got, chain_rule_gradient(x)), f"At x = {x:g} your x.grad is {got:g}"
 
 
@@ -272,10 +280,18 @@ def one_step_from_stale_gradients(probes):
         raise AssertionError("The weights did not move and no gradients were left to use: call "
                              "loss.backward() after optimizer.zero_grad() and before "
                              "optimizer.step()")
+    if "accumulated" in matches and all(_cleared(out["grads"].get(n)) for n in fresh):
+        raise AssertionError("The update used the gradients left over from before train_step "
+                             "was called, which your code clears only after the step: call "
+                             "optimizer.zero_grad() before loss.backward(), not after step()")
     for kind in matches:
         raise AssertionError(ORDER_MISTAKES[kind])
     raise AssertionError("After one train_step the weights are not where one SGD step on this "
                          "batch's loss puts them")
+
+
+def _cleared(grad):
+    return grad is None or (type(grad) is torch.Tensor and not bool(grad.any()))
 
 
 def _check_fit(out, slope, intercept, what):
