@@ -24,6 +24,22 @@ ZERO_GRAD_AT_END = '''def train_step(model, optimizer, criterion, X, y):
     return loss
 '''
 
+NO_STEP = '''def train_step(model, optimizer, criterion, X, y):
+    loss = criterion(model(X), y)
+    optimizer.zero_grad()
+    loss.backward()
+    return loss
+'''
+
+TWO_STEPS = '''def train_step(model, optimizer, criterion, X, y):
+    loss = criterion(model(X), y)
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    optimizer.step()
+    return loss
+'''
+
 GRADIENT_BY_HAND = '''def chain_rule(x_value):
     x = torch.tensor([float(x_value)], requires_grad=True)
     y = x ** 2
@@ -64,6 +80,8 @@ def results(course, release_notebook, solution, tmp_path_factory):
         "zero-grad-at-end": {**solution, "train_step": ZERO_GRAD_AT_END},
         "gradient-by-hand": {**solution, "chain_rule": GRADIENT_BY_HAND},
         "redefined-train": _with_redefined_train(release_notebook, solution),
+        "no-step": {**solution, "train_step": NO_STEP},
+        "two-steps": {**solution, "train_step": TWO_STEPS},
     })
 
 
@@ -90,3 +108,15 @@ def test_training_is_judged_on_train_step_not_a_redefined_train(results) -> None
     assert set(failed) == {"one_step_from_stale_gradients", "trained_weight_near_two",
                            "fits_an_unseen_line"}
     assert results["redefined-train"].score == 6
+
+
+@pytest.mark.parametrize("student, message", [
+    ("no-step", "The weights did not move although loss.backward() computed gradients"),
+    ("two-steps", "twice as far as one SGD step"),
+])
+def test_every_wrong_step_is_named(results, student: str, message: str) -> None:
+    failed = _failed(results[student])
+    assert set(failed) == {"one_step_from_stale_gradients", "trained_weight_near_two",
+                           "fits_an_unseen_line"}
+    assert message in failed["one_step_from_stale_gradients"]
+    assert results[student].score == 6
