@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from autograder.assemble import InvalidNotebook, assemble, read_notebook
 from autograder.assignment import Assignment
 from autograder.execute.runner import Execution, Job, ProbeCall, run_job
+from autograder.execute.warm import WarmPool, WarmWorker
 from autograder.results import (
     ERROR,
     GRADED,
@@ -36,10 +37,10 @@ def default_workers() -> int:
     return max(1, os.cpu_count() or 1)
 
 
-def grade_submission(assignment: Assignment, submission: Submission,
-                     timeout: float) -> SubmissionResult:
+def grade_submission(assignment: Assignment, submission: Submission, timeout: float,
+                     worker: WarmWorker) -> SubmissionResult:
     try:
-        return cleaned(_grade(assignment, submission, timeout))
+        return cleaned(_grade(assignment, submission, timeout, worker))
     except Exception as error:  # one submission's trouble must not stop the batch
         log.exception("grading %s failed", submission.student_id)
         result = SubmissionResult(student_id=submission.student_id, assignment=assignment.name,
@@ -50,7 +51,8 @@ def grade_submission(assignment: Assignment, submission: Submission,
                      "it has been logged for the instructor")
 
 
-def _grade(assignment: Assignment, submission: Submission, timeout: float) -> SubmissionResult:
+def _grade(assignment: Assignment, submission: Submission, timeout: float,
+           worker: WarmWorker) -> SubmissionResult:
     result = SubmissionResult(student_id=submission.student_id, assignment=assignment.name,
                               notebook=assignment.notebook_name, status=GRADED,
                               timestamp=submission.timestamp)
@@ -66,7 +68,7 @@ def _grade(assignment: Assignment, submission: Submission, timeout: float) -> Su
               probes=[ProbeCall(name, declared.function, declared.inputs)
                       for name, declared in hidden.probes.items()],
               probes_file=hidden.probes_file, timeout=timeout)
-    execution = run_job(job)
+    execution = run_job(job, worker)
     values, failures = _probe_outcomes(execution, hidden.probes)
     result.tests = judge(hidden, values, failures)
     result.status = execution.status
@@ -86,9 +88,14 @@ def grade_batch(assignment: Assignment, submissions: Iterable[Submission], timeo
                 ) -> list[SubmissionResult]:
     """Grade all, `workers` at a time; `on_result` runs in this thread as each one finishes."""
     results = []
-    with ThreadPoolExecutor(max_workers=workers or default_workers()) as pool:
-        futures = [pool.submit(grade_submission, assignment, submission, timeout)
-                   for submission in submissions]
+    size = workers or default_workers()
+
+    def grade_one(submission: Submission) -> SubmissionResult:
+        with warm.worker() as worker:
+            return grade_submission(assignment, submission, timeout, worker)
+
+    with WarmPool(size) as warm, ThreadPoolExecutor(max_workers=size) as pool:
+        futures = [pool.submit(grade_one, submission) for submission in submissions]
         for future in as_completed(futures):
             result = future.result()
             if on_result is not None:

@@ -1,10 +1,9 @@
-"""Entry point of the student's process: run the notebook's cells, then call the probes.
+"""The student's process: run the notebook's cells, then call the probes.
 
 Everything here runs with the student's code and must be treated as compromised once the first
 cell has run. It therefore holds no tests, solutions or expected values, and it reports only
 data (tensors, numbers, strings) that the trusted parent checks before believing anything.
-
-    python -I -m autograder.execute.child SCRATCH_DIR
+`forkserver` forks a fresh process per submission and calls `run` in it.
 """
 
 from __future__ import annotations
@@ -213,8 +212,8 @@ def run_probes(scratch: Path, probes_source: str, calls: list[dict[str, str]],
                         "output": ""})
 
 
-def main(argv: list[str]) -> int:
-    scratch = Path(argv[1]).resolve()
+def run(scratch: Path) -> int:
+    """Run one job in this (freshly forked) process. Returns the exit code."""
     limit_resources()
     import torch
 
@@ -232,10 +231,3 @@ def main(argv: list[str]) -> int:
                cap, cell_names)
     set_progress(scratch, "finished")
     return 0
-
-
-if __name__ == "__main__":
-    # Leave without running the student's atexit handlers or waiting on threads it started.
-    code = main(sys.argv)
-    sys.stdout.flush()
-    os._exit(code)

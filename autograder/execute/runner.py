@@ -1,17 +1,14 @@
-"""Trusted side of execution: start the student's process, bound it in time, read back data.
+"""Trusted side of execution: prepare a job, have a warm worker run it, read back data.
 
-One plain child process per submission, started in its own session so that a timeout kills the
-whole process group. Nothing the grader knows beyond the cells and the probe inputs goes in.
+Nothing the grader knows beyond the cells and the probe inputs goes into the job's folder, and
+nothing comes back but files of plain data, checked before anyone believes them.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
-import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -19,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from autograder.execute import protocol
+from autograder.execute.warm import WarmWorker
 from autograder.results import CRASHED, GRADED, TIMEOUT
 from autograder.verify.data import UntrustedData, load_child_data
 
@@ -67,21 +65,6 @@ class Execution:
     seconds: float = 0.0
 
 
-def child_environment(scratch: Path) -> dict[str, str]:
-    """A bare environment: none of the instructor's variables, one thread per process."""
-    return {
-        "PATH": os.path.dirname(sys.executable) + ":/usr/bin:/bin",
-        "HOME": str(scratch / protocol.WORK_DIR),
-        "TMPDIR": str(scratch / "tmp"),
-        "IPYTHONDIR": str(scratch / "tmp" / "ipython"),
-        "MPLBACKEND": "Agg",
-        "LANG": "C.UTF-8",
-        "OMP_NUM_THREADS": "1",
-        "MKL_NUM_THREADS": "1",
-        "PYTHONDONTWRITEBYTECODE": "1",
-    }
-
-
 def prepare_scratch(job: Job) -> Path:
     import torch
 
@@ -99,12 +82,13 @@ def prepare_scratch(job: Job) -> Path:
     return scratch
 
 
-def run_job(job: Job) -> Execution:
-    """Run `job` in a fresh child process and return what came back, whatever the child did."""
+def run_job(job: Job, worker: WarmWorker) -> Execution:
+    """Run `job` in a fresh process forked by `worker`; returns what came back, whatever the
+    student's code did."""
     started = time.monotonic()
     scratch = prepare_scratch(job)
     try:
-        returncode, timed_out = _run_child(scratch, job.timeout)
+        returncode, timed_out = worker.run(scratch, job.timeout)
         execution = _collect(scratch, job)
         execution.log = _read_capped(scratch / "child.log", CHILD_LOG_CAP)
         progress = _read_capped(protocol.out_path(scratch, protocol.PROGRESS_FILE), 300)
@@ -121,34 +105,6 @@ def run_job(job: Job) -> Execution:
                             "or os._exit(), or run out of memory?")
     execution.seconds = time.monotonic() - started
     return execution
-
-
-def _run_child(scratch: Path, timeout: float) -> tuple[int | None, bool]:
-    """Returns (exit code, timed out). Whatever happens, nothing the child started survives."""
-    with open(scratch / "child.log", "wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-I", "-m", "autograder.execute.child", str(scratch)],
-            cwd=scratch / protocol.WORK_DIR,
-            env=child_environment(scratch),
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # its own process group, killed as a whole below
-        )
-        try:
-            return process.wait(timeout=timeout), False
-        except subprocess.TimeoutExpired:
-            return None, True
-        finally:
-            _kill_group(process)
-
-
-def _kill_group(process: subprocess.Popen) -> None:
-    try:
-        os.killpg(process.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-    process.wait()
 
 
 def _exit_text(returncode: int | None) -> str:
