@@ -12,7 +12,6 @@ import importlib.util
 import io
 import json
 import os
-import resource
 import sys
 import traceback
 from collections.abc import Iterator, Mapping
@@ -23,8 +22,6 @@ from typing import Any
 from autograder.execute import protocol
 
 MAX_ERROR_CHARS = 2000
-FILE_SIZE_LIMIT = 64 * 1024 * 1024
-ADDRESS_SPACE_LIMIT = 6 * 1024**3
 
 
 class CappedWriter(io.TextIOBase):
@@ -143,16 +140,6 @@ def set_progress(scratch: Path, text: str) -> None:
     protocol.out_path(scratch, protocol.PROGRESS_FILE).write_text(text, encoding="utf-8")
 
 
-def limit_resources() -> None:
-    """Cheap guard rails; the real sandbox wraps this whole process from outside."""
-    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    for limit, value in ((resource.RLIMIT_FSIZE, FILE_SIZE_LIMIT),
-                         (resource.RLIMIT_AS, ADDRESS_SPACE_LIMIT)):
-        soft, hard = resource.getrlimit(limit)
-        if hard == resource.RLIM_INFINITY or hard > value:
-            resource.setrlimit(limit, (value, value))
-
-
 def make_shell():  # -> InteractiveShell
     from IPython.core.interactiveshell import InteractiveShell
     from traitlets.config import Config
@@ -214,7 +201,6 @@ def run_probes(scratch: Path, probes_source: str, calls: list[dict[str, str]],
 
 def run(scratch: Path) -> int:
     """Run one job in this (freshly forked) process. Returns the exit code."""
-    limit_resources()
     import torch
 
     job = json.loads((scratch / protocol.JOB_FILE).read_text(encoding="utf-8"))

@@ -1,11 +1,12 @@
-"""The warm worker: imports torch and the notebook machinery once, then forks a fresh child per
-submission, so a submission costs milliseconds instead of the seconds of `import torch`.
+"""The warm worker: imports torch and the notebook machinery once, then forks a fresh, sandboxed
+child per submission, so a submission costs milliseconds instead of the seconds of `import torch`.
 
 It holds nothing secret (the same modules as the child) and never computes anything itself: an
 OpenMP thread pool started before fork would deadlock the children. It enforces each job's
-wall-clock timeout and kills everything the job started.
+wall-clock timeout by killing the job's PID namespace, which takes everything the job started.
 
     python -I -m autograder.execute.forkserver
+    stdout: {"ready": true, "sandbox": {layer: status}}        once, when warm
     stdin:  {"scratch": "/tmp/autograder-...", "timeout": 60}   one JSON line per job
     stdout: {"returncode": 0, "timed_out": false}              one JSON line per job
 """
@@ -20,7 +21,10 @@ import signal
 import sys
 import tempfile
 import traceback
+from collections.abc import Callable
 from pathlib import Path
+
+from autograder.execute import sandbox
 
 PR_SET_PDEATHSIG = 1
 
@@ -41,50 +45,128 @@ def job_environment(scratch: Path) -> dict[str, str]:
             "IPYTHONDIR": str(scratch / "tmp" / "ipython")}
 
 
-def run_one(scratch: Path, timeout: float) -> dict:
-    log = os.open(scratch / "child.log", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+def spawn(scratch: Path, timeout: float, job: Callable[[dict[str, str]], int],
+          log_fd: int) -> tuple[int, int]:
+    """Fork the sandboxed process that runs `job`. Returns (pid of our child, pid of the job:
+    PID 1 of its namespace, as seen from here)."""
+    read_end, write_end = os.pipe()
+    uid = sandbox.sandbox_uid()
     pid = os.fork()
-    if pid == 0:  # the student's process
-        code = 70
-        try:
-            os.setsid()  # its own process group, killed as a whole below
-            devnull = os.open(os.devnull, os.O_RDONLY)
-            os.dup2(devnull, 0)
-            os.dup2(log, 1)
-            os.dup2(log, 2)
-            signal.signal(signal.SIGINT, signal.SIG_DFL)
-            os.environ.update(job_environment(scratch))
-            tempfile.tempdir = None  # recomputed from TMPDIR
-            from autograder.execute import child
-
-            code = child.run(scratch)
-        except BaseException:
-            traceback.print_exc()
-        finally:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os._exit(code)  # never return into the server's loop, skip atexit handlers
-    os.close(log)
-    return wait_or_kill(pid, timeout)
+    if pid == 0:
+        os.close(read_end)
+        _become_job_parent(scratch, timeout, job, log_fd, write_end, uid)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        inner = pipe.read().decode() or "0"
+    return pid, int(inner)
 
 
-def wait_or_kill(pid: int, timeout: float) -> dict:
+def _become_job_parent(scratch: Path, timeout: float, job: Callable[[dict[str, str]], int],
+                       log_fd: int, pid_pipe: int, uid: int) -> None:
+    """In the fork: enter the namespaces, fork PID 1, pass its pid up, wait, exit like it."""
+    code = 70
+    try:
+        os.setsid()
+        devnull = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(devnull, 0)
+        os.dup2(log_fd, 1)
+        os.dup2(log_fd, 2)
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        report = sandbox.enter_namespaces()
+        inner = os.fork()
+        if inner == 0:
+            os.close(pid_pipe)
+            _become_init(scratch, timeout, job, report, uid)
+        os.write(pid_pipe, str(inner).encode())
+        os.close(pid_pipe)
+        _, status = os.waitpid(inner, 0)
+        code = os.waitstatus_to_exitcode(status)
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        os._exit(code)
+
+
+def _become_init(scratch: Path, timeout: float, job: Callable[[dict[str, str]], int],
+                 report: dict[str, str], uid: int) -> None:
+    """PID 1 of the job's namespace: confine, fork the job, reap, and leave when the job
+    does -- which ends the namespace and every process the job left behind. (The job is not
+    PID 1 itself, so that signals it sends itself work as usual.)"""
+    code = 70
+    try:
+        os.environ.update(job_environment(scratch))
+        tempfile.tempdir = None  # recomputed from TMPDIR
+        sandbox.confine(scratch, timeout, report, uid)
+        job_pid = os.fork()
+        if job_pid == 0:
+            try:
+                code = job(report)
+            except BaseException:
+                traceback.print_exc()
+            finally:
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(code)
+        while True:
+            pid, status = os.wait()
+            if pid == job_pid:
+                break
+        # PID 1 cannot re-raise a signal on itself: 128 + signal, as shells report it.
+        code = 128 + os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        os._exit(code)
+
+
+def run_one(scratch: Path, timeout: float) -> dict:
+    from autograder.execute import child
+
+    log = os.open(scratch / "child.log", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        pid, inner = spawn(scratch, timeout, lambda report: child.run(scratch), log)
+    finally:
+        os.close(log)
+    return wait_or_kill(pid, inner, timeout)
+
+
+def wait_or_kill(pid: int, inner: int, timeout: float) -> dict:
     pidfd = os.pidfd_open(pid)
     try:
         finished, _, _ = select.select([pidfd], [], [], timeout)
     finally:
         os.close(pidfd)
-    _kill_group(pid)  # on time or not, nothing the job started outlives it
+    # On time or not, nothing the job started outlives it: killing PID 1 of its namespace
+    # kills the namespace; the process group catches the rest where namespaces are off.
+    for kill, target in ((os.kill, inner), (os.killpg, pid)):
+        try:
+            if target > 0:
+                kill(target, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
     _, status = os.waitpid(pid, 0)
     return {"returncode": None if not finished else os.waitstatus_to_exitcode(status),
             "timed_out": not finished}
 
 
-def _kill_group(pid: int) -> None:
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
+def check_sandbox() -> dict[str, str]:
+    """Build the sandbox once around a job that only reports which layers are on."""
+    with tempfile.TemporaryDirectory(prefix="autograder-check-") as folder:
+        scratch = Path(folder)
+        report_path = scratch / "sandbox.json"
+
+        def report_layers(report: dict[str, str]) -> int:
+            report_path.write_text(json.dumps(report))
+            return 0
+
+        pid, inner = spawn(scratch, 10, report_layers, sys.stderr.fileno())
+        wait_or_kill(pid, inner, 10)
+        try:
+            report = json.loads(report_path.read_text())
+        except (OSError, ValueError):
+            report = {}
+    return {layer: report.get(layer, "off (the check did not finish)")
+            for layer in sandbox.LAYERS}
 
 
 def _die_with_parent() -> None:
@@ -96,7 +178,7 @@ def main() -> int:
     _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the grader decides when we stop
     preload()
-    print(json.dumps({"ready": True}), flush=True)
+    print(json.dumps({"ready": True, "sandbox": check_sandbox()}), flush=True)
     for line in sys.stdin:
         request = json.loads(line)
         reply = run_one(Path(request["scratch"]), float(request["timeout"]))

@@ -111,11 +111,17 @@ def _exit_text(returncode: int | None) -> str:
     if returncode is None:
         return "no exit status"
     if returncode < 0:
-        try:
-            return f"killed by signal {signal.Signals(-returncode).name}"
-        except ValueError:  # real-time signals have no name
-            return f"killed by signal {-returncode}"
+        return f"killed by {_signal_name(-returncode)}"
+    if returncode > 128:  # how the sandbox's init reports a job killed by a signal
+        return f"exit code {returncode}: killed by {_signal_name(returncode - 128)}"
     return f"exit code {returncode}"
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:  # real-time signals have no name
+        return f"signal {number}"
 
 
 def _collect(scratch: Path, job: Job) -> Execution:

@@ -1,0 +1,206 @@
+"""Layers around the student's process, each on by default, each reported (never silently off).
+
+Called in the forked process before any student code runs:
+
+1. `enter_namespaces` (in the fork server's child): new mount, network, IPC, UTS and PID
+   namespaces -- no network, and the next fork becomes PID 1 of a namespace, so that killing
+   it kills everything the student started, setsid or not. Without root, a user namespace
+   makes this possible too.
+2. `confine` (in that PID 1): a private /proc, private sized tmpfs on /tmp and /dev/shm,
+   resource limits, an unprivileged uid of its own, and Landlock rules that allow reading only
+   the Python installation and writing only the job's scratch folder (even for root).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import math
+import os
+import resource
+import sys
+from pathlib import Path
+
+CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC = 0x00020000, 0x04000000, 0x08000000
+CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET = 0x10000000, 0x20000000, 0x40000000
+MS_NOSUID, MS_NODEV, MS_BIND, MS_REC, MS_PRIVATE = 2, 4, 4096, 16384, 1 << 18
+
+TMPFS_SIZE = "64m"  # each of /tmp and /dev/shm
+FILE_SIZE_LIMIT = 64 * 1024 * 1024
+MEMORY_HEADROOM = 1024**3  # address space a job may add to what the warm worker mapped
+OPEN_FILES = 256
+PROCESSES = 64
+SANDBOX_UID_BASE = 100_000  # + the fork server's pid: one uid per warm worker
+
+LAYERS = ("namespaces", "pid-namespace", "network", "private-tmp", "limits", "uid",
+          "landlock")
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _check(result: int, what: str) -> None:
+    if result != 0:
+        error = ctypes.get_errno()
+        raise OSError(error, f"{what}: {os.strerror(error)}")
+
+
+def _mount(source: str | None, target: str, fstype: str | None, flags: int,
+           data: str | None = None) -> None:
+    _check(_libc.mount(source and source.encode(), target.encode(), fstype and fstype.encode(),
+                       ctypes.c_ulong(flags), data and data.encode()), f"mount {target}")
+
+
+def enter_namespaces() -> dict[str, str]:
+    """unshare(); the caller must fork next: its child is the namespace's PID 1."""
+    flags = CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWPID
+    report: dict[str, str] = {}
+    uid, gid = os.getuid(), os.getgid()
+    try:
+        if uid != 0:  # a user namespace lends the capabilities to build the others
+            _check(_libc.unshare(CLONE_NEWUSER | flags), "unshare")
+            Path("/proc/self/setgroups").write_text("deny")
+            Path("/proc/self/uid_map").write_text(f"0 {uid} 1")
+            Path("/proc/self/gid_map").write_text(f"0 {gid} 1")
+        else:
+            _check(_libc.unshare(flags), "unshare")
+    except OSError as error:
+        for layer in ("namespaces", "pid-namespace", "network"):
+            report[layer] = f"off ({error.strerror or error})"
+        return report
+    report.update({"namespaces": "on", "pid-namespace": "on", "network": "on (no interfaces up)"})
+    return report
+
+
+def sandbox_uid() -> int:
+    """The uid of this warm worker's jobs (call it in the fork server)."""
+    return SANDBOX_UID_BASE + os.getpid()
+
+
+def confine(scratch: Path, timeout: float, report: dict[str, str],
+            uid: int) -> dict[str, str]:
+    """Everything else, in the namespace's PID 1, just before the student's code runs."""
+    in_namespaces = report.get("namespaces") == "on"
+    report["private-tmp"] = _private_mounts(scratch) if in_namespaces else "off (no namespaces)"
+    report["limits"] = _limit(timeout)
+    report["uid"] = _drop_to_own_uid(scratch, uid)
+    report["landlock"] = _landlock(scratch)
+    return report
+
+
+def _private_mounts(scratch: Path) -> str:
+    try:
+        _mount(None, "/", None, MS_REC | MS_PRIVATE)  # nothing leaks back to the host
+        _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV)  # sees only this namespace
+        keep = os.open(scratch, os.O_PATH) if _is_under(scratch, Path("/tmp")) else None
+        _mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, f"size={TMPFS_SIZE},mode=1777")
+        if keep is not None:  # the job's own folder stays where it was, in the fresh /tmp
+            scratch.mkdir(parents=True)
+            _mount(f"/proc/self/fd/{keep}", str(scratch), None, MS_BIND)
+            os.close(keep)
+        _mount("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, f"size={TMPFS_SIZE},mode=1777")
+        _expose_to_other_users(_installation_paths())
+    except OSError as error:
+        return f"off ({error})"
+    return f"on (/tmp and /dev/shm: {TMPFS_SIZE} each, /proc of this namespace)"
+
+
+def _installation_paths() -> list[str]:
+    """What the job must be able to read: Python, the virtualenv, this package."""
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    paths = {os.path.realpath(p) for p in (sys.prefix, sys.base_prefix, sys.exec_prefix, package)}
+    return sorted(p for p in paths if os.path.isdir(p))
+
+
+def _expose_to_other_users(paths: list[str]) -> None:
+    """Python often lives under a private folder (/root/.pyenv): in this mount namespace only,
+    cover that folder with an empty tmpfs and bind just the installation back into it, so the
+    job's own uid can read Python and nothing else that was there."""
+    blocked: dict[Path, list[str]] = {}
+    for path in paths:
+        for folder in [*reversed(Path(path).parents), Path(path)]:
+            if not os.stat(folder).st_mode & 0o001:  # others may not pass through
+                if str(folder) != path:
+                    blocked.setdefault(folder, []).append(path)
+                break
+    for folder, inside in blocked.items():
+        handles = {path: os.open(path, os.O_PATH) for path in inside}
+        _mount("tmpfs", str(folder), "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,mode=755")
+        for path, handle in handles.items():
+            os.makedirs(path, mode=0o755, exist_ok=True)
+            _mount(f"/proc/self/fd/{handle}", path, None, MS_BIND | MS_REC)
+            os.close(handle)
+
+
+def _is_under(path: Path, parent: Path) -> bool:
+    return parent in path.parents
+
+
+def _limit(timeout: float) -> str:
+    mapped = _address_space_in_use()
+    limits = {
+        resource.RLIMIT_CORE: 0,
+        resource.RLIMIT_CPU: math.ceil(timeout) + 1,
+        resource.RLIMIT_FSIZE: FILE_SIZE_LIMIT,
+        resource.RLIMIT_NOFILE: OPEN_FILES,
+        resource.RLIMIT_AS: mapped + MEMORY_HEADROOM,
+        resource.RLIMIT_NPROC: PROCESSES,
+    }
+    try:
+        for limit, value in limits.items():
+            resource.setrlimit(limit, (value, value))
+    except (OSError, ValueError) as error:
+        return f"off ({error})"
+    return (f"on (cpu {math.ceil(timeout) + 1} s, memory +{MEMORY_HEADROOM >> 20} MiB, "
+            f"{PROCESSES} processes, files {FILE_SIZE_LIMIT >> 20} MiB, {OPEN_FILES} open)")
+
+
+def _address_space_in_use() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmSize:"):
+            return int(line.split()[1]) * 1024
+    return 4 * 1024**3
+
+
+def _drop_to_own_uid(scratch: Path, uid: int) -> str:
+    """As root: a uid of this warm worker's own, so that RLIMIT_NPROC counts only this job
+    and no other process can be signalled or its files read through ownership."""
+    if os.getuid() != 0 or not _really_root():
+        return "off (not root: the job keeps the grader's uid inside its user namespace)"
+    try:
+        for directory, _, files in os.walk(scratch):
+            os.chown(directory, uid, uid)
+            for name in files:
+                os.chown(os.path.join(directory, name), uid, uid)
+        os.setgroups([])
+        os.setgid(uid)
+        os.setuid(uid)
+    except OSError as error:
+        return f"off ({error})"
+    return f"on (uid {uid})"
+
+
+def _really_root() -> bool:
+    """Root of the machine, not root mapped from a user namespace."""
+    try:
+        return Path("/proc/self/uid_map").read_text().split()[:3] == ["0", "0", "4294967295"]
+    except OSError:
+        return False
+
+
+def _landlock(scratch: Path) -> str:
+    try:
+        from landlock import FSAccess, Ruleset
+    except ImportError as error:
+        return f"off ({error})"
+    read = FSAccess.READ_FILE | FSAccess.READ_DIR | FSAccess.EXECUTE
+    readable = {*_installation_paths(), "/usr", "/lib", "/lib64", "/bin", "/etc", "/proc",
+                "/sys", "/dev"}
+    writable = {str(scratch), "/tmp", "/dev/shm"}
+    try:
+        rules = Ruleset()
+        rules.allow(*sorted(p for p in readable if os.path.exists(p)), rules=read)
+        rules.allow(*sorted(writable))
+        rules.allow("/dev/null", rules=FSAccess.all_file())
+        rules.apply()  # also sets no_new_privs
+    except Exception as error:
+        return f"off ({error})"
+    return "on (reads: the Python installation; writes: the job's folder, /tmp, /dev/shm)"
