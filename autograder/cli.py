@@ -37,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--output", type=Path, help="file to write (default: exports/...)")
 
     commands.add_parser("demo", help="release, grade the shipped examples, print the gradebook")
+    commands.add_parser("doctor", help="report which sandbox layers are active on this machine")
     return parser
 
 
@@ -58,6 +59,8 @@ def _run(args: argparse.Namespace) -> int:
     from autograder import commands
     from autograder.course import Course
 
+    if args.command == "doctor":
+        return 0 if commands.doctor(sys.stdout) else 1
     course = Course.load(args.course)
     if args.command == "release":
         from autograder.release import release

@@ -57,6 +57,10 @@ def grade(course: Course, assignment_name: str, source: Path | None = None,
 
         results = grade_batch(assignment, submissions, timeout or course.timeout, workers,
                               on_result=record)
+    weak = sorted({layer for result in results for layer in result.sandbox_off})
+    if weak and out is not None:
+        print("WARNING: student code ran with these sandbox layers off (see `autograder "
+              "doctor`):\n  " + "\n  ".join(weak), file=out)
     if unrecorded:
         raise GradebookError("graded, but not written to gradebook.db (their results.json "
                              "and feedback are stored): " + "; ".join(unrecorded))
@@ -70,6 +74,22 @@ def _keep_graded_notebook(course: Course, assignment: Assignment, student_id: st
     submitted = course.submitted_dir(student_id, assignment.name) / name
     if submitted.is_file():
         shutil.copyfile(submitted, autograded / name)
+
+
+def doctor(out: TextIO) -> bool:
+    """Start a warm worker and report each sandbox layer. True when every layer is on."""
+    from autograder.execute.warm import WarmWorker
+
+    worker = WarmWorker()
+    try:
+        worker.start()
+        for layer, state in worker.sandbox.items():
+            print(f"{layer:14} {state}", file=out)
+    finally:
+        worker.close()
+    if worker.layers_off:
+        print("Some layers are off: student code is less contained than it should be.", file=out)
+    return not worker.layers_off
 
 
 def gradebook_table(course: Course, assignment_name: str) -> pd.DataFrame:

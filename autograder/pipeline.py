@@ -79,6 +79,7 @@ def _grade(assignment: Assignment, submission: Submission, timeout: float,
     printed += [record.output for record in execution.probes.values()]
     result.output = "".join(printed)[:OUTPUT_SHOWN]
     result.seconds = round(execution.seconds, 3)
+    result.sandbox_off = worker.layers_off
     return result
 
 

@@ -38,6 +38,7 @@ class SubmissionResult:
     cell_errors: list[dict[str, str]] = field(default_factory=list)  # errors raised by the cells
     output: str = ""  # what the notebook printed, capped; shown back, never parsed for scores
     seconds: float = 0.0
+    sandbox_off: list[str] = field(default_factory=list)  # layers that were not on, and why
 
     @property
     def score(self) -> float:

@@ -20,6 +20,7 @@ import select
 import signal
 import sys
 import tempfile
+import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
@@ -27,6 +28,7 @@ from pathlib import Path
 from autograder.execute import sandbox
 
 PR_SET_PDEATHSIG = 1
+PR_SET_CHILD_SUBREAPER = 36
 
 
 def preload() -> None:
@@ -145,8 +147,22 @@ def wait_or_kill(pid: int, inner: int, timeout: float) -> dict:
         except (ProcessLookupError, PermissionError):
             pass
     _, status = os.waitpid(pid, 0)
+    _reap_orphans()
     return {"returncode": None if not finished else os.waitstatus_to_exitcode(status),
             "timed_out": not finished}
+
+
+def _reap_orphans(patience: float = 2.0) -> None:
+    """Killed jobs' processes are handed to us (we are a subreaper): collect them, so nothing
+    is left behind, not even a zombie. Bounded, in case a process outside a namespace lingers."""
+    deadline = time.monotonic() + patience
+    while time.monotonic() < deadline:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            time.sleep(0.005)
 
 
 def check_sandbox() -> dict[str, str]:
@@ -169,13 +185,14 @@ def check_sandbox() -> dict[str, str]:
             for layer in sandbox.LAYERS}
 
 
-def _die_with_parent() -> None:
+def _die_with_parent_and_adopt_orphans() -> None:
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
 
 
 def main() -> int:
-    _die_with_parent()
+    _die_with_parent_and_adopt_orphans()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the grader decides when we stop
     preload()
     print(json.dumps({"ready": True, "sandbox": check_sandbox()}), flush=True)

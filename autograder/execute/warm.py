@@ -37,6 +37,16 @@ def server_environment() -> dict[str, str]:
 class WarmWorker:
     def __init__(self) -> None:
         self._process: subprocess.Popen | None = None
+        self.sandbox: dict[str, str] = {}  # layer -> "on (...)" or "off (why)", when started
+
+    @property
+    def layers_off(self) -> list[str]:
+        return [f"{layer}: {state}" for layer, state in self.sandbox.items()
+                if not state.startswith("on")]
+
+    def start(self) -> None:
+        if self._process is None or self._process.poll() is not None:
+            self._process = self._start()
 
     def _start(self) -> subprocess.Popen:
         # Its own stderr goes to a file: a pipe nobody reads would fill up and block it.
@@ -45,17 +55,18 @@ class WarmWorker:
                 [sys.executable, "-I", "-m", "autograder.execute.forkserver"],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errors,
                 env=server_environment(), text=True, start_new_session=True)
-            if not process.stdout.readline():
+            ready = process.stdout.readline()
+            if not ready:
                 process.wait()
                 errors.seek(0)
                 message = errors.read()[-2000:].decode(errors="replace")
                 raise WorkerStartError(f"the warm worker did not start:\n{message}")
+        self.sandbox = json.loads(ready)["sandbox"]
         return process
 
     def run(self, scratch: Path, timeout: float) -> tuple[int | None, bool]:
         """Run the job in `scratch`; returns (exit code or None, timed out)."""
-        if self._process is None or self._process.poll() is not None:
-            self._process = self._start()
+        self.start()
         request = json.dumps({"scratch": str(scratch), "timeout": timeout})
         try:
             self._process.stdin.write(request + "\n")
