@@ -3,9 +3,13 @@ against each other before anything is graded."""
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
+
+import nbformat
 
 from autograder.assemble import InvalidNotebook, grade_id, is_test, nbgrader_metadata, read_notebook
 from autograder.course import Course
@@ -48,6 +52,15 @@ class Assignment:
     @property
     def max_score(self) -> float:
         return sum(self.grade_cells.values())
+
+    @cached_property
+    def fingerprint(self) -> str:
+        """Changes whenever the release or the hidden tests change: results must be redone."""
+        digest = hashlib.sha256()
+        digest.update(nbformat.writes(self.release_notebook).encode())
+        for path in (self.hidden.probes_file, self.hidden.probes_file.with_name("tests.py")):
+            digest.update(path.read_bytes())
+        return digest.hexdigest()
 
 
 def grade_cells_of(notebook: Any) -> dict[str, float]:

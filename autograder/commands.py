@@ -14,7 +14,7 @@ from autograder.course import Course
 from autograder.export import write_export
 from autograder.feedback import write_feedback
 from autograder.gradebook import GradebookError, NbgraderGradebook, by_cell, gradebook_frame
-from autograder.pipeline import grade_batch
+from autograder.pipeline import fingerprint, grade_batch
 from autograder.results import SubmissionResult, load_results, save_result
 from autograder.submissions import collect, submitted_in_course
 
@@ -24,38 +24,44 @@ if TYPE_CHECKING:
 
 def grade(course: Course, assignment_name: str, source: Path | None = None,
           student_id: str | None = None, workers: int | None = None,
-          timeout: float | None = None, out: TextIO | None = None) -> list[SubmissionResult]:
-    """Collect, grade and record: each result is stored (results.json, feedback, gradebook.db)
-    as soon as it is known, before the next one is reported."""
+          timeout: float | None = None, out: TextIO | None = None,
+          regrade: bool = False) -> list[SubmissionResult]:
+    """Collect, grade and record. Each result is stored (feedback, gradebook.db, then
+    results.json, which marks it done) as soon as it is known; a submission whose notebook and
+    grader are unchanged since its stored result is not graded again, so a batch that was
+    killed midway resumes where it stopped."""
     assignment = Assignment.load(course, assignment_name)
     if source is None:
         submissions = submitted_in_course(course, assignment_name, assignment.notebook_name)
     else:
         submissions = collect(course, assignment_name, assignment.notebook_name, source,
                               student_id)
-    total = len(submissions)
-    done = 0
+    stored = {result.student_id: result for result in load_results(course.root, assignment_name)}
+    unchanged = [s for s in submissions if s.student_id in stored
+                 and stored[s.student_id].fingerprint == fingerprint(assignment, s)]
+    kept = [] if regrade else [stored[s.student_id] for s in unchanged]
+    kept_ids = {result.student_id for result in kept}
+    pending = [s for s in submissions if s.student_id not in kept_ids]
+    if kept and out is not None:
+        print(f"{len(kept)} already graded and unchanged: kept (--regrade grades them again)",
+              file=out)
     unrecorded: list[str] = []
 
-    with NbgraderGradebook(course, assignment) as gradebook:
+    with NbgraderGradebook(course, assignment) as gradebook, \
+            Progress(len(pending), out) as progress:
         def record(result: SubmissionResult) -> None:
-            nonlocal done
             autograded = course.autograded_dir(result.student_id, assignment_name)
-            save_result(result, autograded)
+            autograded.mkdir(parents=True, exist_ok=True)
             _keep_graded_notebook(course, assignment, result.student_id, autograded)
             write_feedback(result, course.feedback_dir(result.student_id, assignment_name))
             try:
                 gradebook.record(result)
             except Exception as error:  # results.json holds the grade; report, keep going
                 unrecorded.append(f"{result.student_id} ({type(error).__name__}: {error})")
-            done += 1
-            if out is not None:
-                note = f"  {result.reason}" if result.reason else ""
-                print(f"[{done}/{total}] {result.student_id}: {result.score:g}/"
-                      f"{result.max_score:g} {result.status} ({result.seconds:.1f} s){note}",
-                      file=out, flush=True)
+            save_result(result, autograded)  # last: its presence means "done"
+            progress.done(result)
 
-        results = grade_batch(assignment, submissions, timeout or course.timeout, workers,
+        results = grade_batch(assignment, pending, timeout or course.timeout, workers,
                               on_result=record)
     weak = sorted({layer for result in results for layer in result.sandbox_off})
     if weak and out is not None:
@@ -64,7 +70,37 @@ def grade(course: Course, assignment_name: str, source: Path | None = None,
     if unrecorded:
         raise GradebookError("graded, but not written to gradebook.db (their results.json "
                              "and feedback are stored): " + "; ".join(unrecorded))
-    return results
+    return sorted(kept + results, key=lambda result: result.student_id)
+
+
+class Progress:
+    """A bar with an ETA on a terminal; elsewhere (CI, pipes) one plain line per submission."""
+
+    def __init__(self, total: int, out: TextIO | None) -> None:
+        self.total, self.out, self.count = total, out, 0
+        self.bar = None
+        if out is not None and out.isatty() and total:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, file=out, unit="submission", dynamic_ncols=True)
+
+    def done(self, result: SubmissionResult) -> None:
+        self.count += 1
+        if self.bar is not None:
+            self.bar.set_postfix_str(f"{result.student_id}: {result.score:g}", refresh=False)
+            self.bar.update()
+        elif self.out is not None:
+            note = f"  {result.reason}" if result.reason else ""
+            print(f"[{self.count}/{self.total}] {result.student_id}: {result.score:g}/"
+                  f"{result.max_score:g} {result.status} ({result.seconds:.2f} s){note}",
+                  file=self.out, flush=True)
+
+    def __enter__(self) -> Progress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
 
 def _keep_graded_notebook(course: Course, assignment: Assignment, student_id: str,

@@ -20,7 +20,7 @@ def run_demo(course: Course, out: TextIO) -> None:
 
     examples = course.root / "examples" / "submitted"
     print(f"\n== grade: {examples}", file=out, flush=True)
-    results = commands.grade(course, DEMO_ASSIGNMENT, examples, out=out)
+    results = commands.grade(course, DEMO_ASSIGNMENT, examples, out=out, regrade=True)
 
     print("\n== gradebook (points per grade cell; per test in the CSV)", file=out)
     print(commands.show_table(course, DEMO_ASSIGNMENT, [r.student_id for r in results]),

@@ -8,6 +8,7 @@ soon as it exists, so the caller can store it before moving on.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 from collections.abc import Callable, Iterable
@@ -37,6 +38,14 @@ def default_workers() -> int:
     return max(1, os.cpu_count() or 1)
 
 
+def fingerprint(assignment: Assignment, submission: Submission) -> str:
+    """Same notebook, same grader: same result. Anything else is graded again."""
+    digest = hashlib.sha256(assignment.fingerprint.encode())
+    if submission.notebook is not None and submission.notebook.is_file():
+        digest.update(submission.notebook.read_bytes())
+    return digest.hexdigest()
+
+
 def grade_submission(assignment: Assignment, submission: Submission, timeout: float,
                      worker: WarmWorker) -> SubmissionResult:
     try:
@@ -55,7 +64,8 @@ def _grade(assignment: Assignment, submission: Submission, timeout: float,
            worker: WarmWorker) -> SubmissionResult:
     result = SubmissionResult(student_id=submission.student_id, assignment=assignment.name,
                               notebook=assignment.notebook_name, status=GRADED,
-                              timestamp=submission.timestamp)
+                              timestamp=submission.timestamp,
+                              fingerprint=fingerprint(assignment, submission))
     if submission.notebook is None:
         return _zero(result, assignment, INVALID, "no notebook was submitted")
     try:

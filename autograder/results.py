@@ -39,6 +39,7 @@ class SubmissionResult:
     output: str = ""  # what the notebook printed, capped; shown back, never parsed for scores
     seconds: float = 0.0
     sandbox_off: list[str] = field(default_factory=list)  # layers that were not on, and why
+    fingerprint: str = ""  # of the notebook and the grader: unchanged means no need to regrade
 
     @property
     def score(self) -> float:

@@ -68,6 +68,7 @@ def _become_job_parent(scratch: Path, timeout: float, job: Callable[[dict[str, s
     """In the fork: enter the namespaces, fork PID 1, pass its pid up, wait, exit like it."""
     code = 70
     try:
+        _die_with_parent_and_adopt_orphans()  # a killed fork server takes its jobs along
         os.setsid()
         devnull = os.open(os.devnull, os.O_RDONLY)
         os.dup2(devnull, 0)
@@ -96,6 +97,7 @@ def _become_init(scratch: Path, timeout: float, job: Callable[[dict[str, str]], 
     PID 1 itself, so that signals it sends itself work as usual.)"""
     code = 70
     try:
+        _die_with_parent_and_adopt_orphans()
         os.environ.update(job_environment(scratch))
         tempfile.tempdir = None  # recomputed from TMPDIR
         sandbox.confine(scratch, timeout, report, uid)
