@@ -110,13 +110,14 @@ def test_training_is_judged_on_train_step_not_a_redefined_train(results) -> None
     assert results["redefined-train"].score == 6
 
 
-@pytest.mark.parametrize("student, message", [
-    ("no-step", "The weights did not move although loss.backward() computed gradients"),
-    ("two-steps", "twice as far as one SGD step"),
+@pytest.mark.parametrize("student, message, score", [
+    ("no-step", "The weights did not move although loss.backward() computed gradients", 6),
+    # two steps per call is SGD at twice the rate: it diverges on the lesson's badly
+    # conditioned data, but still fits the well-conditioned unseen line
+    ("two-steps", "twice as far as one SGD step", 7),
 ])
-def test_every_wrong_step_is_named(results, student: str, message: str) -> None:
+def test_every_wrong_step_is_named(results, student: str, message: str, score: int) -> None:
     failed = _failed(results[student])
-    assert set(failed) == {"one_step_from_stale_gradients", "trained_weight_near_two",
-                           "fits_an_unseen_line"}
+    assert {"one_step_from_stale_gradients", "trained_weight_near_two"} <= set(failed)
     assert message in failed["one_step_from_stale_gradients"]
-    assert results[student].score == 6
+    assert results[student].score == score

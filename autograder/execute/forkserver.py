@@ -32,14 +32,23 @@ PR_SET_CHILD_SUBREAPER = 36
 
 
 def preload() -> None:
-    """Everything a job imports, imported once here (about 2 s, shared by every fork)."""
-    import torch  # noqa: F401
+    """Everything a job imports, imported once here (about 2 s, shared by every fork), and
+    the first-call costs of autograd and the optimizer paid on one-element tensors: far below
+    any size at which torch would start a thread pool (which must never exist before fork)."""
+    import torch
     import torch._dynamo  # noqa: F401  (imported by the first optimizer: another second)
-    import torch.nn  # noqa: F401
-    import torch.optim  # noqa: F401
-    from IPython.core.interactiveshell import InteractiveShell  # noqa: F401
+    from torch import nn, optim
 
-    from autograder.execute import child  # noqa: F401
+    from autograder.execute import child
+
+    torch.set_num_threads(1)
+    model = nn.Linear(1, 1)
+    optimizer = optim.SGD(model.parameters(), lr=0.1)
+    loss = nn.MSELoss()(model(torch.ones(1, 1)), torch.ones(1, 1))
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    child.make_shell()  # the IPython shell, created once; each fork gets a fresh namespace
 
 
 def job_environment(scratch: Path) -> dict[str, str]:

@@ -31,6 +31,7 @@ def server_environment() -> dict[str, str]:
         "OMP_NUM_THREADS": "1",
         "MKL_NUM_THREADS": "1",
         "PYTHONDONTWRITEBYTECODE": "1",
+        "IPYTHONDIR": os.path.join(tempfile.gettempdir(), "autograder-ipython"),
     }
 
 

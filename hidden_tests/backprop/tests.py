@@ -40,7 +40,11 @@ def _random_network(seed, sizes, activation):
 
 
 UNSEEN_X_VALUES = (3.0, -1.5, 0.5)
-UNSEEN_SEEDS = (7, 31, 2024)
+UNSEEN_SEED = 7
+# A line the student has not seen, on centred inputs: well conditioned (curvatures 2.5 and 2),
+# so 60 epochs at lr 0.1 leave an error below 1e-5 of the start.
+UNSEEN_LINE_X = torch.tensor([[-1.5], [-0.5], [0.5], [1.5]])
+UNSEEN_LINE_EPOCHS = 60
 
 STEP = probe(
     "train_step",
@@ -58,10 +62,10 @@ PROBES = {
     "cr_lesson": probe("chain_rule", x_value=2.0),
     **{f"cr_unseen_{i}": probe("chain_rule", x_value=x) for i, x in enumerate(UNSEEN_X_VALUES)},
     "step_stale": STEP,
-    **{f"train_seed_{seed}": probe("train", X=LESSON_X, y=2 * LESSON_X, epochs=EPOCHS, lr=LR,
-                                   seed=seed) for seed in UNSEEN_SEEDS},
-    "train_unseen_line": probe("train", X=LESSON_X, y=-3 * LESSON_X + 1, epochs=EPOCHS, lr=LR,
-                               seed=5),
+    "train_lesson": probe("train", X=LESSON_X, y=2 * LESSON_X, epochs=EPOCHS, lr=LR,
+                          seed=UNSEEN_SEED),
+    "train_unseen_line": probe("train", X=UNSEEN_LINE_X, y=-3 * UNSEEN_LINE_X + 1,
+                               epochs=UNSEEN_LINE_EPOCHS, lr=LR, seed=5),
 }
 
 
@@ -306,9 +310,8 @@ def _check_fit(out, slope, intercept, what):
              message="train() calls your train_step once per epoch: with the five calls in the "
                      "right order it reaches weight 2.0 from any starting point.")
 def trained_weight_near_two(probes):
-    """Training on y = 2x ends within 0.01 of weight 2.0, bias 0.0, from several seeds"""
-    for seed in UNSEEN_SEEDS:
-        _check_fit(probes[f"train_seed_{seed}"], 2.0, 0.0, f"Trained on y = 2x from seed {seed}")
+    """Training on y = 2x ends within 0.01 of weight 2.0, bias 0.0"""
+    _check_fit(probes["train_lesson"], 2.0, 0.0, f"Trained on y = 2x from seed {UNSEEN_SEED}")
 
 
 @hidden_test(cell="check_train", points=1,
