@@ -106,6 +106,7 @@ def grade_batch(assignment: Assignment, submissions: Iterable[Submission], timeo
             return grade_submission(assignment, submission, timeout, worker)
 
     with WarmPool(size) as warm, ThreadPoolExecutor(max_workers=size) as pool:
+        warm.start()
         futures = [pool.submit(grade_one, submission) for submission in submissions]
         for future in as_completed(futures):
             result = future.result()

@@ -14,6 +14,7 @@ wall-clock timeout by killing the job's PID namespace, which takes everything th
 from __future__ import annotations
 
 import ctypes
+import gc
 import json
 import os
 import select
@@ -49,6 +50,7 @@ def preload() -> None:
     loss.backward()
     optimizer.step()
     child.make_shell()  # the IPython shell, created once; each fork gets a fresh namespace
+    gc.freeze()  # the children's garbage collector leaves these shared pages alone
 
 
 def job_environment(scratch: Path) -> dict[str, str]:
@@ -140,13 +142,17 @@ def run_one(scratch: Path, timeout: float) -> dict:
         pid, inner = spawn(scratch, timeout, lambda report: child.run(scratch), log)
     finally:
         os.close(log)
-    return wait_or_kill(pid, inner, timeout)
+    return wait_or_kill(pid, inner, timeout, grader=sys.stdin.fileno())
 
 
-def wait_or_kill(pid: int, inner: int, timeout: float) -> dict:
+def wait_or_kill(pid: int, inner: int, timeout: float, grader: int | None = None) -> dict:
+    """Wait for the job, at most `timeout` s. If the `grader` pipe closes meanwhile (the grader
+    is gone), kill the job and leave: nothing outlives the grader for long."""
     pidfd = os.pidfd_open(pid)
     try:
-        finished, _, _ = select.select([pidfd], [], [], timeout)
+        watched = [pidfd] if grader is None else [pidfd, grader]
+        ready, _, _ = select.select(watched, [], [], timeout)
+        finished = pidfd in ready
     finally:
         os.close(pidfd)
     # On time or not, nothing the job started outlives it: killing PID 1 of its namespace
@@ -159,6 +165,8 @@ def wait_or_kill(pid: int, inner: int, timeout: float) -> dict:
             pass
     _, status = os.waitpid(pid, 0)
     _reap_orphans()
+    if grader is not None and grader in ready and not finished:
+        sys.exit(0)
     return {"returncode": None if not finished else os.waitstatus_to_exitcode(status),
             "timed_out": not finished}
 
@@ -197,13 +205,19 @@ def check_sandbox() -> dict[str, str]:
 
 
 def _die_with_parent_and_adopt_orphans() -> None:
+    """For the job's ancestors, which are single-threaded (the parent-death signal follows the
+    thread that forked). The fork server itself watches its stdin instead."""
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
 
 
+def _adopt_orphans() -> None:
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+
+
 def main() -> int:
-    _die_with_parent_and_adopt_orphans()
+    _adopt_orphans()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the grader decides when we stop
     preload()
     print(json.dumps({"ready": True, "sandbox": check_sandbox()}), flush=True)

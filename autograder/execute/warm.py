@@ -12,6 +12,7 @@ import queue
 import subprocess
 import sys
 import tempfile
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -110,6 +111,24 @@ class WarmPool:
     def close(self) -> None:
         for worker in self._workers:
             worker.close()
+
+    def start(self) -> None:
+        """Warm every worker at once (each takes about 2 s), before the first job is timed."""
+        errors: list[Exception] = []
+
+        def start(worker: WarmWorker) -> None:
+            try:
+                worker.start()
+            except Exception as error:
+                errors.append(error)
+
+        threads = [threading.Thread(target=start, args=(w,)) for w in self._workers]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        if errors:
+            raise errors[0]
 
     def __enter__(self) -> WarmPool:
         return self
