@@ -8,3 +8,4 @@ c.CourseDirectory.course_id = "backprop-course"
 
 # The autograder's own settings (read by `autograder`, ignored by nbgrader).
 c.Autograder.timeout = 60  # seconds per submission, wall clock
+# c.Autograder.scheduler = "tcp://scheduler:8786"  # grade on an existing Dask cluster

@@ -30,6 +30,9 @@ def build_parser() -> argparse.ArgumentParser:
     grade.add_argument("--workers", type=int, help="submissions graded at once (default: cores)")
     grade.add_argument("--timeout", type=float, help="seconds per submission (default: "
                                                      "c.Autograder.timeout, else 60)")
+    grade.add_argument("--scheduler", metavar="ADDRESS",
+                       help="grade on this Dask cluster (default: c.Autograder.scheduler, "
+                            "else the local pool)")
     grade.add_argument("--regrade", action="store_true",
                        help="grade again submissions already graded and unchanged")
 
@@ -70,7 +73,8 @@ def _run(args: argparse.Namespace) -> int:
         print(f"released {release(course, args.assignment)}")
     elif args.command == "grade":
         commands.grade(course, args.assignment, args.source, args.student, args.workers,
-                       args.timeout, out=sys.stdout, regrade=args.regrade)
+                       args.timeout, out=sys.stdout, regrade=args.regrade,
+                       scheduler=args.scheduler)
         print(commands.show_table(course, args.assignment))
         print(f"wrote {commands.export(course, args.assignment)}")
     elif args.command == "export":

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 def grade(course: Course, assignment_name: str, source: Path | None = None,
           student_id: str | None = None, workers: int | None = None,
           timeout: float | None = None, out: TextIO | None = None,
-          regrade: bool = False) -> list[SubmissionResult]:
+          regrade: bool = False, scheduler: str | None = None) -> list[SubmissionResult]:
     """Collect, grade and record. Each result is stored (feedback, gradebook.db, then
     results.json, which marks it done) as soon as it is known; a submission whose notebook and
     grader are unchanged since its stored result is not graded again, so a batch that was
@@ -62,7 +62,7 @@ def grade(course: Course, assignment_name: str, source: Path | None = None,
             progress.done(result)
 
         results = grade_batch(assignment, pending, timeout or course.timeout, workers,
-                              on_result=record)
+                              on_result=record, scheduler=scheduler or course.scheduler)
     weak = sorted({layer for result in results for layer in result.sandbox_off})
     if weak and out is not None:
         print("WARNING: student code ran with these sandbox layers off (see `autograder "

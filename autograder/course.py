@@ -18,6 +18,7 @@ class Course:
     root: Path
     course_id: str
     timeout: float = DEFAULT_TIMEOUT
+    scheduler: str | None = None  # a Dask scheduler's address: grade there, not locally
 
     @classmethod
     def load(cls, root: str | Path = ".") -> Course:
@@ -40,7 +41,8 @@ class Course:
         if timeout <= 0:
             raise CourseError(f"{config_path}: c.Autograder.timeout must be positive, "
                               f"got {timeout}")
-        return cls(root=root, course_id=course_id, timeout=timeout)
+        scheduler = config.Autograder.get("scheduler") or None
+        return cls(root=root, course_id=course_id, timeout=timeout, scheduler=scheduler)
 
     @property
     def db_url(self) -> str:

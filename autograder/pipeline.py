@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
 
 from autograder.assemble import InvalidNotebook, assemble, read_notebook
@@ -52,12 +52,7 @@ def grade_submission(assignment: Assignment, submission: Submission, timeout: fl
         return cleaned(_grade(assignment, submission, timeout, worker))
     except Exception as error:  # one submission's trouble must not stop the batch
         log.exception("grading %s failed", submission.student_id)
-        result = SubmissionResult(student_id=submission.student_id, assignment=assignment.name,
-                                  notebook=assignment.notebook_name, status=ERROR,
-                                  timestamp=submission.timestamp)
-        return _zero(result, assignment, ERROR,
-                     f"the grader failed on this submission ({type(error).__name__}); "
-                     "it has been logged for the instructor")
+        return failed_result(assignment, submission, error)
 
 
 def _grade(assignment: Assignment, submission: Submission, timeout: float,
@@ -96,24 +91,51 @@ def _grade(assignment: Assignment, submission: Submission, timeout: float,
 def grade_batch(assignment: Assignment, submissions: Iterable[Submission], timeout: float,
                 workers: int | None = None,
                 on_result: Callable[[SubmissionResult], None] | None = None,
-                ) -> list[SubmissionResult]:
-    """Grade all, `workers` at a time; `on_result` runs in this thread as each one finishes."""
-    results = []
-    size = workers or default_workers()
+                scheduler: str | None = None) -> list[SubmissionResult]:
+    """Grade all; `on_result` runs in this thread as each one finishes. Where they run is
+    configuration: the embedded pool of `workers` warm workers, or the Dask cluster at
+    `scheduler` (each of its worker threads keeps a warm worker) -- the same grade_submission
+    either way."""
+    if scheduler:
+        from autograder.cluster import grade_on_cluster
 
+        finished = grade_on_cluster(scheduler, assignment, list(submissions), timeout)
+    else:
+        finished = _grade_on_local_pool(assignment, list(submissions), timeout,
+                                        workers or default_workers())
+    results = []
+    for result in finished:
+        if on_result is not None:
+            on_result(result)
+        results.append(result)
+    return sorted(results, key=lambda result: result.student_id)
+
+
+def _grade_on_local_pool(assignment: Assignment, submissions: list[Submission], timeout: float,
+                         size: int) -> Iterator[SubmissionResult]:
     def grade_one(submission: Submission) -> SubmissionResult:
         with warm.worker() as worker:
             return grade_submission(assignment, submission, timeout, worker)
 
+    if not submissions:
+        return
     with WarmPool(size) as warm, ThreadPoolExecutor(max_workers=size) as pool:
         warm.start()
         futures = [pool.submit(grade_one, submission) for submission in submissions]
         for future in as_completed(futures):
-            result = future.result()
-            if on_result is not None:
-                on_result(result)
-            results.append(result)
-    return sorted(results, key=lambda result: result.student_id)
+            yield future.result()
+
+
+def failed_result(assignment: Assignment, submission: Submission,
+                  error: BaseException) -> SubmissionResult:
+    """The result of a submission the grader itself failed on: 0, and a reason."""
+    log.error("grading %s failed: %r", submission.student_id, error)
+    result = SubmissionResult(student_id=submission.student_id, assignment=assignment.name,
+                              notebook=assignment.notebook_name, status=ERROR,
+                              timestamp=submission.timestamp)
+    return _zero(result, assignment, ERROR,
+                 f"the grader failed on this submission ({type(error).__name__}); "
+                 "it has been logged for the instructor")
 
 
 def _probe_outcomes(execution: Execution, probes: dict) -> tuple[dict, dict[str, str]]:

@@ -58,11 +58,18 @@ class SubmissionResult:
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
 
+    def to_dict(self) -> dict:
+        return asdict(self)
+
     @classmethod
-    def from_json(cls, text: str) -> SubmissionResult:
-        data = json.loads(text)
+    def from_dict(cls, data: dict) -> SubmissionResult:
+        data = dict(data)
         data["tests"] = [TestResult(**test) for test in data.get("tests", [])]
         return cls(**data)
+
+    @classmethod
+    def from_json(cls, text: str) -> SubmissionResult:
+        return cls.from_dict(json.loads(text))
 
 
 def clean_text(text: str) -> str:

@@ -51,14 +51,14 @@ def make_course(root: Path, n: int) -> dict[str, str]:
 def run(command: list[str], cwd: Path | None = None) -> tuple[float, float]:
     """Run to completion; returns (seconds, peak RSS in MiB of any process it started)."""
     env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"}
-    started = time.monotonic()
-    process = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(process.pid, 0)
-    seconds = time.monotonic() - started
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"{' '.join(command)} failed:\n{process.stderr.read().decode()[-3000:]}")
-    process.stderr.close()
+    with tempfile.TemporaryFile() as log:  # a pipe nobody reads would fill and block the tool
+        started = time.monotonic()
+        process = subprocess.Popen(command, cwd=cwd, env=env, stdout=log, stderr=log)
+        _, status, usage = os.wait4(process.pid, 0)
+        seconds = time.monotonic() - started
+        if os.waitstatus_to_exitcode(status) != 0:
+            log.seek(0)
+            raise SystemExit(f"{' '.join(command)} failed:\n{log.read().decode()[-3000:]}")
     return seconds, usage.ru_maxrss / 1024
 
 

@@ -13,7 +13,7 @@ import nbformat
 import pytest
 
 from autograder.author import with_answers
-from tests.conftest import grade_answers
+from tests.conftest import AUTOGRADER, grade_answers
 
 TIMEOUT = 10.0
 HONEST_WRONG = 6  # the score of the missing-zero_grad answer every cheat wraps
@@ -130,6 +130,27 @@ CHEATS = {
         "    if os.fork() == 0:\n"
         "        time.sleep(10 ** 6)\n"
         "    os._exit(0)\n"),
+    "see-and-signal-others": (
+        "import os, signal\n"
+        "visible = [p for p in os.listdir('/proc') if p.isdigit()]\n"
+        "print('CHEAT sees', len(visible), 'processes')\n"
+        "os.kill(-1, signal.SIGKILL)  # every process it may signal\n"),
+    # appended at the end of the notebook: it runs while the grader calls forward_backward
+    "symlinks-in-the-results": (
+        "# at the end\n"
+        "_honest = forward_backward\n"
+        "def forward_backward(model, x, y_true):\n"
+        "    import os\n"
+        "    out = os.path.join(os.environ['HOME'], '..', 'out')\n"
+        "    for name, target in [('cells.pt', '{course}/hidden_tests/backprop/tests.py'),\n"
+        "                         ('child.log', '/dev/zero'), ('progress.txt', '/dev/zero')]:\n"
+        "        path = os.path.join(out if name != 'child.log' else out + '/..', name)\n"
+        "        try:\n"
+        "            os.remove(path)\n"
+        "        except OSError:\n"
+        "            pass\n"
+        "        os.symlink(target, path)\n"
+        "    return _honest(model, x, y_true)\n"),
     "fill-dev-shm": (
         "try:\n"
         "    with open('/dev/shm/autograder-cheat', 'wb') as f:\n"
@@ -143,7 +164,11 @@ CHEATS = {
 
 def _cheating_notebook(release_notebook, solution, cheat: str) -> str:
     notebook = with_answers(release_notebook, {**solution, "train_step": NO_ZERO_GRAD})
-    notebook.cells.insert(1, nbformat.v4.new_code_cell(cheat))  # right after the intro
+    cell = nbformat.v4.new_code_cell(cheat)
+    if cheat.startswith("# at the end"):
+        notebook.cells.append(cell)
+    else:
+        notebook.cells.insert(1, cell)  # right after the intro
     return nbformat.writes(notebook)
 
 
@@ -232,3 +257,40 @@ def test_the_sandbox_had_every_layer_on(batch) -> None:
 def test_the_walk_found_no_test(batch) -> None:
     assert "CHEAT found tests: 0 in" in batch[0]["walk-frames-and-gc"].output
     assert os.environ.get("AUTOGRADER_NEVER_SET") is None
+
+
+def test_a_job_sees_and_signals_only_its_own_processes(batch) -> None:
+    output = batch[0]["see-and-signal-others"].output
+    seen = int(output.split("CHEAT sees ")[1].split()[0])
+    assert seen <= 2  # its namespace's init and itself
+    assert batch[0]["honest"].score == 10  # its kill(-1) reached nobody else
+
+
+def test_doctor_reports_every_layer_on(tmp_path) -> None:
+    done = subprocess.run([*AUTOGRADER, "doctor"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    assert len(lines) == 7 and all(line.split(maxsplit=1)[1].startswith("on") for line in lines)
+
+
+def test_a_layer_that_is_off_is_reported_not_hidden(course, release_notebook, solution,
+                                                    tmp_path, monkeypatch) -> None:
+    import io
+
+    from autograder import commands
+    from autograder.execute.warm import WarmWorker
+
+    monkeypatch.setattr(WarmWorker, "layers_off", property(lambda self: ["landlock: off (x)"]))
+    folder = tmp_path / "incoming" / "weak-sandbox" / "backprop"
+    folder.mkdir(parents=True)
+    nbformat.write(with_answers(release_notebook, solution), folder / "backprop.ipynb")
+    out = io.StringIO()
+    results = commands.grade(course, "backprop", tmp_path / "incoming", out=out)
+    assert results[0].sandbox_off == ["landlock: off (x)"]
+    assert "WARNING: student code ran with these sandbox layers off" in out.getvalue()
+
+
+def test_symlinks_planted_in_the_results_are_refused_not_followed(batch) -> None:
+    result = batch[0]["symlinks-in-the-results"]
+    assert result.score <= HONEST_WRONG
+    assert "hidden_test" not in result.to_json() and "reference_mlp" not in result.to_json()

@@ -24,7 +24,8 @@ EXPECTED = {k: v for k, v in json.loads((REPO / "examples" / "expected.json").re
 @pytest.fixture(scope="module")
 def graded(course: Course) -> subprocess.CompletedProcess:
     done = subprocess.run([*AUTOGRADER, "--course", str(course.root), "grade", "backprop",
-                           str(REPO / "examples" / "submitted")], capture_output=True, text=True)
+                           str(REPO / "examples" / "submitted"), "--regrade"],
+                          capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     return done
 

@@ -1,8 +1,8 @@
 """The warm worker: imports torch and the notebook machinery once, then forks a fresh, sandboxed
 child per submission, so a submission costs milliseconds instead of the seconds of `import torch`.
 
-It holds nothing secret (the same modules as the child) and never computes anything itself: an
-OpenMP thread pool started before fork would deadlock the children. It enforces each job's
+It holds nothing secret (the same modules as the child) and runs nothing that could start a
+thread pool: an OpenMP pool started before fork would deadlock the children. It enforces each job's
 wall-clock timeout by killing the job's PID namespace, which takes everything the job started.
 
     python -I -m autograder.execute.forkserver
@@ -60,8 +60,8 @@ def job_environment(scratch: Path) -> dict[str, str]:
 
 def spawn(scratch: Path, timeout: float, job: Callable[[dict[str, str]], int],
           log_fd: int) -> tuple[int, int]:
-    """Fork the sandboxed process that runs `job`. Returns (pid of our child, pid of the job:
-    PID 1 of its namespace, as seen from here)."""
+    """Fork the sandboxed process that runs `job`. Returns (pid of our child, pid of PID 1 of
+    the job's namespace, as seen from here)."""
     read_end, write_end = os.pipe()
     uid = sandbox.sandbox_uid()
     pid = os.fork()

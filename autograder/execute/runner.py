@@ -18,7 +18,7 @@ from typing import Any
 from autograder.execute import protocol
 from autograder.execute.warm import WarmWorker
 from autograder.results import CRASHED, GRADED, TIMEOUT
-from autograder.verify.data import UntrustedData, load_child_data
+from autograder.verify.data import UntrustedData, load_child_data, read_child_file
 
 OUTPUT_CAP = 10_000  # characters of output kept per cell or probe
 CHILD_LOG_CAP = 20_000
@@ -176,7 +176,6 @@ def _text(value: Any, cap: int) -> str:
 
 def _read_capped(path: Path, cap: int) -> str:
     try:
-        with open(path, "rb") as handle:
-            return handle.read(cap).decode("utf-8", errors="replace").strip()
-    except FileNotFoundError:
+        return read_child_file(path, cap)[:cap].decode("utf-8", errors="replace").strip()
+    except UntrustedData:
         return ""

@@ -1,0 +1,104 @@
+"""Grading on an existing Dask cluster: the same `grade_submission`, run on its workers.
+
+The client sends each worker the assignment once (release notebook, hidden tests, probes: the
+cluster is the instructor's, trusted side) and each submission's notebook as bytes; results
+come back as plain dicts. Each worker thread keeps its own warm worker between submissions.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import nbformat
+
+from autograder.assignment import Assignment
+from autograder.course import Course
+from autograder.results import SubmissionResult
+from autograder.submissions import Submission
+from autograder.verify.hidden import PROBES_FILE, TESTS_FILE
+
+
+@dataclass(frozen=True)
+class AssignmentPackage:
+    """Everything a Dask worker needs to grade an assignment, as text."""
+
+    name: str
+    notebook_name: str
+    release_notebook: str
+    tests_source: str
+    probes_source: str
+    fingerprint: str
+
+    @classmethod
+    def of(cls, assignment: Assignment) -> AssignmentPackage:
+        probes = assignment.hidden.probes_file
+        return cls(assignment.name, assignment.notebook_name,
+                   nbformat.writes(assignment.release_notebook),
+                   probes.with_name(TESTS_FILE).read_text(encoding="utf-8"),
+                   probes.read_text(encoding="utf-8"), assignment.fingerprint)
+
+
+_local = threading.local()  # per Dask worker thread: its warm worker and unpacked assignments
+
+
+def _unpack(package: AssignmentPackage) -> Assignment:
+    cache = _local.__dict__.setdefault("assignments", {})
+    if package.fingerprint not in cache:
+        root = Path(tempfile.mkdtemp(prefix="autograder-assignment-"))
+        course = Course(root=root, course_id="cluster")
+        release = course.release_dir(package.name)
+        release.mkdir(parents=True)
+        (release / f"{package.notebook_name}.ipynb").write_text(package.release_notebook,
+                                                                 encoding="utf-8")
+        hidden = course.hidden_dir(package.name)
+        hidden.mkdir(parents=True)
+        (hidden / TESTS_FILE).write_text(package.tests_source, encoding="utf-8")
+        (hidden / PROBES_FILE).write_text(package.probes_source, encoding="utf-8")
+        cache[package.fingerprint] = Assignment.load(course, package.name)
+    return cache[package.fingerprint]
+
+
+def grade_on_worker(package: AssignmentPackage, student_id: str, notebook: bytes | None,
+                    timestamp: str | None, timeout: float) -> dict:
+    """Runs on a Dask worker."""
+    from autograder.execute.warm import WarmWorker
+    from autograder.pipeline import grade_submission
+
+    assignment = _unpack(package)
+    if getattr(_local, "worker", None) is None:
+        _local.worker = WarmWorker()
+    with tempfile.TemporaryDirectory(prefix="autograder-submission-") as folder:
+        path = None
+        if notebook is not None:
+            path = Path(folder) / f"{package.notebook_name}.ipynb"
+            path.write_bytes(notebook)
+        submission = Submission(student_id, path, timestamp)
+        return grade_submission(assignment, submission, timeout, _local.worker).to_dict()
+
+
+def grade_on_cluster(scheduler: str, assignment: Assignment, submissions: list[Submission],
+                     timeout: float) -> Iterator[SubmissionResult]:
+    """Yield results as the cluster finishes them; a submission whose task fails gets 0."""
+    from distributed import Client, as_completed
+
+    from autograder.pipeline import failed_result
+
+    if not submissions:
+        return
+    with Client(scheduler) as client:
+        package = client.scatter(AssignmentPackage.of(assignment), broadcast=True)
+        futures = {}
+        for submission in submissions:
+            notebook = submission.notebook.read_bytes() if submission.notebook else None
+            future = client.submit(grade_on_worker, package, submission.student_id, notebook,
+                                   submission.timestamp, timeout, pure=False)
+            futures[future] = submission
+        for future in as_completed(futures):
+            try:
+                yield SubmissionResult.from_dict(future.result())
+            except Exception as error:  # a lost worker, say: this submission only
+                yield failed_result(assignment, futures[future], error)
