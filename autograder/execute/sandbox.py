@@ -90,14 +90,18 @@ def _private_mounts(scratch: Path) -> str:
     try:
         _mount(None, "/", None, MS_REC | MS_PRIVATE)  # nothing leaks back to the host
         _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV)  # sees only this namespace
-        keep = os.open(scratch, os.O_PATH) if _is_under(scratch, Path("/tmp")) else None
+        installation = _installation_paths()
+        # What lives under /tmp and must stay visible -- the job's folder and, in a checkout
+        # under /tmp, Python itself -- is held open, then bound back into the fresh /tmp.
+        kept = {path: os.open(path, os.O_PATH) for path in [str(scratch), *installation]
+                if _is_under(Path(path), Path("/tmp"))}
         _mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, f"size={TMPFS_SIZE},mode=1777")
-        if keep is not None:  # the job's own folder stays where it was, in the fresh /tmp
-            scratch.mkdir(parents=True)
-            _mount(f"/proc/self/fd/{keep}", str(scratch), None, MS_BIND)
-            os.close(keep)
+        for path, handle in kept.items():
+            os.makedirs(path, mode=0o755, exist_ok=True)
+            _mount(f"/proc/self/fd/{handle}", path, None, MS_BIND | MS_REC)
+            os.close(handle)
         _mount("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, f"size={TMPFS_SIZE},mode=1777")
-        _expose_to_other_users(_installation_paths())
+        _expose_to_other_users([p for p in installation if p not in kept])
     except OSError as error:
         return f"off ({error})"
     return f"on (/tmp and /dev/shm: {TMPFS_SIZE} each, /proc of this namespace)"
