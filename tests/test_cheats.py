@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import nbformat
@@ -173,9 +174,11 @@ def _cheating_notebook(release_notebook, solution, cheat: str) -> str:
 
 
 def _sandbox_processes() -> list[str]:
+    """Processes running as a sandbox uid, started from this checkout's Python."""
     listing = subprocess.run(["ps", "-eo", "uid=,pid=,args="], capture_output=True,
                              text=True).stdout
-    return [line for line in listing.splitlines() if int(line.split()[0]) >= 100_000]
+    return [line for line in listing.splitlines()
+            if int(line.split()[0]) >= 100_000 and sys.executable in line]
 
 
 @pytest.fixture(scope="module")
