@@ -29,8 +29,8 @@ class AssignmentPackage:
     name: str
     notebook_name: str
     release_notebook: str
-    tests_source: str
-    probes_source: str
+    tests_source: bytes  # bytes, not text: the fingerprint must match byte for byte
+    probes_source: bytes
     fingerprint: str
 
     @classmethod
@@ -38,8 +38,8 @@ class AssignmentPackage:
         probes = assignment.hidden.probes_file
         return cls(assignment.name, assignment.notebook_name,
                    nbformat.writes(assignment.release_notebook),
-                   probes.with_name(TESTS_FILE).read_text(encoding="utf-8"),
-                   probes.read_text(encoding="utf-8"), assignment.fingerprint)
+                   probes.with_name(TESTS_FILE).read_bytes(), probes.read_bytes(),
+                   assignment.fingerprint)
 
 
 _local = threading.local()  # per Dask worker thread: its warm worker and unpacked assignments
@@ -56,8 +56,8 @@ def _unpack(package: AssignmentPackage) -> Assignment:
                                                                  encoding="utf-8")
         hidden = course.hidden_dir(package.name)
         hidden.mkdir(parents=True)
-        (hidden / TESTS_FILE).write_text(package.tests_source, encoding="utf-8")
-        (hidden / PROBES_FILE).write_text(package.probes_source, encoding="utf-8")
+        (hidden / TESTS_FILE).write_bytes(package.tests_source)
+        (hidden / PROBES_FILE).write_bytes(package.probes_source)
         cache[package.fingerprint] = Assignment.load(course, package.name)
     return cache[package.fingerprint]
 
@@ -91,14 +91,18 @@ def grade_on_cluster(scheduler: str, assignment: Assignment, submissions: list[S
         return
     with Client(scheduler) as client:
         package = client.scatter(AssignmentPackage.of(assignment), broadcast=True)
-        futures = {}
+        futures: dict = {}
         for submission in submissions:
             notebook = submission.notebook.read_bytes() if submission.notebook else None
             future = client.submit(grade_on_worker, package, submission.student_id, notebook,
                                    submission.timestamp, timeout, pure=False)
             futures[future] = submission
-        for future in as_completed(futures):
-            try:
-                yield SubmissionResult.from_dict(future.result())
-            except Exception as error:  # a lost worker, say: this submission only
-                yield failed_result(assignment, futures[future], error)
+        try:
+            for future in as_completed(futures):
+                try:
+                    result = SubmissionResult.from_dict(future.result())
+                except Exception as error:  # a lost worker, say: this submission only
+                    result = failed_result(assignment, futures[future], error)
+                yield result
+        finally:
+            client.cancel(list(futures))

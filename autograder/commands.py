@@ -15,7 +15,7 @@ from autograder.export import write_export
 from autograder.feedback import write_feedback
 from autograder.gradebook import GradebookError, NbgraderGradebook, by_cell, gradebook_frame
 from autograder.pipeline import fingerprint, grade_batch
-from autograder.results import SubmissionResult, load_results, save_result
+from autograder.results import GRADED, INVALID, SubmissionResult, load_results, save_result
 from autograder.submissions import collect, submitted_in_course
 
 if TYPE_CHECKING:
@@ -37,7 +37,10 @@ def grade(course: Course, assignment_name: str, source: Path | None = None,
         submissions = collect(course, assignment_name, assignment.notebook_name, source,
                               student_id)
     stored = {result.student_id: result for result in load_results(course.root, assignment_name)}
+    # Kept: same notebook, same grader, and a final verdict. A timeout or a crash may be
+    # the machine's doing (or a shorter --timeout): those are graded again.
     unchanged = [s for s in submissions if s.student_id in stored
+                 and stored[s.student_id].status in (GRADED, INVALID)
                  and stored[s.student_id].fingerprint == fingerprint(assignment, s)]
     kept = [] if regrade else [stored[s.student_id] for s in unchanged]
     kept_ids = {result.student_id for result in kept}
@@ -56,8 +59,10 @@ def grade(course: Course, assignment_name: str, source: Path | None = None,
             write_feedback(result, course.feedback_dir(result.student_id, assignment_name))
             try:
                 gradebook.record(result)
-            except Exception as error:  # results.json holds the grade; report, keep going
+            except Exception as error:  # not done: graded again on the next run
                 unrecorded.append(f"{result.student_id} ({type(error).__name__}: {error})")
+                progress.done(result)
+                return
             save_result(result, autograded)  # last: its presence means "done"
             progress.done(result)
 
@@ -68,8 +73,8 @@ def grade(course: Course, assignment_name: str, source: Path | None = None,
         print("WARNING: student code ran with these sandbox layers off (see `autograder "
               "doctor`):\n  " + "\n  ".join(weak), file=out)
     if unrecorded:
-        raise GradebookError("graded, but not written to gradebook.db (their results.json "
-                             "and feedback are stored): " + "; ".join(unrecorded))
+        raise GradebookError("graded, but not written to gradebook.db (their feedback is "
+                             "written; run again to record them): " + "; ".join(unrecorded))
     return sorted(kept + results, key=lambda result: result.student_id)
 
 

@@ -104,10 +104,13 @@ def grade_batch(assignment: Assignment, submissions: Iterable[Submission], timeo
         finished = _grade_on_local_pool(assignment, list(submissions), timeout,
                                         workers or default_workers())
     results = []
-    for result in finished:
-        if on_result is not None:
-            on_result(result)
-        results.append(result)
+    try:
+        for result in finished:
+            if on_result is not None:
+                on_result(result)
+            results.append(result)
+    finally:
+        finished.close()  # on Ctrl-C or a failing store: stop now, drop what is queued
     return sorted(results, key=lambda result: result.student_id)
 
 
@@ -119,11 +122,16 @@ def _grade_on_local_pool(assignment: Assignment, submissions: list[Submission], 
 
     if not submissions:
         return
-    with WarmPool(size) as warm, ThreadPoolExecutor(max_workers=size) as pool:
+    warm, pool = WarmPool(size), ThreadPoolExecutor(max_workers=size)
+    try:
         warm.start()
         futures = [pool.submit(grade_one, submission) for submission in submissions]
         for future in as_completed(futures):
             yield future.result()
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+        warm.close()  # jobs in flight end at once, as crashes nobody reads
+        pool.shutdown(wait=True)
 
 
 def failed_result(assignment: Assignment, submission: Submission,

@@ -63,3 +63,32 @@ def test_a_pickled_payload_is_never_run(tmp_path: Path) -> None:
 def test_numbers_are_checked_with_messages_for_the_student(value, message: str) -> None:
     with pytest.raises(AssertionError, match=message):
         as_number(value, "x.grad")
+
+
+def test_compressed_or_oversized_archives_are_refused_before_unpacking(tmp_path: Path) -> None:
+    import zipfile
+
+    plain = _saved(tmp_path, {"x": torch.ones(3)})
+    squeezed = tmp_path / "squeezed.pt"
+    with zipfile.ZipFile(plain) as source, \
+            zipfile.ZipFile(squeezed, "w", compression=zipfile.ZIP_DEFLATED) as target:
+        for entry in source.infolist():
+            target.writestr(entry.filename, source.read(entry))
+    with pytest.raises(UntrustedData, match="compressed"):
+        load_child_data(squeezed)
+
+
+def test_a_small_view_of_a_large_storage_is_refused(tmp_path: Path) -> None:
+    view = torch.zeros(3_000_000)[:1]  # one element, 12 MB of storage saved with it
+    with pytest.raises(UntrustedData, match="storage is too large"):
+        load_child_data(_saved(tmp_path, {"x": view}))
+
+
+def test_results_behind_a_symlinked_folder_are_refused(tmp_path: Path) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    torch.save({"ok": True}, elsewhere / "probe-a.pt")
+    (tmp_path / "job").mkdir()
+    (tmp_path / "job" / "out").symlink_to(elsewhere)
+    with pytest.raises(UntrustedData, match="not a folder"):
+        load_child_data(tmp_path / "job" / "out" / "probe-a.pt")

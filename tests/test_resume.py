@@ -68,3 +68,31 @@ def _nbgrader_totals(course) -> dict[str, float]:
 
     with Gradebook(course.db_url, course_id=course.course_id) as gradebook:
         return {s.student.id: s.score for s in gradebook.assignment_submissions("backprop")}
+
+
+def test_a_result_not_written_to_the_gradebook_is_graded_again(course, tmp_path,
+                                                               monkeypatch) -> None:
+    import pytest
+
+    from autograder.gradebook import GradebookError, NbgraderGradebook
+
+    folder = tmp_path / "incoming" / "unrecorded" / "backprop"
+    folder.mkdir(parents=True)
+    shutil.copy(EXAMPLES_SOLUTION, folder)
+    real_record = NbgraderGradebook.record
+
+    def failing(self, result):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(NbgraderGradebook, "record", failing)
+    with pytest.raises(GradebookError, match="unrecorded"):
+        commands.grade(course, "backprop", tmp_path / "incoming")
+    assert not (course.autograded_dir("unrecorded", "backprop") / "results.json").exists()
+
+    monkeypatch.setattr(NbgraderGradebook, "record", real_record)
+    results = commands.grade(course, "backprop", tmp_path / "incoming")
+    assert results[0].score == 10
+    assert _nbgrader_totals(course)["unrecorded"] == 10
+
+
+EXAMPLES_SOLUTION = REPO / "examples" / "submitted" / "solution" / "backprop" / "backprop.ipynb"

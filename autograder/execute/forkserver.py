@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ctypes
 import gc
+import itertools
 import json
 import os
 import select
@@ -30,6 +31,7 @@ from autograder.execute import sandbox
 
 PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
+_jobs = itertools.count()  # numbers this server's jobs: each gets a uid of its own
 
 
 def preload() -> None:
@@ -63,7 +65,7 @@ def spawn(scratch: Path, timeout: float, job: Callable[[dict[str, str]], int],
     """Fork the sandboxed process that runs `job`. Returns (pid of our child, pid of PID 1 of
     the job's namespace, as seen from here)."""
     read_end, write_end = os.pipe()
-    uid = sandbox.sandbox_uid()
+    uid = sandbox.sandbox_uid(next(_jobs))
     pid = os.fork()
     if pid == 0:
         os.close(read_end)
@@ -156,8 +158,11 @@ def wait_or_kill(pid: int, inner: int, timeout: float, grader: int | None = None
     finally:
         os.close(pidfd)
     # On time or not, nothing the job started outlives it: killing PID 1 of its namespace
-    # kills the namespace; the process group catches the rest where namespaces are off.
-    for kill, target in ((os.kill, inner), (os.killpg, pid)):
+    # kills the namespace; the process group catches the rest where namespaces are off. PID 1
+    # is killed only if still running: once our child has finished, it has reaped PID 1, whose
+    # number may already belong to someone else.
+    targets = [(os.killpg, pid)] if finished else [(os.kill, inner), (os.killpg, pid)]
+    for kill, target in targets:
         try:
             if target > 0:
                 kill(target, signal.SIGKILL)

@@ -90,8 +90,9 @@ def run_job(job: Job, worker: WarmWorker) -> Execution:
     try:
         returncode, timed_out = worker.run(scratch, job.timeout)
         execution = _collect(scratch, job)
-        execution.log = _read_capped(scratch / "child.log", CHILD_LOG_CAP)
-        progress = _read_capped(protocol.out_path(scratch, protocol.PROGRESS_FILE), 300)
+        execution.log = _read_capped(scratch / "child.log", CHILD_LOG_CAP, levels=1)
+        progress = _read_capped(protocol.out_path(scratch, protocol.PROGRESS_FILE), 300,
+                                levels=2)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     if timed_out:
@@ -174,8 +175,8 @@ def _text(value: Any, cap: int) -> str:
     return value[:cap].encode("utf-8", errors="replace").decode("utf-8")
 
 
-def _read_capped(path: Path, cap: int) -> str:
+def _read_capped(path: Path, cap: int, levels: int) -> str:
     try:
-        return read_child_file(path, cap)[:cap].decode("utf-8", errors="replace").strip()
+        return read_child_file(path, cap, levels)[:cap].decode("utf-8", errors="replace").strip()
     except UntrustedData:
         return ""

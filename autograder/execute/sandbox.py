@@ -16,6 +16,7 @@ from __future__ import annotations
 import ctypes
 import math
 import os
+import platform
 import resource
 import sys
 from pathlib import Path
@@ -24,6 +25,8 @@ CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC = 0x00020000, 0x04000000, 0x08000000
 CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET = 0x10000000, 0x20000000, 0x40000000
 MS_NOSUID, MS_NODEV, MS_BIND, MS_REC, MS_PRIVATE = 2, 4, 4096, 16384, 1 << 18
 
+SYS_KEYCTL = {"x86_64": 250, "aarch64": 219}.get(platform.machine())
+KEYCTL_JOIN_SESSION_KEYRING = 1
 TMPFS_SIZE = "64m"  # each of /tmp and /dev/shm
 FILE_SIZE_LIMIT = 64 * 1024 * 1024
 MEMORY_HEADROOM = 1024**3  # address space a job may add to what the warm worker mapped
@@ -70,9 +73,11 @@ def enter_namespaces() -> dict[str, str]:
     return report
 
 
-def sandbox_uid() -> int:
-    """The uid of this warm worker's jobs (call it in the fork server)."""
-    return SANDBOX_UID_BASE + os.getpid()
+def sandbox_uid(job: int) -> int:
+    """A uid for job number `job` of this fork server (call it there): never shared with a
+    job of another server, nor with this server's previous jobs (kernel keyrings, processes
+    and files of a uid outlive a job)."""
+    return SANDBOX_UID_BASE + (os.getpid() % 100_000) * 10_000 + job % 10_000
 
 
 def confine(scratch: Path, timeout: float, report: dict[str, str],
@@ -101,6 +106,8 @@ def _private_mounts(scratch: Path) -> str:
             _mount(f"/proc/self/fd/{handle}", path, None, MS_BIND | MS_REC)
             os.close(handle)
         _mount("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, f"size={TMPFS_SIZE},mode=1777")
+        if os.path.isdir("/run"):  # the host's sockets (D-Bus, journald...) are not the job's
+            _mount("tmpfs", "/run", "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,mode=755")
         _expose_to_other_users([p for p in installation if p not in kept])
     except OSError as error:
         return f"off ({error})"
@@ -177,6 +184,8 @@ def _drop_to_own_uid(scratch: Path, uid: int) -> str:
         os.setgroups([])
         os.setgid(uid)
         os.setuid(uid)
+        if SYS_KEYCTL is not None:  # a session keyring of its own, not the grader's
+            _libc.syscall(SYS_KEYCTL, KEYCTL_JOIN_SESSION_KEYRING, None)
     except OSError as error:
         return f"off ({error})"
     return f"on (uid {uid})"

@@ -11,6 +11,7 @@ import io
 import math
 import os
 import stat
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +23,14 @@ class UntrustedData(Exception):
     """What the child wrote is not plain data of an accepted kind."""
 
 
-def read_child_file(path: Path, cap: int) -> bytes:
-    """At most `cap` bytes of a file the child wrote. The child owns its folder, so the name
-    may now be a symlink (to a secret, to /dev/zero) or a FIFO: only a regular file is read."""
+def read_child_file(path: Path, cap: int, levels: int = 1) -> bytes:
+    """At most `cap` bytes of a file the child wrote. The child owns its folder, so the name,
+    or any of the `levels` folders above it, may now be a symlink (to a secret, to /dev/zero)
+    or a FIFO: only a regular file reached through real folders is read. (Called once the
+    job's processes are all gone, so nothing changes between this check and the read.)"""
+    for folder in list(path.parents)[:levels - 1]:
+        if not stat.S_ISDIR(os.lstat(folder).st_mode):
+            raise UntrustedData(f"{folder.name} is not a folder")
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except OSError as error:
@@ -38,9 +44,10 @@ def read_child_file(path: Path, cap: int) -> bytes:
 def load_child_data(path: Path) -> Any:
     import torch
 
-    content = read_child_file(path, MAX_DATA_BYTES)
+    content = read_child_file(path, MAX_DATA_BYTES, levels=2)
     if len(content) > MAX_DATA_BYTES:
         raise UntrustedData(f"{path.name} is larger than {MAX_DATA_BYTES} bytes")
+    _check_archive(content, path.name)
     try:
         data = torch.load(io.BytesIO(content), weights_only=True, map_location="cpu")
     except Exception:
@@ -51,6 +58,19 @@ def load_child_data(path: Path) -> Any:
 
 MAX_NODES = 100_000  # values in one file, counting each shared one once
 MAX_TENSOR_ELEMENTS = 1_000_000
+
+
+def _check_archive(content: bytes, name: str) -> None:
+    """torch.save writes an uncompressed zip: refuse compressed entries and entries that
+    unpack to more than the cap, so a small file cannot unpack into gigabytes here."""
+    try:
+        entries = zipfile.ZipFile(io.BytesIO(content)).infolist()
+    except zipfile.BadZipFile:
+        raise UntrustedData(f"{name} is not a torch file") from None
+    if any(entry.compress_type != zipfile.ZIP_STORED for entry in entries):
+        raise UntrustedData(f"{name} holds compressed entries")
+    if sum(entry.file_size for entry in entries) > MAX_DATA_BYTES:
+        raise UntrustedData(f"{name} unpacks to more than {MAX_DATA_BYTES} bytes")
 
 
 def check_plain(value: Any) -> None:
@@ -92,6 +112,8 @@ def _check_tensor(tensor: Any) -> None:
         raise UntrustedData("only dense CPU tensors are accepted")
     if tensor.numel() > MAX_TENSOR_ELEMENTS:
         raise UntrustedData(f"a tensor of {tensor.numel()} elements is too large")
+    if tensor.untyped_storage().nbytes() > MAX_TENSOR_ELEMENTS * 8:
+        raise UntrustedData("a tensor's storage is too large")
 
 
 def as_tensor(value: Any, what: str) -> Any:
