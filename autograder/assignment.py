@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from functools import cached_property
-from pathlib import Path
 from typing import Any
 
 import nbformat
@@ -66,8 +65,3 @@ class Assignment:
 def grade_cells_of(notebook: Any) -> dict[str, float]:
     return {grade_id(cell): float(nbgrader_metadata(cell).get("points", 0))
             for cell in notebook.cells if is_test(cell) and grade_id(cell)}
-
-
-def notebook_path(directory: Path) -> Path | None:
-    notebooks = sorted(directory.glob("*.ipynb"))
-    return notebooks[0] if notebooks else None
