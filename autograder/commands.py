@@ -135,8 +135,12 @@ def doctor(out: TextIO) -> bool:
 
 def gradebook_table(course: Course, assignment_name: str) -> pd.DataFrame:
     """The pandas table of every stored result of the assignment."""
+    return _stored_table(course, assignment_name)[1]
+
+
+def _stored_table(course: Course, assignment_name: str) -> tuple[Assignment, pd.DataFrame]:
     assignment = Assignment.load(course, assignment_name)
-    return gradebook_frame(load_results(course.root, assignment_name), assignment)
+    return assignment, gradebook_frame(load_results(course.root, assignment_name), assignment)
 
 
 def export(course: Course, assignment_name: str, fmt: str = "csv",
@@ -149,8 +153,7 @@ def export(course: Course, assignment_name: str, fmt: str = "csv",
 
 def show_table(course: Course, assignment_name: str, students: list[str] | None = None) -> str:
     """The gradebook as printed on a terminal: points per grade cell, totals, status."""
-    assignment = Assignment.load(course, assignment_name)
-    table = gradebook_frame(load_results(course.root, assignment_name), assignment)
+    assignment, table = _stored_table(course, assignment_name)
     if students is not None:
         table = table.loc[students]
     shown = by_cell(table, assignment)

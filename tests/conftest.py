@@ -20,6 +20,13 @@ AUTOGRADER = [sys.executable, "-m", "autograder.cli"]
 COURSE_FILES = ("nbgrader_config.py", "source", "hidden_tests")
 
 
+def train_step_calling(*calls: str) -> str:
+    """A student's train_step: the forward pass and loss, then `calls` in this order."""
+    body = "".join(f"    {call}\n" for call in calls)
+    return ("def train_step(model, optimizer, criterion, X, y):\n"
+            "    loss = criterion(model(X), y)\n" + body + "    return loss\n")
+
+
 def make_course(root: Path, assignment: str = "backprop") -> Course:
     """Copy the course's inputs to `root` and release `assignment` there with nbgrader."""
     for name in COURSE_FILES:

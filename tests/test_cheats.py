@@ -14,17 +14,12 @@ import nbformat
 import pytest
 
 from autograder.author import with_answers
-from tests.conftest import AUTOGRADER, grade_answers
+from tests.conftest import AUTOGRADER, grade_answers, train_step_calling
 
 TIMEOUT = 10.0
 HONEST_WRONG = 6  # the score of the missing-zero_grad answer every cheat wraps
 
-NO_ZERO_GRAD = '''def train_step(model, optimizer, criterion, X, y):
-    loss = criterion(model(X), y)
-    loss.backward()
-    optimizer.step()
-    return loss
-'''
+NO_ZERO_GRAD = train_step_calling("loss.backward()", "optimizer.step()")
 
 CHEATS = {
     "patch-allclose": "import torch\ntorch.allclose = lambda *a, **k: True\n"

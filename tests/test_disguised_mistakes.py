@@ -7,38 +7,14 @@ import nbformat
 import pytest
 
 from autograder.author import with_answers
-from tests.conftest import grade_answers
+from tests.conftest import grade_answers, train_step_calling
 
-NO_ZERO_GRAD = '''def train_step(model, optimizer, criterion, X, y):
-    loss = criterion(model(X), y)
-    loss.backward()
-    optimizer.step()
-    return loss
-'''
-
-ZERO_GRAD_AT_END = '''def train_step(model, optimizer, criterion, X, y):
-    loss = criterion(model(X), y)
-    loss.backward()
-    optimizer.step()
-    optimizer.zero_grad()
-    return loss
-'''
-
-NO_STEP = '''def train_step(model, optimizer, criterion, X, y):
-    loss = criterion(model(X), y)
-    optimizer.zero_grad()
-    loss.backward()
-    return loss
-'''
-
-TWO_STEPS = '''def train_step(model, optimizer, criterion, X, y):
-    loss = criterion(model(X), y)
-    optimizer.zero_grad()
-    loss.backward()
-    optimizer.step()
-    optimizer.step()
-    return loss
-'''
+NO_ZERO_GRAD = train_step_calling("loss.backward()", "optimizer.step()")
+ZERO_GRAD_AT_END = train_step_calling("loss.backward()", "optimizer.step()",
+                                      "optimizer.zero_grad()")
+NO_STEP = train_step_calling("optimizer.zero_grad()", "loss.backward()")
+TWO_STEPS = train_step_calling("optimizer.zero_grad()", "loss.backward()", "optimizer.step()",
+                               "optimizer.step()")
 
 GRADIENT_BY_HAND = '''def chain_rule(x_value):
     x = torch.tensor([float(x_value)], requires_grad=True)

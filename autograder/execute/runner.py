@@ -17,7 +17,7 @@ from typing import Any
 
 from autograder.execute import protocol
 from autograder.execute.warm import WarmWorker
-from autograder.results import CRASHED, GRADED, TIMEOUT
+from autograder.results import CRASHED, GRADED, TIMEOUT, clean_text
 from autograder.verify.data import UntrustedData, load_child_data, read_child_file
 
 OUTPUT_CAP = 10_000  # characters of output kept per cell or probe
@@ -170,9 +170,7 @@ def _probe_record(data: Any) -> ProbeRecord:
 
 def _text(value: Any, cap: int) -> str:
     """Child-written text, capped and made encodable (no lone surrogates); non-text -> ""."""
-    if not isinstance(value, str):
-        return ""
-    return value[:cap].encode("utf-8", errors="replace").decode("utf-8")
+    return clean_text(value[:cap]) if isinstance(value, str) else ""
 
 
 def _read_capped(path: Path, cap: int, levels: int) -> str:
