@@ -6,15 +6,18 @@ Each returns data (and prints a short report), so an HTTP service can call the s
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from autograder.assignment import Assignment
 from autograder.course import Course
+from autograder.execute.warm import WarmPool
 from autograder.export import write_export
 from autograder.feedback import write_feedback
 from autograder.gradebook import GradebookError, NbgraderGradebook, by_cell, gradebook_frame
-from autograder.pipeline import fingerprint, grade_batch
+from autograder.pipeline import default_workers, fingerprint, grade_batch
 from autograder.results import GRADED, INVALID, SubmissionResult, load_results, save_result
 from autograder.submissions import collect, submitted_in_course
 
@@ -30,6 +33,26 @@ def grade(course: Course, assignment_name: str, source: Path | None = None,
     results.json, which marks it done) as soon as it is known; a submission whose notebook and
     grader are unchanged since its stored result is not graded again, so a batch that was
     killed midway resumes where it stopped."""
+    scheduler = scheduler or course.scheduler
+    with _warming_pool(workers, scheduler) as pool:
+        return _grade(course, assignment_name, source, student_id, timeout, out, regrade,
+                      scheduler, pool, workers)
+
+
+@contextmanager
+def _warming_pool(workers: int | None, scheduler: str | None) -> Iterator[WarmPool | None]:
+    """The local warm workers, warming up (2 s) while the assignment and gradebook load."""
+    if scheduler:
+        yield None
+        return
+    with WarmPool(workers or default_workers()) as pool:
+        pool.launch()
+        yield pool
+
+
+def _grade(course: Course, assignment_name: str, source: Path | None, student_id: str | None,
+           timeout: float | None, out: TextIO | None, regrade: bool, scheduler: str | None,
+           pool: WarmPool | None, workers: int | None) -> list[SubmissionResult]:
     assignment = Assignment.load(course, assignment_name)
     if source is None:
         submissions = submitted_in_course(course, assignment_name, assignment.notebook_name)
@@ -67,7 +90,7 @@ def grade(course: Course, assignment_name: str, source: Path | None = None,
             progress.done(result)
 
         results = grade_batch(assignment, pending, timeout or course.timeout, workers,
-                              on_result=record, scheduler=scheduler or course.scheduler)
+                              on_result=record, scheduler=scheduler, pool=pool)
     weak = sorted({layer for result in results for layer in result.sandbox_off})
     if weak and out is not None:
         print("WARNING: student code ran with these sandbox layers off (see `autograder "

@@ -89,6 +89,7 @@ class NbgraderGradebook:
         put_nbgrader_tools_on_path()
         self.assignment = assignment
         self._gradebook = Gradebook(course.db_url, course_id=course.course_id)
+        self._students = {student.id for student in self._gradebook.students}
         try:
             self._gradebook.find_notebook(assignment.notebook_name, assignment.name)
         except MissingEntry:
@@ -98,18 +99,22 @@ class NbgraderGradebook:
 
     def record(self, result: SubmissionResult) -> None:
         gradebook, name = self._gradebook, self.assignment.name
-        gradebook.update_or_create_student(result.student_id)
+        if result.student_id not in self._students:
+            gradebook.update_or_create_student(result.student_id)
+            self._students.add(result.student_id)
         extra = {"timestamp": result.timestamp} if result.timestamp else {}
         with warnings.catch_warnings():
             # nbgrader 0.9.6 builds submissions in a way SQLAlchemy 2 warns about (autoflush of
             # backrefs); the rows are written all the same, as `nbgrader export` shows.
             warnings.filterwarnings("ignore", message=".*not in session.*")
-            gradebook.update_or_create_submission(name, result.student_id, **extra)
+            submission = gradebook.update_or_create_submission(name, result.student_id, **extra)
+        # The submission's own grade rows: one query for all cells, not one per cell.
+        notebook = next(nb for nb in submission.notebooks
+                        if nb.name == self.assignment.notebook_name)
+        grades = {grade.name: grade for grade in notebook.grades}
         for cell, score in result.cell_scores().items():
-            grade = gradebook.find_grade(cell, self.assignment.notebook_name, name,
-                                         result.student_id)
-            grade.auto_score = score
-            grade.needs_manual_grade = False
+            grades[cell].auto_score = score
+            grades[cell].needs_manual_grade = False
         gradebook.db.commit()
 
     def close(self) -> None:

@@ -70,9 +70,9 @@ def _grade(assignment: Assignment, submission: Submission, timeout: float,
     plan = assemble(assignment.release_notebook, student_notebook)
     hidden = assignment.hidden
     job = Job(cells=plan.cells,
-              probes=[ProbeCall(name, declared.function, declared.inputs)
+              probes=[ProbeCall(name, declared.function)
                       for name, declared in hidden.probes.items()],
-              probes_file=hidden.probes_file, timeout=timeout)
+              inputs=hidden.serialized_inputs, probes_file=hidden.probes_file, timeout=timeout)
     execution = run_job(job, worker)
     values, failures = _probe_outcomes(execution, hidden.probes)
     result.tests = judge(hidden, values, failures)
@@ -91,18 +91,20 @@ def _grade(assignment: Assignment, submission: Submission, timeout: float,
 def grade_batch(assignment: Assignment, submissions: Iterable[Submission], timeout: float,
                 workers: int | None = None,
                 on_result: Callable[[SubmissionResult], None] | None = None,
-                scheduler: str | None = None) -> list[SubmissionResult]:
+                scheduler: str | None = None,
+                pool: WarmPool | None = None) -> list[SubmissionResult]:
     """Grade all; `on_result` runs in this thread as each one finishes. Where they run is
     configuration: the embedded pool of `workers` warm workers, or the Dask cluster at
     `scheduler` (each of its worker threads keeps a warm worker) -- the same grade_submission
-    either way."""
+    either way. A caller that keeps warm workers between batches (a service) passes its
+    `pool`, which it also closes; otherwise one is started and closed here."""
     if scheduler:
         from autograder.cluster import grade_on_cluster
 
         finished = grade_on_cluster(scheduler, assignment, list(submissions), timeout)
     else:
         finished = _grade_on_local_pool(assignment, list(submissions), timeout,
-                                        workers or default_workers())
+                                        workers or default_workers(), pool)
     results = []
     try:
         for result in finished:
@@ -115,23 +117,25 @@ def grade_batch(assignment: Assignment, submissions: Iterable[Submission], timeo
 
 
 def _grade_on_local_pool(assignment: Assignment, submissions: list[Submission], timeout: float,
-                         size: int) -> Iterator[SubmissionResult]:
+                         size: int, pool: WarmPool | None) -> Iterator[SubmissionResult]:
     def grade_one(submission: Submission) -> SubmissionResult:
         with warm.worker() as worker:
             return grade_submission(assignment, submission, timeout, worker)
 
     if not submissions:
         return
-    warm, pool = WarmPool(size), ThreadPoolExecutor(max_workers=size)
+    warm = pool or WarmPool(size)
+    threads = ThreadPoolExecutor(max_workers=warm.size)
     try:
         warm.start()
-        futures = [pool.submit(grade_one, submission) for submission in submissions]
+        futures = [threads.submit(grade_one, submission) for submission in submissions]
         for future in as_completed(futures):
             yield future.result()
     finally:
-        pool.shutdown(wait=False, cancel_futures=True)
-        warm.close()  # jobs in flight end at once, as crashes nobody reads
-        pool.shutdown(wait=True)
+        threads.shutdown(wait=False, cancel_futures=True)
+        if pool is None:
+            warm.close()  # jobs in flight end at once, as crashes nobody reads
+        threads.shutdown(wait=True)
 
 
 def failed_result(assignment: Assignment, submission: Submission,

@@ -13,7 +13,12 @@ from pathlib import Path
 import nbformat
 import pytest
 
+from autograder.assignment import Assignment
 from autograder.author import with_answers
+from autograder.execute.warm import WarmWorker
+from autograder.pipeline import grade_submission
+from autograder.results import GRADED
+from autograder.submissions import Submission
 from tests.conftest import AUTOGRADER, grade_answers, train_step_calling
 
 TIMEOUT = 10.0
@@ -260,7 +265,7 @@ def test_the_walk_found_no_test(batch) -> None:
 def test_a_job_sees_and_signals_only_its_own_processes(batch) -> None:
     output = batch[0]["see-and-signal-others"].output
     seen = int(output.split("CHEAT sees ")[1].split()[0])
-    assert seen <= 2  # its namespace's init and itself
+    assert seen == 1  # itself: hidepid hides the warm worker, PID 1 of the namespace
     assert batch[0]["honest"].score == 10  # its kill(-1) reached nobody else
 
 
@@ -292,3 +297,20 @@ def test_symlinks_planted_in_the_results_are_refused_not_followed(batch) -> None
     result = batch[0]["symlinks-in-the-results"]
     assert result.score <= HONEST_WRONG
     assert "hidden_test" not in result.to_json() and "reference_mlp" not in result.to_json()
+
+
+def test_a_daemon_left_by_a_job_dies_when_the_job_ends(course, release_notebook, solution,
+                                                       tmp_path) -> None:
+    """The warm worker and its PID namespace outlive each job; what a job left running must
+    not (here a setsid daemon, while the notebook itself finishes normally)."""
+    path = tmp_path / "backprop.ipynb"
+    path.write_text(_cheating_notebook(release_notebook, solution, CHEATS["setsid-escape"]))
+    assignment = Assignment.load(course, "backprop")
+    worker = WarmWorker()
+    try:
+        result = grade_submission(assignment, Submission("daemon", path), 60, worker)
+        assert result.status == GRADED and result.score == HONEST_WRONG
+        assert worker.running
+        assert _sandbox_processes() == []
+    finally:
+        worker.close()

@@ -11,7 +11,7 @@ import torch
 
 from autograder.assemble import grade_id
 from autograder.author import solution_answers
-from tests.conftest import REPO
+from tests.conftest import REPO, train_step_calling
 
 SEEDS = range(120)
 
@@ -51,13 +51,18 @@ def _final_weights(notebook: dict, train_step) -> list[tuple[float, float]]:
     return weights
 
 
-def test_notebook_and_hidden_tests_use_the_same_settings(notebook: dict) -> None:
+def _hidden_module(name: str):
     spec = importlib.util.spec_from_file_location(
-        "backprop_hidden", REPO / "hidden_tests" / "backprop" / "tests.py")
-    hidden = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(hidden)
-    assert (notebook["EPOCHS"], notebook["LR"], notebook["TOLERANCE"]) == \
-        (hidden.EPOCHS, hidden.LR, hidden.TOLERANCE) == (300, 0.1, 0.01)
+        f"backprop_hidden_{name}", REPO / "hidden_tests" / "backprop" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_notebook_and_hidden_tests_use_the_same_settings(notebook: dict) -> None:
+    hidden = _hidden_module("tests")
+    assert (notebook["LR"], notebook["TOLERANCE"]) == (hidden.LR, hidden.TOLERANCE) == (0.1, 0.01)
+    assert notebook["EPOCHS"] == 300
 
 
 def test_correct_train_step_lands_ten_times_inside_the_tolerance(notebook: dict) -> None:
@@ -75,3 +80,39 @@ def test_missing_zero_grad_lands_ten_times_outside_the_tolerance(notebook: dict)
     closest = min(abs(w - 2.0) for w, _ in weights)
     print(f"missing zero_grad: closest |w - 2| = {closest:.3f}")
     assert closest > notebook["TOLERANCE"] * 10
+
+
+ORDER_MISTAKES = {
+    "no zero_grad": ("loss.backward()", "optimizer.step()"),
+    "step before backward": ("optimizer.zero_grad()", "optimizer.step()", "loss.backward()"),
+    "no step": ("optimizer.zero_grad()", "loss.backward()"),
+    "two steps": ("optimizer.zero_grad()", "loss.backward()", "optimizer.step()",
+                  "optimizer.step()"),
+}
+
+
+@pytest.mark.parametrize(("probe", "target", "mistakes"), [
+    ("train_lesson", (2.0, 0.0), list(ORDER_MISTAKES)),
+    # Two steps per epoch is SGD at twice the rate: on this well-conditioned line it fits too,
+    # and the one-step and lesson tests catch it instead.
+    ("train_unseen_line", (-3.0, 1.0), ["no zero_grad", "step before backward", "no step"]),
+])
+def test_the_short_hidden_training_runs_separate_right_from_wrong(probe, target,
+                                                                  mistakes) -> None:
+    """The hidden tests train for 40 and 20 epochs from starts and rates they choose: the
+    solution lands within 1e-5 of the line, each mistake at least 50 times the tolerance
+    away."""
+    hidden, probes = _hidden_module("tests"), _hidden_module("probes")
+    inputs = hidden.PROBES[probe].inputs
+
+    def distance(train_step) -> float:
+        out = probes.train({"train_step": train_step}, inputs)
+        return max(abs(out["weight"].item() - target[0]), abs(out["bias"].item() - target[1]))
+
+    assert distance(_notebook_namespace()["train_step"]) < 1e-5
+    for mistake in mistakes:
+        namespace = _notebook_namespace()
+        exec(train_step_calling(*ORDER_MISTAKES[mistake]), namespace)
+        away = distance(namespace["train_step"])
+        print(f"{probe}, {mistake}: {away:.3g} away")
+        assert away > 50 * hidden.TOLERANCE, mistake

@@ -136,8 +136,17 @@ def write_data(path: Path, data: Any) -> None:
     os.replace(partial, path)
 
 
-def set_progress(scratch: Path, text: str) -> None:
-    protocol.out_path(scratch, protocol.PROGRESS_FILE).write_text(text, encoding="utf-8")
+class Progress:
+    """What the process is doing now, rewritten in place (one write, no new file), so that
+    the grader can name the cell or check that was running when time ran out."""
+
+    def __init__(self, scratch: Path) -> None:
+        self._fd = os.open(protocol.out_path(scratch, protocol.PROGRESS_FILE),
+                           os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+
+    def set(self, text: str) -> None:
+        data = text.encode("utf-8", errors="replace")[:protocol.PROGRESS_WIDTH]
+        os.pwrite(self._fd, data.ljust(protocol.PROGRESS_WIDTH), 0)
 
 
 def make_shell():  # -> InteractiveShell
@@ -150,13 +159,13 @@ def make_shell():  # -> InteractiveShell
     return InteractiveShell.instance(config=config)
 
 
-def run_cells(scratch: Path, shell, cells: list[dict[str, str]],
+def run_cells(progress: Progress, shell, cells: list[dict[str, str]],
               cap: int) -> tuple[list[dict[str, Any]], dict[int, str]]:
     """Run each cell like Jupyter would; an error stops that cell only, as in "run all"."""
     reports = []
     cell_names: dict[int, str] = {}
     for index, cell in enumerate(cells):
-        set_progress(scratch, f"running cell '{cell['name']}'")
+        progress.set(f"running cell '{cell['name']}'")
         cell_names[shell.execution_count] = cell["name"]
         with captured(cap) as output:
             result = shell.run_cell(cell["source"], store_history=True)
@@ -177,13 +186,13 @@ def load_probes(source: str):
     return module
 
 
-def run_probes(scratch: Path, probes_source: str, calls: list[dict[str, str]],
-               inputs: dict[str, Any], namespace: StudentNamespace, cap: int,
-               cell_names: dict[int, str]) -> None:
+def run_probes(scratch: Path, progress: Progress, probes_source: str,
+               calls: list[dict[str, str]], inputs: dict[str, Any],
+               namespace: StudentNamespace, cap: int, cell_names: dict[int, str]) -> None:
     module = load_probes(probes_source)
     for call in calls:
         name = call["name"]
-        set_progress(scratch, f"calling your code for check '{name}'")
+        progress.set(f"calling your code for check '{name}'")
         with captured(cap) as output:
             try:
                 value = getattr(module, call["function"])(namespace, inputs[name])
@@ -209,11 +218,12 @@ def run(scratch: Path) -> int:
     probes_source = (scratch / protocol.PROBES_FILE).read_text(encoding="utf-8")
     cap = int(job["output_cap"])
 
+    progress = Progress(scratch)
     os.chdir(scratch / protocol.WORK_DIR)
     shell = make_shell()
-    reports, cell_names = run_cells(scratch, shell, job["cells"], cap)
+    reports, cell_names = run_cells(progress, shell, job["cells"], cap)
     write_data(protocol.out_path(scratch, protocol.CELLS_REPORT), reports)
-    run_probes(scratch, probes_source, job["probes"], inputs, StudentNamespace(shell.user_ns),
-               cap, cell_names)
-    set_progress(scratch, "finished")
+    run_probes(scratch, progress, probes_source, job["probes"], inputs,
+               StudentNamespace(shell.user_ns), cap, cell_names)
+    progress.set("finished")
     return 0

@@ -2,8 +2,11 @@
 child per submission, so a submission costs milliseconds instead of the seconds of `import torch`.
 
 It holds nothing secret (the same modules as the child) and runs nothing that could start a
-thread pool: an OpenMP pool started before fork would deadlock the children. It enforces each job's
-wall-clock timeout by killing the job's PID namespace, which takes everything the job started.
+thread pool: an OpenMP pool started before fork would deadlock the children.
+
+It serves from PID 1 of a PID namespace of its own, created once: each job is then a single
+fork, and after each job -- finished, crashed or out of time -- the server kills every other
+process in the namespace, which takes everything the job started, setsid or not.
 
     python -I -m autograder.execute.forkserver
     stdout: {"ready": true, "sandbox": {layer: status}}        once, when warm
@@ -25,13 +28,24 @@ import tempfile
 import time
 import traceback
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from autograder.execute import sandbox
 
 PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
-_jobs = itertools.count()  # numbers this server's jobs: each gets a uid of its own
+EXIT_INTERNAL_ERROR = 70
+
+
+@dataclass
+class Server:
+    """What every job of this server shares: its id on the host and the namespace report."""
+
+    host_pid: int  # this server's pid as the host sees it: part of each job's uid
+    report: dict[str, str]  # the server-wide layers (the PID namespace)
+    in_pid_namespace: bool
+    jobs: itertools.count = field(default_factory=itertools.count)
 
 
 def preload() -> None:
@@ -60,96 +74,55 @@ def job_environment(scratch: Path) -> dict[str, str]:
             "IPYTHONDIR": str(scratch / "tmp" / "ipython")}
 
 
-def spawn(scratch: Path, timeout: float, job: Callable[[dict[str, str]], int],
-          log_fd: int) -> tuple[int, int]:
-    """Fork the sandboxed process that runs `job`. Returns (pid of our child, pid of PID 1 of
-    the job's namespace, as seen from here)."""
-    read_end, write_end = os.pipe()
-    uid = sandbox.sandbox_uid(next(_jobs))
+def spawn(server: Server, scratch: Path, timeout: float, job: Callable[[dict[str, str]], int],
+          log_fd: int) -> int:
+    """Fork the sandboxed process that runs `job`; returns its pid."""
+    uid = sandbox.sandbox_uid(server.host_pid, next(server.jobs))
     pid = os.fork()
     if pid == 0:
-        os.close(read_end)
-        _become_job_parent(scratch, timeout, job, log_fd, write_end, uid)
-    os.close(write_end)
-    with os.fdopen(read_end, "rb") as pipe:
-        inner = pipe.read().decode() or "0"
-    return pid, int(inner)
+        _become_job(server, scratch, timeout, job, log_fd, uid)
+    return pid
 
 
-def _become_job_parent(scratch: Path, timeout: float, job: Callable[[dict[str, str]], int],
-                       log_fd: int, pid_pipe: int, uid: int) -> None:
-    """In the fork: enter the namespaces, fork PID 1, pass its pid up, wait, exit like it."""
-    code = 70
+def _become_job(server: Server, scratch: Path, timeout: float,
+                job: Callable[[dict[str, str]], int], log_fd: int, uid: int) -> None:
+    """In the fork: new namespaces, confinement, then the job; never returns."""
+    code = EXIT_INTERNAL_ERROR
     try:
-        _die_with_parent_and_adopt_orphans()  # a killed fork server takes its jobs along
+        _die_with_parent()
         os.setsid()
         devnull = os.open(os.devnull, os.O_RDONLY)
-        os.dup2(devnull, 0)
+        os.dup2(devnull, 0)  # the server's pipes to the grader are not the job's
         os.dup2(log_fd, 1)
         os.dup2(log_fd, 2)
         signal.signal(signal.SIGINT, signal.SIG_DFL)
-        report = sandbox.enter_namespaces()
-        inner = os.fork()
-        if inner == 0:
-            os.close(pid_pipe)
-            _become_init(scratch, timeout, job, report, uid)
-        os.write(pid_pipe, str(inner).encode())
-        os.close(pid_pipe)
-        _, status = os.waitpid(inner, 0)
-        code = os.waitstatus_to_exitcode(status)
-    except BaseException:
-        traceback.print_exc()
-    finally:
-        os._exit(code)
-
-
-def _become_init(scratch: Path, timeout: float, job: Callable[[dict[str, str]], int],
-                 report: dict[str, str], uid: int) -> None:
-    """PID 1 of the job's namespace: confine, fork the job, reap, and leave when the job
-    does -- which ends the namespace and every process the job left behind. (The job is not
-    PID 1 itself, so that signals it sends itself work as usual.)"""
-    code = 70
-    try:
-        _die_with_parent_and_adopt_orphans()
+        report = {**server.report, **sandbox.enter_job_namespaces()}
         os.environ.update(job_environment(scratch))
         tempfile.tempdir = None  # recomputed from TMPDIR
         sandbox.confine(scratch, timeout, report, uid)
-        job_pid = os.fork()
-        if job_pid == 0:
-            try:
-                code = job(report)
-            except BaseException:
-                traceback.print_exc()
-            finally:
-                sys.stdout.flush()
-                sys.stderr.flush()
-                os._exit(code)
-        while True:
-            pid, status = os.wait()
-            if pid == job_pid:
-                break
-        # PID 1 cannot re-raise a signal on itself: 128 + signal, as shells report it.
-        code = 128 + os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
+        code = job(report)
     except BaseException:
         traceback.print_exc()
     finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
         os._exit(code)
 
 
-def run_one(scratch: Path, timeout: float) -> dict:
+def run_one(server: Server, scratch: Path, timeout: float) -> dict:
     from autograder.execute import child
 
     log = os.open(scratch / "child.log", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
-        pid, inner = spawn(scratch, timeout, lambda report: child.run(scratch), log)
+        pid = spawn(server, scratch, timeout, lambda report: child.run(scratch), log)
     finally:
         os.close(log)
-    return wait_or_kill(pid, inner, timeout, grader=sys.stdin.fileno())
+    return wait_or_kill(server, pid, timeout, grader=sys.stdin.fileno())
 
 
-def wait_or_kill(pid: int, inner: int, timeout: float, grader: int | None = None) -> dict:
-    """Wait for the job, at most `timeout` s. If the `grader` pipe closes meanwhile (the grader
-    is gone), kill the job and leave: nothing outlives the grader for long."""
+def wait_or_kill(server: Server, pid: int, timeout: float, grader: int | None = None) -> dict:
+    """Wait for the job, at most `timeout` s, then kill whatever it left running. If the
+    `grader` pipe closes meanwhile (the grader is gone), kill the job and leave."""
     pidfd = os.pidfd_open(pid)
     try:
         watched = [pidfd] if grader is None else [pidfd, grader]
@@ -157,28 +130,49 @@ def wait_or_kill(pid: int, inner: int, timeout: float, grader: int | None = None
         finished = pidfd in ready
     finally:
         os.close(pidfd)
-    # On time or not, nothing the job started outlives it: killing PID 1 of its namespace
-    # kills the namespace; the process group catches the rest where namespaces are off. PID 1
-    # is killed only if still running: once our child has finished, it has reaped PID 1, whose
-    # number may already belong to someone else.
-    targets = [(os.killpg, pid)] if finished else [(os.kill, inner), (os.killpg, pid)]
-    for kill, target in targets:
+    if server.in_pid_namespace:
+        if not finished:
+            _kill_all_but_me()
+        _, status = os.waitpid(pid, 0)
+        _kill_and_reap_the_rest()
+    else:  # the process group catches what stayed in it; setsid escapes are out of reach
         try:
-            if target > 0:
-                kill(target, signal.SIGKILL)
+            os.killpg(pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
-    _, status = os.waitpid(pid, 0)
-    _reap_orphans()
+        _, status = os.waitpid(pid, 0)
+        _reap_orphans()
     if grader is not None and grader in ready and not finished:
         sys.exit(0)
     return {"returncode": None if not finished else os.waitstatus_to_exitcode(status),
             "timed_out": not finished}
 
 
+def _kill_all_but_me() -> None:
+    """From PID 1 of our namespace, kill(-1) reaches every other process in it."""
+    try:
+        os.kill(-1, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def _kill_and_reap_the_rest(patience: float = 2.0) -> None:
+    """Whatever the job left behind (a daemon, a setsid escape, a fork bomb's children) dies,
+    and, reparented to us as PID 1, is collected: not even a zombie is left. Repeated while
+    anything remains, in case one was forking; bounded, in case one lingers in the kernel."""
+    deadline = time.monotonic() + patience
+    while time.monotonic() < deadline:
+        _kill_all_but_me()
+        try:
+            while os.waitpid(-1, os.WNOHANG)[0]:
+                pass
+        except ChildProcessError:
+            return
+        time.sleep(0.001)
+
+
 def _reap_orphans(patience: float = 2.0) -> None:
-    """Killed jobs' processes are handed to us (we are a subreaper): collect them, so nothing
-    is left behind, not even a zombie. Bounded, in case a process outside a namespace lingers."""
+    """Without a PID namespace: killed jobs' processes are handed to us (a subreaper)."""
     deadline = time.monotonic() + patience
     while time.monotonic() < deadline:
         try:
@@ -186,10 +180,10 @@ def _reap_orphans(patience: float = 2.0) -> None:
         except ChildProcessError:
             return
         if pid == 0:
-            time.sleep(0.005)
+            time.sleep(0.002)
 
 
-def check_sandbox() -> dict[str, str]:
+def check_sandbox(server: Server) -> dict[str, str]:
     """Build the sandbox once around a job that only reports which layers are on."""
     with tempfile.TemporaryDirectory(prefix="autograder-check-") as folder:
         scratch = Path(folder)
@@ -199,8 +193,8 @@ def check_sandbox() -> dict[str, str]:
             report_path.write_text(json.dumps(report))
             return 0
 
-        pid, inner = spawn(scratch, 10, report_layers, sys.stderr.fileno())
-        wait_or_kill(pid, inner, 10)
+        pid = spawn(server, scratch, 10, report_layers, sys.stderr.fileno())
+        wait_or_kill(server, pid, 10)
         try:
             report = json.loads(report_path.read_text())
         except (OSError, ValueError):
@@ -209,12 +203,19 @@ def check_sandbox() -> dict[str, str]:
             for layer in sandbox.LAYERS}
 
 
-def _die_with_parent_and_adopt_orphans() -> None:
-    """For the job's ancestors, which are single-threaded (the parent-death signal follows the
-    thread that forked). The fork server itself watches its stdin instead."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+def serve(server: Server) -> int:
+    preload()
+    print(json.dumps({"ready": True, "sandbox": check_sandbox(server)}), flush=True)
+    for line in sys.stdin:
+        request = json.loads(line)
+        reply = run_one(server, Path(request["scratch"]), float(request["timeout"]))
+        print(json.dumps(reply), flush=True)
+    return 0
+
+
+def _die_with_parent() -> None:
+    """For single-threaded processes (the parent-death signal follows the thread that forked)."""
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
 def _adopt_orphans() -> None:
@@ -222,16 +223,29 @@ def _adopt_orphans() -> None:
 
 
 def main() -> int:
-    _adopt_orphans()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the grader decides when we stop
-    preload()
-    print(json.dumps({"ready": True, "sandbox": check_sandbox()}), flush=True)
-    for line in sys.stdin:
-        request = json.loads(line)
-        reply = run_one(Path(request["scratch"]), float(request["timeout"]))
-        print(json.dumps(reply), flush=True)
-    return 0
-
+    host_pid = os.getpid()
+    report = sandbox.enter_pid_namespace()
+    if not report["pid-namespace"].startswith("on"):
+        _adopt_orphans()
+        return serve(Server(host_pid, report, in_pid_namespace=False))
+    # Our next child is PID 1 of the new namespace: it serves; we only wait. If we are
+    # killed, it follows (and with it, the namespace and every job in it).
+    init = os.fork()
+    if init == 0:
+        code = EXIT_INTERNAL_ERROR
+        try:
+            _die_with_parent()
+            code = serve(Server(host_pid, report, in_pid_namespace=True))
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            sys.stdout.flush()
+            os._exit(code)
+    os.close(0)  # the grader's pipes are the server's alone: its EOF must reach it
+    os.close(1)
+    _, status = os.waitpid(init, 0)
+    os._exit(max(0, os.waitstatus_to_exitcode(status)))
 
 if __name__ == "__main__":
     sys.exit(main())

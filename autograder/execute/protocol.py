@@ -15,6 +15,7 @@ OUT_DIR = "out"
 WORK_DIR = "work"  # the student's working directory
 CELLS_REPORT = "cells.pt"  # per-cell errors and captured output
 PROGRESS_FILE = "progress.txt"  # what the child is doing now: names the culprit after a timeout
+PROGRESS_WIDTH = 300  # bytes: the progress file is rewritten in place, padded with spaces
 
 
 def probe_result_file(probe_name: str) -> str:

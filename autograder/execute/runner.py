@@ -34,13 +34,13 @@ class Cell:
 class ProbeCall:
     name: str  # unique within the assignment, e.g. "chain_rule_unseen"
     function: str  # a function of the assignment's probes.py
-    inputs: dict[str, Any]
 
 
 @dataclass(frozen=True)
 class Job:
     cells: list[Cell]
     probes: list[ProbeCall]
+    inputs: bytes  # a torch file of {probe name: inputs}, made once per assignment
     probes_file: Path
     timeout: float
 
@@ -66,8 +66,6 @@ class Execution:
 
 
 def prepare_scratch(job: Job) -> Path:
-    import torch
-
     scratch = Path(tempfile.mkdtemp(prefix="autograder-"))
     for name in (protocol.OUT_DIR, protocol.WORK_DIR, "tmp"):
         (scratch / name).mkdir()
@@ -77,7 +75,7 @@ def prepare_scratch(job: Job) -> Path:
         "output_cap": OUTPUT_CAP,
     }
     (scratch / protocol.JOB_FILE).write_text(json.dumps(job_data), encoding="utf-8")
-    torch.save({call.name: call.inputs for call in job.probes}, scratch / protocol.INPUTS_FILE)
+    (scratch / protocol.INPUTS_FILE).write_bytes(job.inputs)
     shutil.copyfile(job.probes_file, scratch / protocol.PROBES_FILE)
     return scratch
 
@@ -91,7 +89,8 @@ def run_job(job: Job, worker: WarmWorker) -> Execution:
         returncode, timed_out = worker.run(scratch, job.timeout)
         execution = _collect(scratch, job)
         execution.log = _read_capped(scratch / "child.log", CHILD_LOG_CAP, levels=1)
-        progress = _read_capped(protocol.out_path(scratch, protocol.PROGRESS_FILE), 300,
+        progress = _read_capped(protocol.out_path(scratch, protocol.PROGRESS_FILE),
+                                protocol.PROGRESS_WIDTH,
                                 levels=2)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

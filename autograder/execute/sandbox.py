@@ -1,12 +1,13 @@
 """Layers around the student's process, each on by default, each reported (never silently off).
 
-Called in the forked process before any student code runs:
+Each is in place before any student code runs:
 
-1. `enter_namespaces` (in the fork server's child): new mount, network, IPC, UTS and PID
-   namespaces -- no network, and the next fork becomes PID 1 of a namespace, so that killing
-   it kills everything the student started, setsid or not. Without root, a user namespace
-   makes this possible too.
-2. `confine` (in that PID 1): a private /proc, private sized tmpfs on /tmp and /dev/shm,
+1. `enter_pid_namespace` (once, in the fork server): the server serves from PID 1 of a PID
+   namespace, so that everything a job started, setsid or not, can be killed after it.
+   Without root, a user namespace makes this and the next layers possible too.
+2. `enter_job_namespaces` (in each job's process): new mount, network, IPC and UTS
+   namespaces: no network, nothing shared with the host or an earlier job.
+3. `confine` (there too): a private /proc, private sized tmpfs on /tmp and /dev/shm,
    resource limits, an unprivileged uid of its own, and Landlock rules that allow reading only
    the Python installation and writing only the job's scratch folder (even for root).
 """
@@ -52,32 +53,39 @@ def _mount(source: str | None, target: str, fstype: str | None, flags: int,
                        ctypes.c_ulong(flags), data and data.encode()), f"mount {target}")
 
 
-def enter_namespaces() -> dict[str, str]:
-    """unshare(); the caller must fork next: its child is the namespace's PID 1."""
-    flags = CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWPID
-    report: dict[str, str] = {}
+def enter_pid_namespace() -> dict[str, str]:
+    """Once per fork server: unshare() the PID namespace; the caller's next fork is its PID 1.
+    Without root, a user namespace lends the capabilities for this and the job's namespaces."""
     uid, gid = os.getuid(), os.getgid()
     try:
-        if uid != 0:  # a user namespace lends the capabilities to build the others
-            _check(_libc.unshare(CLONE_NEWUSER | flags), "unshare")
+        if uid != 0:
+            _check(_libc.unshare(CLONE_NEWUSER | CLONE_NEWPID), "unshare")
             Path("/proc/self/setgroups").write_text("deny")
             Path("/proc/self/uid_map").write_text(f"0 {uid} 1")
             Path("/proc/self/gid_map").write_text(f"0 {gid} 1")
         else:
-            _check(_libc.unshare(flags), "unshare")
+            _check(_libc.unshare(CLONE_NEWPID), "unshare")
     except OSError as error:
-        for layer in ("namespaces", "pid-namespace", "network"):
-            report[layer] = f"off ({error.strerror or error})"
-        return report
-    report.update({"namespaces": "on", "pid-namespace": "on", "network": "on (no interfaces up)"})
-    return report
+        return {"pid-namespace": f"off ({error.strerror or error})"}
+    return {"pid-namespace": "on (one per warm worker; emptied after every job)"}
 
 
-def sandbox_uid(job: int) -> int:
-    """A uid for job number `job` of this fork server (call it there): never shared with a
-    job of another server, nor with this server's previous jobs (kernel keyrings, processes
-    and files of a uid outlive a job)."""
-    return SANDBOX_UID_BASE + (os.getpid() % 100_000) * 10_000 + job % 10_000
+def enter_job_namespaces() -> dict[str, str]:
+    """In the job's process: new mount, network, IPC and UTS namespaces, which take effect
+    at once (only a PID namespace needs a fork)."""
+    try:
+        _check(_libc.unshare(CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS),
+               "unshare")
+    except OSError as error:
+        return {layer: f"off ({error.strerror or error})" for layer in ("namespaces", "network")}
+    return {"namespaces": "on", "network": "on (no interfaces up)"}
+
+
+def sandbox_uid(server: int, job: int) -> int:
+    """A uid for job number `job` of the fork server whose host pid is `server`: never shared
+    with a job of another server, nor with this server's previous jobs (kernel keyrings,
+    processes and files of a uid outlive a job)."""
+    return SANDBOX_UID_BASE + (server % 100_000) * 10_000 + job % 10_000
 
 
 def confine(scratch: Path, timeout: float, report: dict[str, str],
@@ -94,7 +102,9 @@ def confine(scratch: Path, timeout: float, report: dict[str, str],
 def _private_mounts(scratch: Path) -> str:
     try:
         _mount(None, "/", None, MS_REC | MS_PRIVATE)  # nothing leaks back to the host
-        _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV)  # sees only this namespace
+        # Only this namespace's processes, and of those only the job's own uid: not the
+        # server that is PID 1.
+        _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV, "hidepid=2")
         installation = _installation_paths()
         # What lives under /tmp and must stay visible -- the job's folder and, in a checkout
         # under /tmp, Python itself -- is held open, then bound back into the fresh /tmp.

@@ -12,11 +12,11 @@ import queue
 import subprocess
 import sys
 import tempfile
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
+from typing import IO
 
 
 class WorkerStartError(RuntimeError):
@@ -39,6 +39,8 @@ def server_environment() -> dict[str, str]:
 class WarmWorker:
     def __init__(self) -> None:
         self._process: subprocess.Popen | None = None
+        self._errors: IO[bytes] | None = None  # its stderr, read if it fails to start
+        self._ready = False
         self.sandbox: dict[str, str] = {}  # layer -> "on (...)" or "off (why)", when started
 
     @property
@@ -46,25 +48,37 @@ class WarmWorker:
         return [f"{layer}: {state}" for layer, state in self.sandbox.items()
                 if not state.startswith("on")]
 
-    def start(self) -> None:
-        if self._process is None or self._process.poll() is not None:
-            self._process = self._start()
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
 
-    def _start(self) -> subprocess.Popen:
+    def launch(self) -> None:
+        """Start warming up (about 2 s) without waiting for it."""
+        if self.running:
+            return
+        self.close()
         # Its own stderr goes to a file: a pipe nobody reads would fill up and block it.
-        with tempfile.TemporaryFile() as errors:
-            process = subprocess.Popen(
-                [sys.executable, "-I", "-m", "autograder.execute.forkserver"],
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errors,
-                env=server_environment(), text=True, start_new_session=True)
-            ready = process.stdout.readline()
-            if not ready:
-                process.wait()
-                errors.seek(0)
-                message = errors.read()[-2000:].decode(errors="replace")
-                raise WorkerStartError(f"the warm worker did not start:\n{message}")
+        self._errors = tempfile.TemporaryFile()
+        self._process = subprocess.Popen(
+            [sys.executable, "-I", "-m", "autograder.execute.forkserver"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._errors,
+            env=server_environment(), text=True, start_new_session=True)
+        self._ready = False
+
+    def start(self) -> None:
+        """Launch if needed and wait until warm."""
+        self.launch()
+        if self._ready:
+            return
+        ready = self._process.stdout.readline()
+        if not ready:
+            self._process.wait()
+            self._errors.seek(0)
+            message = self._errors.read()[-2000:].decode(errors="replace")
+            self.close()
+            raise WorkerStartError(f"the warm worker did not start:\n{message}")
         self.sandbox = json.loads(ready)["sandbox"]
-        return process
+        self._ready = True
 
     def run(self, scratch: Path, timeout: float) -> tuple[int | None, bool]:
         """Run the job in `scratch`; returns (exit code or None, timed out)."""
@@ -83,12 +97,25 @@ class WarmWorker:
         return reply["returncode"], reply["timed_out"]
 
     def close(self) -> None:
+        """Stop: the worker sees its input end, kills any job in flight and exits; killed
+        only if it does not within a second (exiting, not killed, it is waited for all the
+        way down, so its CPU and memory show in the grader's resource usage)."""
         if self._process is not None:
-            self._process.kill()
-            self._process.wait()
-            self._process.stdin.close()
+            try:
+                self._process.stdin.close()
+            except OSError:  # a broken pipe: it is gone already
+                pass
+            try:
+                self._process.wait(timeout=1)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
             self._process.stdout.close()
             self._process = None
+        if self._errors is not None:
+            self._errors.close()
+            self._errors = None
+        self._ready = False
 
 
 class WarmPool:
@@ -99,6 +126,10 @@ class WarmPool:
         self._workers = [WarmWorker() for _ in range(size)]
         for worker in self._workers:
             self._idle.put(worker)
+
+    @property
+    def size(self) -> int:
+        return len(self._workers)
 
     @contextmanager
     def worker(self) -> Iterator[WarmWorker]:
@@ -112,23 +143,17 @@ class WarmPool:
         for worker in self._workers:
             worker.close()
 
+    def launch(self) -> None:
+        """Start warming every worker, without waiting: the caller can meanwhile do its own
+        preparation, and the first job waits only for what is left."""
+        for worker in self._workers:
+            worker.launch()
+
     def start(self) -> None:
         """Warm every worker at once (each takes about 2 s), before the first job is timed."""
-        errors: list[Exception] = []
-
-        def start(worker: WarmWorker) -> None:
-            try:
-                worker.start()
-            except Exception as error:
-                errors.append(error)
-
-        threads = [threading.Thread(target=start, args=(w,)) for w in self._workers]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        if errors:
-            raise errors[0]
+        self.launch()
+        for worker in self._workers:  # they warm up in parallel: waiting in turn costs nothing
+            worker.start()
 
     def __enter__(self) -> WarmPool:
         return self

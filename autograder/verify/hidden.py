@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import ast
 import importlib.util
+import io
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -110,6 +112,15 @@ class HiddenTests:
                 raise HiddenTestsError(f"PROBES['{name}'] calls {declared.function}(), "
                                        f"which {probes_file} does not define")
         return cls(assignment, tests, probes, probes_file)
+
+    @cached_property
+    def serialized_inputs(self) -> bytes:
+        """Every probe's inputs in one torch file, as each job's folder receives it."""
+        import torch
+
+        buffer = io.BytesIO()
+        torch.save({name: declared.inputs for name, declared in self.probes.items()}, buffer)
+        return buffer.getvalue()
 
     def max_points_by_cell(self) -> dict[str, float]:
         totals: dict[str, float] = {}

@@ -65,6 +65,8 @@ def train(student, inputs):
     """The notebook's given train(), run here so that only the student's train_step is used."""
     torch.manual_seed(inputs["seed"])
     model = nn.Linear(1, 1)
+    if "state" in inputs:  # a starting point the grader chose, instead of the seed's
+        model.load_state_dict(inputs["state"])
     optimizer = optim.SGD(model.parameters(), lr=inputs["lr"])
     criterion = nn.MSELoss()
     train_step = student["train_step"]

@@ -12,8 +12,14 @@ from torch import nn
 from autograder.verify import as_number, as_tensor, close, hidden_test, probe
 
 # Part 3's settings, as the notebook states them.
-EPOCHS, LR, TOLERANCE = 300, 0.1, 0.01
+LR, TOLERANCE = 0.1, 0.01
 LESSON_X = torch.tensor([[1.0], [2.0], [3.0], [4.0]])
+# The notebook needs 300 epochs from a random start because the loss of y = 2x on X = 1..4 is
+# badly conditioned (curvatures 16.7 and 0.3). The hidden run starts one unit from (2, 0) along
+# the steep direction instead: a correct train_step lands within 1e-5 in 40 epochs, every
+# mistaken one we know stays 0.5 or more away, and grading spends 40 epochs, not 300.
+LESSON_START = {"weight": torch.tensor([[2.9467]]), "bias": torch.tensor([0.3220])}
+LESSON_EPOCHS = 40
 
 
 # ---------------------------------------------------------------- inputs (sent to the student)
@@ -40,11 +46,10 @@ def _random_network(seed, sizes, activation):
 
 
 UNSEEN_X_VALUES = (3.0, -1.5, 0.5)
-UNSEEN_SEED = 7
 # A line the student has not seen, on centred inputs: well conditioned (curvatures 2.5 and 2),
-# so 60 epochs at lr 0.1 leave an error below 1e-5 of the start.
+# so a step at lr 0.3 keeps at most 40 % of the error, and 20 epochs leave below 1e-6 of it.
 UNSEEN_LINE_X = torch.tensor([[-1.5], [-0.5], [0.5], [1.5]])
-UNSEEN_LINE_EPOCHS = 60
+UNSEEN_LINE_EPOCHS, UNSEEN_LINE_LR = 20, 0.3
 
 STEP = probe(
     "train_step",
@@ -62,10 +67,10 @@ PROBES = {
     "cr_lesson": probe("chain_rule", x_value=2.0),
     **{f"cr_unseen_{i}": probe("chain_rule", x_value=x) for i, x in enumerate(UNSEEN_X_VALUES)},
     "step_stale": STEP,
-    "train_lesson": probe("train", X=LESSON_X, y=2 * LESSON_X, epochs=EPOCHS, lr=LR,
-                          seed=UNSEEN_SEED),
+    "train_lesson": probe("train", X=LESSON_X, y=2 * LESSON_X, epochs=LESSON_EPOCHS, lr=LR,
+                          seed=0, state=LESSON_START),
     "train_unseen_line": probe("train", X=UNSEEN_LINE_X, y=-3 * UNSEEN_LINE_X + 1,
-                               epochs=UNSEEN_LINE_EPOCHS, lr=LR, seed=5),
+                               epochs=UNSEEN_LINE_EPOCHS, lr=UNSEEN_LINE_LR, seed=5),
 }
 
 
@@ -311,7 +316,8 @@ def _check_fit(out, slope, intercept, what):
                      "right order it reaches weight 2.0 from any starting point.")
 def trained_weight_near_two(probes):
     """Training on y = 2x ends within 0.01 of weight 2.0, bias 0.0"""
-    _check_fit(probes["train_lesson"], 2.0, 0.0, f"Trained on y = 2x from seed {UNSEEN_SEED}")
+    _check_fit(probes["train_lesson"], 2.0, 0.0,
+               "Trained on y = 2x from weight 2.9467, bias 0.3220")
 
 
 @hidden_test(cell="check_train", points=1,
