@@ -2,7 +2,8 @@
 
 The client sends each worker the assignment once (release notebook, hidden tests, probes: the
 cluster is the instructor's, trusted side) and each submission's notebook as bytes; results
-come back as plain dicts. Each worker thread keeps its own warm worker between submissions.
+come back as plain dicts. Each Dask worker process keeps one warm server, and each of its
+threads a slot of it, between submissions.
 """
 
 from __future__ import annotations
@@ -42,7 +43,19 @@ class AssignmentPackage:
                    assignment.fingerprint)
 
 
-_local = threading.local()  # per Dask worker thread: its warm worker and unpacked assignments
+_local = threading.local()  # per Dask worker thread: its warm slot and unpacked assignments
+_server_lock = threading.Lock()
+_server = None  # per Dask worker process: one warm server, a slot of it per thread
+
+
+def _warm_slot():  # -> WarmWorker
+    from autograder.execute.warm import WarmServer, WarmWorker
+
+    global _server
+    with _server_lock:
+        if _server is None:
+            _server = WarmServer()
+    return WarmWorker(_server)
 
 
 def _unpack(package: AssignmentPackage) -> Assignment:
@@ -65,12 +78,11 @@ def _unpack(package: AssignmentPackage) -> Assignment:
 def grade_on_worker(package: AssignmentPackage, student_id: str, notebook: bytes | None,
                     timestamp: str | None, timeout: float) -> dict:
     """Runs on a Dask worker."""
-    from autograder.execute.warm import WarmWorker
     from autograder.pipeline import grade_submission
 
     assignment = _unpack(package)
     if getattr(_local, "worker", None) is None:
-        _local.worker = WarmWorker()
+        _local.worker = _warm_slot()
     with tempfile.TemporaryDirectory(prefix="autograder-submission-") as folder:
         path = None
         if notebook is not None:

@@ -1,17 +1,21 @@
-"""The warm worker: imports torch and the notebook machinery once, then forks a fresh, sandboxed
-child per submission, so a submission costs milliseconds instead of the seconds of `import torch`.
+"""The warm server: imports torch and the notebook machinery once, then forks a fresh,
+sandboxed child per submission, so a submission costs milliseconds instead of the seconds of
+`import torch`.
 
 It holds nothing secret (the same modules as the child) and runs nothing that could start a
 thread pool: an OpenMP pool started before fork would deadlock the children.
 
-It serves from PID 1 of a PID namespace of its own, created once: each job is then a single
-fork, and after each job -- finished, crashed or out of time -- the server kills every other
-process in the namespace, which takes everything the job started, setsid or not.
+One warm server serves several slots, one job at a time each: the grader asks for a slot by
+sending it one end of a socket pair; the server forks the slot, which serves from PID 1 of a
+PID namespace of its own. Each job is then a single fork of that slot, and after each job --
+finished, crashed or out of time -- the slot kills every other process in its namespace,
+which takes everything the job started, setsid or not.
 
-    python -I -m autograder.execute.forkserver
-    stdout: {"ready": true, "sandbox": {layer: status}}        once, when warm
-    stdin:  {"scratch": "/tmp/autograder-...", "timeout": 60}   one JSON line per job
-    stdout: {"returncode": 0, "timed_out": false}              one JSON line per job
+    python -I -m autograder.execute.forkserver      stdin: a UNIX socket (the control channel)
+    control: b"slot" + one file descriptor           per slot wanted
+    slot:    {"ready": true, "sandbox": {layer: status}}        once, when the slot is up
+    slot:    {"scratch": "/tmp/autograder-...", "timeout": 60}   one JSON line per job
+    slot:    {"returncode": 0, "timed_out": false}              one JSON line per job
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import json
 import os
 import select
 import signal
+import socket
 import sys
 import tempfile
 import time
@@ -30,6 +35,7 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TextIO
 
 from autograder.execute import sandbox
 
@@ -38,13 +44,18 @@ PR_SET_CHILD_SUBREAPER = 36
 EXIT_INTERNAL_ERROR = 70
 
 
+class GraderGone(Exception):
+    """The grader closed the slot while a job ran: the job is killed, the slot ends."""
+
+
 @dataclass
 class Server:
-    """What every job of this server shares: its id on the host and the namespace report."""
+    """One slot: its id on the host, its layers, and the grader's end of the conversation."""
 
-    host_pid: int  # this server's pid as the host sees it: part of each job's uid
-    report: dict[str, str]  # the server-wide layers (the PID namespace)
+    host_pid: int  # the slot's pid as the host sees it: part of each job's uid
+    report: dict[str, str]  # the slot-wide layers (the PID namespace)
     in_pid_namespace: bool
+    channel: int | None = None  # the slot's socket: watched, to stop when the grader is gone
     jobs: itertools.count = field(default_factory=itertools.count)
 
 
@@ -58,6 +69,7 @@ def preload() -> None:
 
     from autograder.execute import child
 
+    sandbox.preload()
     torch.set_num_threads(1)
     model = nn.Linear(1, 1)
     optimizer = optim.SGD(model.parameters(), lr=0.1)
@@ -65,7 +77,12 @@ def preload() -> None:
     optimizer.zero_grad()
     loss.backward()
     optimizer.step()
+    repr(loss)  # tensor printing: notebooks print tensors
     child.make_shell()  # the IPython shell, created once; each fork gets a fresh namespace
+    # What IPython imports on the first run_cell: 5 ms that each job would pay again.
+    import bdb  # noqa: F401
+
+    import IPython.core.logger  # noqa: F401
     gc.freeze()  # the children's garbage collector leaves these shared pages alone
 
 
@@ -92,9 +109,10 @@ def _become_job(server: Server, scratch: Path, timeout: float,
         _die_with_parent()
         os.setsid()
         devnull = os.open(os.devnull, os.O_RDONLY)
-        os.dup2(devnull, 0)  # the server's pipes to the grader are not the job's
+        os.dup2(devnull, 0)  # nothing to read
         os.dup2(log_fd, 1)
         os.dup2(log_fd, 2)
+        os.closerange(3, os.sysconf("SC_OPEN_MAX"))  # the slot's socket is not the job's
         signal.signal(signal.SIGINT, signal.SIG_DFL)
         report = {**server.report, **sandbox.enter_job_namespaces()}
         os.environ.update(job_environment(scratch))
@@ -117,7 +135,7 @@ def run_one(server: Server, scratch: Path, timeout: float) -> dict:
         pid = spawn(server, scratch, timeout, lambda report: child.run(scratch), log)
     finally:
         os.close(log)
-    return wait_or_kill(server, pid, timeout, grader=sys.stdin.fileno())
+    return wait_or_kill(server, pid, timeout, grader=server.channel)
 
 
 def wait_or_kill(server: Server, pid: int, timeout: float, grader: int | None = None) -> dict:
@@ -143,7 +161,7 @@ def wait_or_kill(server: Server, pid: int, timeout: float, grader: int | None = 
         _, status = os.waitpid(pid, 0)
         _reap_orphans()
     if grader is not None and grader in ready and not finished:
-        sys.exit(0)
+        raise GraderGone
     return {"returncode": None if not finished else os.waitstatus_to_exitcode(status),
             "timed_out": not finished}
 
@@ -203,14 +221,52 @@ def check_sandbox(server: Server) -> dict[str, str]:
             for layer in sandbox.LAYERS}
 
 
-def serve(server: Server) -> int:
-    preload()
-    print(json.dumps({"ready": True, "sandbox": check_sandbox(server)}), flush=True)
-    for line in sys.stdin:
-        request = json.loads(line)
-        reply = run_one(server, Path(request["scratch"]), float(request["timeout"]))
-        print(json.dumps(reply), flush=True)
+def serve(server: Server, channel: socket.socket) -> int:
+    """A slot's life: report the layers, then one job per request until the grader hangs up."""
+    server.channel = channel.fileno()
+    reader: TextIO = channel.makefile("r", encoding="utf-8")
+    writer: TextIO = channel.makefile("w", encoding="utf-8")
+    writer.write(json.dumps({"ready": True, "sandbox": check_sandbox(server)}) + "\n")
+    writer.flush()
+    try:
+        for line in reader:
+            request = json.loads(line)
+            reply = run_one(server, Path(request["scratch"]), float(request["timeout"]))
+            writer.write(json.dumps(reply) + "\n")
+            writer.flush()
+    except (GraderGone, BrokenPipeError, ConnectionResetError):
+        pass
     return 0
+
+
+def _start_slot(channel: socket.socket, user_namespace_error: str | None) -> None:
+    """In a fork of the warm server: a PID namespace whose PID 1 serves the slot. (This
+    process only waits; the namespace's PID 1 must be a fresh fork.) Never returns."""
+    code = EXIT_INTERNAL_ERROR
+    try:
+        _die_with_parent()
+        host_pid = os.getpid()
+        report = sandbox.enter_pid_namespace(user_namespace_error)
+        if not report["pid-namespace"].startswith("on"):
+            _adopt_orphans()
+            code = serve(Server(host_pid, report, in_pid_namespace=False), channel)
+            return
+        init = os.fork()
+        if init == 0:
+            try:
+                _die_with_parent()
+                code = serve(Server(host_pid, report, in_pid_namespace=True), channel)
+            except BaseException:
+                traceback.print_exc()
+            finally:
+                os._exit(code)
+        channel.close()
+        _, status = os.waitpid(init, 0)
+        code = max(0, os.waitstatus_to_exitcode(status))
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        os._exit(code)
 
 
 def _die_with_parent() -> None:
@@ -223,29 +279,39 @@ def _adopt_orphans() -> None:
 
 
 def main() -> int:
+    """The warm server: import once, then fork a slot for each socket the grader sends, until
+    the grader closes the control channel; then wait for the slots to end."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the grader decides when we stop
-    host_pid = os.getpid()
-    report = sandbox.enter_pid_namespace()
-    if not report["pid-namespace"].startswith("on"):
-        _adopt_orphans()
-        return serve(Server(host_pid, report, in_pid_namespace=False))
-    # Our next child is PID 1 of the new namespace: it serves; we only wait. If we are
-    # killed, it follows (and with it, the namespace and every job in it).
-    init = os.fork()
-    if init == 0:
-        code = EXIT_INTERNAL_ERROR
-        try:
-            _die_with_parent()
-            code = serve(Server(host_pid, report, in_pid_namespace=True))
-        except BaseException:
-            traceback.print_exc()
-        finally:
-            sys.stdout.flush()
-            os._exit(code)
-    os.close(0)  # the grader's pipes are the server's alone: its EOF must reach it
-    os.close(1)
-    _, status = os.waitpid(init, 0)
-    os._exit(max(0, os.waitstatus_to_exitcode(status)))
+    control = socket.socket(fileno=os.dup(0))
+    os.close(0)
+    user_namespace_error = sandbox.enter_user_namespace()  # before any thread exists
+    preload()
+    slots: set[int] = set()
+    while True:
+        message, fds, _, _ = socket.recv_fds(control, 64, 1)
+        if not message:
+            break
+        for fd in fds:
+            channel = socket.socket(fileno=fd)
+            pid = os.fork()
+            if pid == 0:
+                control.close()
+                _start_slot(channel, user_namespace_error)
+            channel.close()
+            slots.add(pid)
+        slots -= _finished(slots)
+    for pid in slots:
+        os.waitpid(pid, 0)
+    return 0
+
+
+def _finished(pids: set[int]) -> set[int]:
+    done = set()
+    for pid in pids:
+        if os.waitpid(pid, os.WNOHANG)[0]:
+            done.add(pid)
+    return done
+
 
 if __name__ == "__main__":
     sys.exit(main())

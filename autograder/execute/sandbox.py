@@ -2,9 +2,10 @@
 
 Each is in place before any student code runs:
 
-1. `enter_pid_namespace` (once, in the fork server): the server serves from PID 1 of a PID
-   namespace, so that everything a job started, setsid or not, can be killed after it.
-   Without root, a user namespace makes this and the next layers possible too.
+1. `enter_user_namespace` (once, in the warm server; without root only): the capabilities
+   to build the next layers. `enter_pid_namespace` (once per slot): each slot serves from
+   PID 1 of a PID namespace, so that everything a job started, setsid or not, can be killed
+   after it.
 2. `enter_job_namespaces` (in each job's process): new mount, network, IPC and UTS
    namespaces: no network, nothing shared with the host or an earlier job.
 3. `confine` (there too): a private /proc, private sized tmpfs on /tmp and /dev/shm,
@@ -53,21 +54,31 @@ def _mount(source: str | None, target: str, fstype: str | None, flags: int,
                        ctypes.c_ulong(flags), data and data.encode()), f"mount {target}")
 
 
-def enter_pid_namespace() -> dict[str, str]:
-    """Once per fork server: unshare() the PID namespace; the caller's next fork is its PID 1.
-    Without root, a user namespace lends the capabilities for this and the job's namespaces."""
+def enter_user_namespace() -> str | None:
+    """Once, in the warm server, before it starts any thread: without root, a user namespace
+    lends the capabilities the other namespaces need. Returns why it failed, or None."""
     uid, gid = os.getuid(), os.getgid()
+    if uid == 0:
+        return None
     try:
-        if uid != 0:
-            _check(_libc.unshare(CLONE_NEWUSER | CLONE_NEWPID), "unshare")
-            Path("/proc/self/setgroups").write_text("deny")
-            Path("/proc/self/uid_map").write_text(f"0 {uid} 1")
-            Path("/proc/self/gid_map").write_text(f"0 {gid} 1")
-        else:
-            _check(_libc.unshare(CLONE_NEWPID), "unshare")
+        _check(_libc.unshare(CLONE_NEWUSER), "unshare")
+        Path("/proc/self/setgroups").write_text("deny")
+        Path("/proc/self/uid_map").write_text(f"0 {uid} 1")
+        Path("/proc/self/gid_map").write_text(f"0 {gid} 1")
+    except OSError as error:
+        return error.strerror or str(error)
+    return None
+
+
+def enter_pid_namespace(user_namespace_error: str | None = None) -> dict[str, str]:
+    """Once per slot: unshare() the PID namespace; the caller's next fork is its PID 1."""
+    if user_namespace_error is not None:
+        return {"pid-namespace": f"off (no user namespace: {user_namespace_error})"}
+    try:
+        _check(_libc.unshare(CLONE_NEWPID), "unshare")
     except OSError as error:
         return {"pid-namespace": f"off ({error.strerror or error})"}
-    return {"pid-namespace": "on (one per warm worker; emptied after every job)"}
+    return {"pid-namespace": "on (one per slot; emptied after every job)"}
 
 
 def enter_job_namespaces() -> dict[str, str]:
@@ -207,6 +218,14 @@ def _really_root() -> bool:
         return Path("/proc/self/uid_map").read_text().split()[:3] == ["0", "0", "4294967295"]
     except OSError:
         return False
+
+
+def preload() -> None:
+    """Import what confining a job needs, once, in the fork server (landlock: 15 ms)."""
+    try:
+        import landlock  # noqa: F401
+    except ImportError:
+        pass  # reported as off by each job
 
 
 def _landlock(scratch: Path) -> str:

@@ -1,7 +1,8 @@
-"""Trusted side of the warm workers: start `forkserver` processes and hand them jobs.
+"""Trusted side of the warm workers: start a `forkserver` process and hand its slots jobs.
 
-One warm worker per parallel slot; each runs one job at a time. A worker that dies is started
-again for the next job, so one broken submission never takes the pool down.
+One warm server per machine (or per Dask worker) imports torch once; each parallel slot of it
+runs one job at a time. A slot that dies is opened again for the next job, and a server that
+dies is started again, so one broken submission never takes the pool down.
 """
 
 from __future__ import annotations
@@ -9,14 +10,17 @@ from __future__ import annotations
 import json
 import os
 import queue
+import select
+import socket
 import subprocess
 import sys
 import tempfile
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
-from typing import IO
+from typing import IO, TextIO
 
 
 class WorkerStartError(RuntimeError):
@@ -36,10 +40,84 @@ def server_environment() -> dict[str, str]:
     }
 
 
-class WarmWorker:
+class WarmServer:
+    """The process that imports torch once (about 2 s) and forks slots on request."""
+
     def __init__(self) -> None:
         self._process: subprocess.Popen | None = None
-        self._errors: IO[bytes] | None = None  # its stderr, read if it fails to start
+        self._control: socket.socket | None = None
+        self._errors: IO[bytes] | None = None  # its stderr, read if a slot fails to start
+        self._lock = threading.Lock()  # slots are asked for from several threads
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def launch(self) -> None:
+        """Start warming up, without waiting for it."""
+        with self._lock:
+            if self.running:
+                return
+            self._stop()
+            ours, theirs = socket.socketpair()
+            # Its stderr goes to a file: a pipe nobody reads would fill up and block it.
+            self._errors = tempfile.TemporaryFile()
+            with theirs:
+                self._process = subprocess.Popen(
+                    [sys.executable, "-I", "-m", "autograder.execute.forkserver"],
+                    stdin=theirs, stdout=subprocess.DEVNULL, stderr=self._errors,
+                    env=server_environment(), start_new_session=True)
+            self._control = ours
+
+    def open_slot(self) -> socket.socket:
+        """A new slot of the server; returns our end of its socket."""
+        self.launch()
+        ours, theirs = socket.socketpair()
+        with theirs, self._lock:
+            try:
+                socket.send_fds(self._control, [b"slot"], [theirs.fileno()])
+            except OSError:
+                pass  # the server is gone: the slot's socket reads as closed
+        return ours
+
+    def errors(self) -> str:
+        if self._errors is None:
+            return ""
+        self._errors.seek(0)
+        return self._errors.read()[-2000:].decode(errors="replace")
+
+    def close(self) -> None:
+        """Stop: the server sees its control channel end and exits once its slots have;
+        killed only if it does not within a second (exiting, not killed, it is waited for
+        all the way down, so its CPU and memory show in the grader's resource usage)."""
+        with self._lock:
+            self._stop()
+
+    def _stop(self) -> None:
+        if self._control is not None:
+            self._control.close()
+            self._control = None
+        if self._process is not None:
+            try:
+                self._process.wait(timeout=1)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+            self._process = None
+        if self._errors is not None:
+            self._errors.close()
+            self._errors = None
+
+
+class WarmWorker:
+    """One slot of a warm server: runs one job at a time in a fresh sandboxed process."""
+
+    def __init__(self, server: WarmServer | None = None) -> None:
+        self._own_server = server is None
+        self.server = server or WarmServer()
+        self._slot: socket.socket | None = None
+        self._reader: TextIO | None = None
+        self._writer: TextIO | None = None
         self._ready = False
         self.sandbox: dict[str, str] = {}  # layer -> "on (...)" or "off (why)", when started
 
@@ -50,32 +128,28 @@ class WarmWorker:
 
     @property
     def running(self) -> bool:
-        return self._process is not None and self._process.poll() is None
+        return (self._slot is not None and self._ready and self.server.running
+                and not self._hung_up())
 
     def launch(self) -> None:
         """Start warming up (about 2 s) without waiting for it."""
-        if self.running:
-            return
-        self.close()
-        # Its own stderr goes to a file: a pipe nobody reads would fill up and block it.
-        self._errors = tempfile.TemporaryFile()
-        self._process = subprocess.Popen(
-            [sys.executable, "-I", "-m", "autograder.execute.forkserver"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._errors,
-            env=server_environment(), text=True, start_new_session=True)
-        self._ready = False
+        if self._slot is not None and self._ready and self._hung_up():
+            self._drop_slot()  # its server or the slot itself died since the last job
+        if self._slot is None:
+            self._slot = self.server.open_slot()
+            self._reader = self._slot.makefile("r", encoding="utf-8")
+            self._writer = self._slot.makefile("w", encoding="utf-8")
+            self._ready = False
 
     def start(self) -> None:
         """Launch if needed and wait until warm."""
         self.launch()
         if self._ready:
             return
-        ready = self._process.stdout.readline()
+        ready = self._reader.readline()
         if not ready:
-            self._process.wait()
-            self._errors.seek(0)
-            message = self._errors.read()[-2000:].decode(errors="replace")
-            self.close()
+            message = self.server.errors()
+            self._drop_slot()
             raise WorkerStartError(f"the warm worker did not start:\n{message}")
         self.sandbox = json.loads(ready)["sandbox"]
         self._ready = True
@@ -85,45 +159,46 @@ class WarmWorker:
         self.start()
         request = json.dumps({"scratch": str(scratch), "timeout": timeout})
         try:
-            self._process.stdin.write(request + "\n")
-            self._process.stdin.flush()
-            line = self._process.stdout.readline()
-        except BrokenPipeError:
+            self._writer.write(request + "\n")
+            self._writer.flush()
+            line = self._reader.readline()
+        except OSError:  # a broken pipe, a reset connection
             line = ""
-        if not line:  # the worker itself died: count it against this job, restart next time
-            self.close()
+        if not line:  # the slot died during this job: count it against the job, reopen later
+            self._drop_slot()
             return -9, False
         reply = json.loads(line)
         return reply["returncode"], reply["timed_out"]
 
-    def close(self) -> None:
-        """Stop: the worker sees its input end, kills any job in flight and exits; killed
-        only if it does not within a second (exiting, not killed, it is waited for all the
-        way down, so its CPU and memory show in the grader's resource usage)."""
-        if self._process is not None:
-            try:
-                self._process.stdin.close()
-            except OSError:  # a broken pipe: it is gone already
-                pass
-            try:
-                self._process.wait(timeout=1)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait()
-            self._process.stdout.close()
-            self._process = None
-        if self._errors is not None:
-            self._errors.close()
-            self._errors = None
+    def _hung_up(self) -> bool:
+        """Between jobs the slot says nothing: anything readable means it has closed."""
+        readable, _, _ = select.select([self._slot], [], [], 0)
+        return bool(readable)
+
+    def _drop_slot(self) -> None:
+        for stream in (self._reader, self._writer, self._slot):
+            if stream is not None:
+                try:
+                    stream.close()
+                except OSError:
+                    pass
+        self._slot = self._reader = self._writer = None
         self._ready = False
+
+    def close(self) -> None:
+        """End the slot (a job in flight is killed); a server of its own ends with it."""
+        self._drop_slot()
+        if self._own_server:
+            self.server.close()
 
 
 class WarmPool:
-    """Up to `size` warm workers, started on first use, shared by the grading threads."""
+    """`size` slots of one warm server, started on first use, shared by the grading threads."""
 
     def __init__(self, size: int) -> None:
+        self.server = WarmServer()
         self._idle: queue.SimpleQueue[WarmWorker] = queue.SimpleQueue()
-        self._workers = [WarmWorker() for _ in range(size)]
+        self._workers = [WarmWorker(self.server) for _ in range(size)]
         for worker in self._workers:
             self._idle.put(worker)
 
@@ -139,21 +214,23 @@ class WarmPool:
         finally:
             self._idle.put(worker)
 
-    def close(self) -> None:
-        for worker in self._workers:
-            worker.close()
-
     def launch(self) -> None:
-        """Start warming every worker, without waiting: the caller can meanwhile do its own
+        """Start warming up, without waiting: the caller can meanwhile do its own
         preparation, and the first job waits only for what is left."""
+        self.server.launch()
         for worker in self._workers:
             worker.launch()
 
     def start(self) -> None:
-        """Warm every worker at once (each takes about 2 s), before the first job is timed."""
+        """Warm up (about 2 s, once for all slots) before the first job is timed."""
         self.launch()
-        for worker in self._workers:  # they warm up in parallel: waiting in turn costs nothing
+        for worker in self._workers:
             worker.start()
+
+    def close(self) -> None:
+        for worker in self._workers:
+            worker.close()
+        self.server.close()
 
     def __enter__(self) -> WarmPool:
         return self
