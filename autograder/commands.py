@@ -16,7 +16,8 @@ from autograder.course import Course
 from autograder.execute.warm import WarmPool
 from autograder.export import write_export
 from autograder.feedback import write_feedback
-from autograder.gradebook import GradebookError, NbgraderGradebook, by_cell, gradebook_frame
+from autograder.gradebook import by_cell, gradebook_frame
+from autograder.gradebook_db import GradebookError, NbgraderGradebook
 from autograder.pipeline import default_workers, fingerprint, grade_batch
 from autograder.results import GRADED, INVALID, SubmissionResult, load_results, save_result
 from autograder.submissions import collect, submitted_in_course

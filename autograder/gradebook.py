@@ -1,15 +1,12 @@
-"""Scores as tables (pandas) and in nbgrader's gradebook.db, from the same results.
+"""Scores as tables (pandas), from the stored results.
 
 `tests_frame` has one row per student and test; `gradebook_frame` one row per student with a
-column per test and the totals. Both come from stored results; the gradebook.db rows are
-written from the same per-cell sums, so nbgrader export, formgrader and our CSV agree.
+column per test and the totals. gradebook_db writes the same per-cell sums into nbgrader's
+gradebook.db, so nbgrader export, formgrader and our CSV agree.
 """
 
 from __future__ import annotations
 
-import os
-import sys
-import warnings
 from typing import TYPE_CHECKING
 
 from autograder.results import SubmissionResult
@@ -18,7 +15,6 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from autograder.assignment import Assignment
-    from autograder.course import Course
 
 
 def tests_frame(results: list[SubmissionResult]) -> pd.DataFrame:
@@ -58,17 +54,6 @@ def gradebook_frame(results: list[SubmissionResult], assignment: Assignment) -> 
     return table.sort_index()
 
 
-def put_nbgrader_tools_on_path() -> None:
-    """nbgrader runs `alembic` from PATH to create gradebook.db; make it this environment's."""
-    tools = os.path.dirname(sys.executable)
-    if tools not in os.environ.get("PATH", "").split(os.pathsep):
-        os.environ["PATH"] = tools + os.pathsep + os.environ.get("PATH", "")
-
-
-class GradebookError(Exception):
-    """gradebook.db cannot take these results (e.g. the assignment was never released)."""
-
-
 def by_cell(table: pd.DataFrame, assignment: Assignment) -> pd.DataFrame:
     """The gradebook with test columns summed per nbgrader grade cell: a terminal-wide view."""
     cells: dict[str, list[str]] = {}
@@ -78,50 +63,3 @@ def by_cell(table: pd.DataFrame, assignment: Assignment) -> pd.DataFrame:
     for cell, tests in cells.items():
         summary[cell] = table[tests].sum(axis=1, min_count=1)
     return summary.join(table[["total", "max_score", "percent", "status", "reason"]])
-
-
-class NbgraderGradebook:
-    """Writes results into gradebook.db through nbgrader's own API (one session per batch)."""
-
-    def __init__(self, course: Course, assignment: Assignment) -> None:
-        from nbgrader.api import Gradebook, MissingEntry
-
-        put_nbgrader_tools_on_path()
-        self.assignment = assignment
-        self._gradebook = Gradebook(course.db_url, course_id=course.course_id)
-        self._students = {student.id for student in self._gradebook.students}
-        try:
-            self._gradebook.find_notebook(assignment.notebook_name, assignment.name)
-        except MissingEntry:
-            self._gradebook.close()
-            raise GradebookError(f"gradebook.db does not know assignment '{assignment.name}': "
-                              f"run `autograder release {assignment.name}` first") from None
-
-    def record(self, result: SubmissionResult) -> None:
-        gradebook, name = self._gradebook, self.assignment.name
-        if result.student_id not in self._students:
-            gradebook.update_or_create_student(result.student_id)
-            self._students.add(result.student_id)
-        extra = {"timestamp": result.timestamp} if result.timestamp else {}
-        with warnings.catch_warnings():
-            # nbgrader 0.9.6 builds submissions in a way SQLAlchemy 2 warns about (autoflush of
-            # backrefs); the rows are written all the same, as `nbgrader export` shows.
-            warnings.filterwarnings("ignore", message=".*not in session.*")
-            submission = gradebook.update_or_create_submission(name, result.student_id, **extra)
-        # The submission's own grade rows: one query for all cells, not one per cell.
-        notebook = next(nb for nb in submission.notebooks
-                        if nb.name == self.assignment.notebook_name)
-        grades = {grade.name: grade for grade in notebook.grades}
-        for cell, score in result.cell_scores().items():
-            grades[cell].auto_score = score
-            grades[cell].needs_manual_grade = False
-        gradebook.db.commit()
-
-    def close(self) -> None:
-        self._gradebook.close()
-
-    def __enter__(self) -> NbgraderGradebook:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()

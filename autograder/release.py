@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 from autograder.assignment import Assignment
 from autograder.course import Course
-from autograder.gradebook import put_nbgrader_tools_on_path
 
 LEAK_MARKERS = ("### BEGIN SOLUTION", "### END SOLUTION", "### BEGIN HIDDEN TESTS")
+
+
+def put_nbgrader_tools_on_path() -> None:
+    """nbgrader runs `alembic` from PATH to create gradebook.db; make it this environment's."""
+    tools = os.path.dirname(sys.executable)
+    if tools not in os.environ.get("PATH", "").split(os.pathsep):
+        os.environ["PATH"] = tools + os.pathsep + os.environ.get("PATH", "")
 
 
 class ReleaseError(Exception):

@@ -14,7 +14,7 @@ import pytest
 
 from autograder import commands
 from autograder.course import Course
-from autograder.gradebook import put_nbgrader_tools_on_path
+from autograder.release import put_nbgrader_tools_on_path
 from tests.conftest import AUTOGRADER, REPO
 
 EXPECTED = {k: v for k, v in json.loads((REPO / "examples" / "expected.json").read_text()).items()

@@ -74,7 +74,7 @@ def test_a_result_not_written_to_the_gradebook_is_graded_again(course, tmp_path,
                                                                monkeypatch) -> None:
     import pytest
 
-    from autograder.gradebook import GradebookError, NbgraderGradebook
+    from autograder.gradebook_db import GradebookError, NbgraderGradebook
 
     folder = tmp_path / "incoming" / "unrecorded" / "backprop"
     folder.mkdir(parents=True)

@@ -132,7 +132,8 @@ def run_one(server: Server, scratch: Path, timeout: float) -> dict:
 
     log = os.open(scratch / "child.log", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
-        pid = spawn(server, scratch, timeout, lambda report: child.run(scratch), log)
+        inputs = child.load_inputs(scratch)
+        pid = spawn(server, scratch, timeout, lambda report: child.run(scratch, inputs), log)
     finally:
         os.close(log)
     return wait_or_kill(server, pid, timeout, grader=server.channel)

@@ -1,0 +1,112 @@
+"""gradebook.db rows written with plain SQL are the rows nbgrader's own API writes."""
+
+from __future__ import annotations
+
+import sqlite3
+import warnings
+
+import pytest
+from nbgrader.api import Gradebook
+
+from autograder import results
+from autograder.assignment import Assignment
+from autograder.course import Course
+from autograder.gradebook_db import GradebookError, NbgraderGradebook, parse_utc
+from tests.conftest import make_course
+
+CELL_POINTS = {"check_forward_backward": 3.0, "check_chain_rule": 3.0, "check_train": 4.0}
+
+
+@pytest.fixture(scope="module")
+def course(tmp_path_factory) -> Course:
+    return make_course(tmp_path_factory.mktemp("gradebook-db"))
+
+
+def _result(student: str, scores: dict[str, float],
+            timestamp: str | None) -> results.SubmissionResult:
+    tests = [results.TestResult(name=f"t_{cell}", cell=cell, points=points,
+                        max_points=CELL_POINTS[cell], passed=points == CELL_POINTS[cell],
+                        message="", title="")
+             for cell, points in scores.items()]
+    return results.SubmissionResult(student_id=student, assignment="backprop", notebook="backprop",
+                            status="graded", timestamp=timestamp, tests=tests)
+
+
+def _record_with_nbgraders_api(course: Course, result: results.SubmissionResult) -> None:
+    with Gradebook(course.db_url, course_id=course.course_id) as gradebook, \
+            warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        gradebook.update_or_create_student(result.student_id)
+        gradebook.update_or_create_submission("backprop", result.student_id,
+                                              timestamp=result.timestamp)
+        for cell, score in result.cell_scores().items():
+            grade = gradebook.find_grade(cell, "backprop", "backprop", result.student_id)
+            grade.auto_score = score
+            grade.needs_manual_grade = False
+        gradebook.db.commit()
+
+
+def _as_nbgrader_reads_it(course: Course, student: str) -> dict:
+    with Gradebook(course.db_url, course_id=course.course_id) as gradebook:
+        submission = gradebook.find_submission("backprop", student)
+        notebook = submission.notebooks[0]
+        return {
+            "timestamp": submission.timestamp,
+            "score": submission.score,
+            "max_score": submission.max_score,
+            "needs_manual_grade": submission.needs_manual_grade,
+            "grades": sorted((g.name, g.auto_score, g.manual_score, g.needs_manual_grade,
+                              g.max_score) for g in notebook.grades),
+            "comments": sorted((c.name, c.auto_comment, c.manual_comment)
+                               for c in notebook.comments),
+            "flagged": notebook.flagged,
+        }
+
+
+def _row_counts(course: Course) -> dict[str, int]:
+    with sqlite3.connect(course.root / "gradebook.db") as db:
+        return {table: db.execute(f"select count(*) from {table}").fetchone()[0]
+                for table in ("student", "submitted_assignment", "submitted_notebook",
+                              "grade", "comment")}
+
+
+def test_our_rows_read_exactly_like_the_rows_nbgrader_writes(course) -> None:
+    scores = {"check_forward_backward": 3.0, "check_chain_rule": 1.0, "check_train": 0.0}
+    stamp = "2026-11-20 12:00:00.250000 UTC"
+    _record_with_nbgraders_api(course, _result("by-nbgrader", scores, stamp))
+    before = _row_counts(course)
+    with NbgraderGradebook(course, Assignment.load(course, "backprop")) as gradebook:
+        gradebook.record(_result("by-us", scores, stamp))
+    added = {table: count - before[table] for table, count in _row_counts(course).items()}
+
+    ours, theirs = _as_nbgrader_reads_it(course, "by-us"), _as_nbgrader_reads_it(course,
+                                                                                "by-nbgrader")
+    assert ours == theirs
+    assert ours["score"] == 4.0 and ours["max_score"] == 10.0
+    assert added == {"student": 1, "submitted_assignment": 1, "submitted_notebook": 1,
+                     "grade": len(ours["grades"]), "comment": len(ours["comments"])}
+
+
+def test_a_regrade_updates_the_rows_it_wrote_and_adds_none(course) -> None:
+    assignment = Assignment.load(course, "backprop")
+    first = {"check_forward_backward": 0.0, "check_chain_rule": 0.0, "check_train": 0.0}
+    with NbgraderGradebook(course, assignment) as gradebook:
+        gradebook.record(_result("regraded", first, "2026-11-20 12:00:00 UTC"))
+    before = _row_counts(course)
+    with NbgraderGradebook(course, assignment) as gradebook:  # a later run, as after --regrade
+        gradebook.record(_result("regraded", CELL_POINTS, "2026-11-21 08:30:00 Europe/Paris"))
+    assert _row_counts(course) == before
+    seen = _as_nbgrader_reads_it(course, "regraded")
+    assert seen["score"] == 10.0
+    assert seen["timestamp"] == parse_utc("2026-11-21 07:30:00 UTC")
+
+
+def test_a_gradebook_that_does_not_know_the_assignment_is_refused(course, tmp_path) -> None:
+    empty = Course(root=tmp_path, course_id=course.course_id)
+    with pytest.raises(GradebookError, match="does not exist"):
+        NbgraderGradebook(empty, Assignment.load(course, "backprop"))
+    (tmp_path / "gradebook.db").write_bytes((course.root / "gradebook.db").read_bytes())
+    with sqlite3.connect(tmp_path / "gradebook.db") as db:
+        db.execute("update assignment set name = 'other'")
+    with pytest.raises(GradebookError, match="does not know assignment 'backprop'"):
+        NbgraderGradebook(empty, Assignment.load(course, "backprop"))
