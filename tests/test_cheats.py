@@ -15,6 +15,7 @@ import pytest
 
 from autograder.assignment import Assignment
 from autograder.author import with_answers
+from autograder.execute import sandbox
 from autograder.execute.warm import WarmWorker
 from autograder.pipeline import grade_submission
 from autograder.results import GRADED
@@ -122,6 +123,30 @@ CHEATS = {
         "    except OSError:\n"
         "        pass\n"),
     "memory-bomb": "hog = bytearray(8 * 1024 ** 3)\n",
+    # a user namespace of its own: the way to mounts and to much of the kernel's surface
+    "new-user-namespace": (
+        "import ctypes\n"
+        "libc = ctypes.CDLL(None, use_errno=True)\n"
+        "failed = libc.unshare(0x10000000 | 0x00020000) != 0  # CLONE_NEWUSER | CLONE_NEWNS\n"
+        "print('CHEAT unshare', 'refused' if failed else 'allowed', ctypes.get_errno())\n"),
+    # each process stays under its own address-space limit; together they would not
+    "many-processes-memory-bomb": (
+        "import os, time\n"
+        "children = []\n"
+        "for _ in range(8):\n"
+        "    pid = os.fork()\n"
+        "    if pid == 0:\n"
+        "        try:\n"
+        "            hog = bytearray(b'x') * (400 * 1024 ** 2)\n"
+        "            open(f'/tmp/hog-{os.getpid()}', 'w').close()\n"
+        "            time.sleep(3)\n"
+        "        finally:\n"
+        "            os._exit(0)\n"
+        "    children.append(pid)\n"
+        "for pid in children:\n"
+        "    os.waitpid(pid, 0)\n"
+        "held = len([name for name in os.listdir('/tmp') if name.startswith('hog-')])\n"
+        "print('CHEAT held', held, 'x 400 MiB at once')\n"),
     "infinite-loop": "while True:\n    pass\n",
     "sleep-forever": "import time\ntime.sleep(10 ** 6)\n",
     "setsid-escape": (
@@ -163,6 +188,21 @@ CHEATS = {
 }
 
 
+# Not a cheat: what the sandbox must still allow (threads come from clone3, refused with
+# ENOSYS so that the C library falls back to clone).
+THREADS_AND_A_SUBPROCESS = (
+    "import subprocess, threading, torch\n"
+    "torch.set_num_threads(2)\n"
+    "torch.ones(512, 512) @ torch.ones(512, 512)\n"
+    "box = []\n"
+    "worker = threading.Thread(target=lambda: box.append(1))\n"
+    "worker.start(); worker.join()\n"
+    "print('threads', 'ok' if box else 'failed')\n"
+    "done = subprocess.run(['true'])\n"
+    "print('subprocess', 'ok' if done.returncode == 0 else 'failed')\n"
+    "torch.set_num_threads(1)\n")
+
+
 def _cheating_notebook(release_notebook, solution, cheat: str) -> str:
     notebook = with_answers(release_notebook, {**solution, "train_step": NO_ZERO_GRAD})
     cell = nbformat.v4.new_code_cell(cheat)
@@ -189,6 +229,9 @@ def batch(course, release_notebook, solution, tmp_path_factory):
                                             code.replace("{course}", str(course.root)))
                    for name, code in CHEATS.items()}
     submissions["honest"] = solution
+    busy = with_answers(release_notebook, solution)
+    busy.cells.insert(1, nbformat.v4.new_code_cell(THREADS_AND_A_SUBPROCESS))
+    submissions["honest-with-threads"] = nbformat.writes(busy)
     submissions["honest-wrong"] = {**solution, "train_step": NO_ZERO_GRAD}
     results = grade_answers(course, release_notebook, tmp_path_factory.mktemp("cheats"),
                             submissions, timeout=TIMEOUT, workers=2)
@@ -214,6 +257,25 @@ def test_endless_cheats_are_stopped_at_the_timeout(batch) -> None:
 
 def test_the_memory_bomb_fails_inside_its_own_process(batch) -> None:
     assert any("MemoryError" in error["error"] for error in batch[0]["memory-bomb"].cell_errors)
+
+
+def test_threads_and_subprocesses_still_work_in_the_sandbox(batch) -> None:
+    result = batch[0]["honest-with-threads"]
+    assert "threads ok" in result.output and "subprocess ok" in result.output, result.output
+    assert result.score == 10
+
+
+def test_no_namespace_of_its_own(batch) -> None:
+    assert "CHEAT unshare refused 1" in batch[0]["new-user-namespace"].output  # EPERM
+
+
+def test_memory_is_one_budget_for_the_job_and_all_it_starts(batch) -> None:
+    result = batch[0]["many-processes-memory-bomb"]
+    if "CHEAT held" not in result.output:  # its own process was killed, or it thrashed
+        assert result.status in ("crashed", "timeout"), (result.status, result.reason)
+        return
+    held = int(result.output.split("CHEAT held ")[1].split()[0])
+    assert 400 * held <= sandbox.JOB_MEMORY >> 20, result.output
 
 
 def test_no_file_of_the_course_could_be_read_or_written(batch, course, solution) -> None:
@@ -273,7 +335,8 @@ def test_doctor_reports_every_layer_on(tmp_path) -> None:
     done = subprocess.run([*AUTOGRADER, "doctor"], capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
     lines = done.stdout.splitlines()
-    assert len(lines) == 7 and all(line.split(maxsplit=1)[1].startswith("on") for line in lines)
+    assert [line.split()[0] for line in lines] == list(sandbox.LAYERS)
+    assert all(line.split(maxsplit=1)[1].startswith("on") for line in lines)
 
 
 def test_a_layer_that_is_off_is_reported_not_hidden(course, release_notebook, solution,
@@ -281,7 +344,6 @@ def test_a_layer_that_is_off_is_reported_not_hidden(course, release_notebook, so
     import io
 
     from autograder import commands
-    from autograder.execute.warm import WarmWorker
 
     monkeypatch.setattr(WarmWorker, "layers_off", property(lambda self: ["landlock: off (x)"]))
     folder = tmp_path / "incoming" / "weak-sandbox" / "backprop"

@@ -56,6 +56,7 @@ class Server:
     report: dict[str, str]  # the slot-wide layers (the PID namespace)
     in_pid_namespace: bool
     channel: int | None = None  # the slot's socket: watched, to stop when the grader is gone
+    cgroups: list[str] = field(default_factory=list)  # every job of the slot joins these
     jobs: itertools.count = field(default_factory=itertools.count)
 
 
@@ -117,7 +118,7 @@ def _become_job(server: Server, scratch: Path, timeout: float,
         report = {**server.report, **sandbox.enter_job_namespaces()}
         os.environ.update(job_environment(scratch))
         tempfile.tempdir = None  # recomputed from TMPDIR
-        sandbox.confine(scratch, timeout, report, uid)
+        sandbox.confine(scratch, timeout, report, uid, server.cgroups)
         code = job(report)
     except BaseException:
         traceback.print_exc()
@@ -242,21 +243,26 @@ def serve(server: Server, channel: socket.socket) -> int:
 
 def _start_slot(channel: socket.socket, user_namespace_error: str | None) -> None:
     """In a fork of the warm server: a PID namespace whose PID 1 serves the slot. (This
-    process only waits; the namespace's PID 1 must be a fresh fork.) Never returns."""
+    process only waits, then removes the slot's cgroups; the namespace's PID 1 must be a
+    fresh fork.) Never returns."""
     code = EXIT_INTERNAL_ERROR
+    cgroups: list[str] = []
     try:
         _die_with_parent()
         host_pid = os.getpid()
         report = sandbox.enter_pid_namespace(user_namespace_error)
-        if not report["pid-namespace"].startswith("on"):
+        cgroups, report["cgroup"] = sandbox.slot_cgroups(str(host_pid))
+        in_pid_namespace = report["pid-namespace"].startswith("on")
+        server = Server(host_pid, report, in_pid_namespace, cgroups=cgroups)
+        if not in_pid_namespace:
             _adopt_orphans()
-            code = serve(Server(host_pid, report, in_pid_namespace=False), channel)
+            code = serve(server, channel)
             return
         init = os.fork()
         if init == 0:
             try:
                 _die_with_parent()
-                code = serve(Server(host_pid, report, in_pid_namespace=True), channel)
+                code = serve(server, channel)
             except BaseException:
                 traceback.print_exc()
             finally:
@@ -267,6 +273,7 @@ def _start_slot(channel: socket.socket, user_namespace_error: str | None) -> Non
     except BaseException:
         traceback.print_exc()
     finally:
+        sandbox.remove_cgroups(cgroups)  # everything in them died with the namespace
         os._exit(code)
 
 

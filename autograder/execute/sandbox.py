@@ -8,9 +8,12 @@ Each is in place before any student code runs:
    after it.
 2. `enter_job_namespaces` (in each job's process): new mount, network, IPC and UTS
    namespaces: no network, nothing shared with the host or an earlier job.
-3. `confine` (there too): a private /proc, private sized tmpfs on /tmp and /dev/shm,
-   resource limits, an unprivileged uid of its own, and Landlock rules that allow reading only
-   the Python installation and writing only the job's scratch folder (even for root).
+3. `confine` (there too): a private /proc, private sized tmpfs on /tmp and /dev/shm, the
+   slot's cgroups (`slot_cgroups`: one memory and process budget for the job and all it
+   starts), per-process resource limits, an unprivileged uid of its own, and Landlock rules
+   that allow reading only the Python installation and writing only the job's scratch folder
+   (even for root); last, a seccomp filter (`seccomp.py`) refusing namespaces, mounts, ptrace
+   and other kernel interfaces no notebook needs.
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ import platform
 import resource
 import sys
 from pathlib import Path
+
+from autograder.execute import seccomp
 
 CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC = 0x00020000, 0x04000000, 0x08000000
 CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET = 0x10000000, 0x20000000, 0x40000000
@@ -36,8 +41,10 @@ OPEN_FILES = 256
 PROCESSES = 64
 SANDBOX_UID_BASE = 100_000  # + the fork server's pid: one uid per warm worker
 
-LAYERS = ("namespaces", "pid-namespace", "network", "private-tmp", "limits", "uid",
-          "landlock")
+LAYERS = ("namespaces", "pid-namespace", "network", "private-tmp", "cgroup", "limits", "uid",
+          "landlock", "seccomp")
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+JOB_MEMORY = 1024**3  # bytes a job and all it starts may add, together (a cgroup's limit)
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -99,14 +106,81 @@ def sandbox_uid(server: int, job: int) -> int:
     return SANDBOX_UID_BASE + (server % 100_000) * 10_000 + job % 10_000
 
 
+def slot_cgroups(name: str) -> tuple[list[str], str]:
+    """Once per slot, as root: a memory and a pids cgroup (v1) that each of its jobs joins, so
+    that a job and everything it starts share one budget -- a per-process limit alone lets
+    64 processes take 64 times as much, and memory a process does not map (memfd, pipes) is
+    charged here too. Returns (the cgroup folders, the layer's report)."""
+    if os.getuid() != 0 or not _really_root():
+        return [], "off (not root)"
+    if not (CGROUP_ROOT / "memory").is_dir() or not (CGROUP_ROOT / "pids").is_dir():
+        return [], "off (no cgroup v1 memory and pids controllers here)"
+    folders = []
+    try:
+        for controller, limits in (("memory", {"memory.limit_in_bytes": JOB_MEMORY}),
+                                   ("pids", {"pids.max": PROCESSES})):
+            parent = CGROUP_ROOT / controller / _own_cgroup(controller)
+            _remove_stale_cgroups(parent)
+            folder = parent / f"autograder-slot-{name}"
+            folder.mkdir(exist_ok=True)
+            folders.append(str(folder))
+            for setting, value in limits.items():
+                (folder / setting).write_text(str(value))
+    except OSError as error:
+        remove_cgroups(folders)
+        return [], f"off ({error})"
+    return folders, (f"on ({JOB_MEMORY >> 20} MiB of memory and {PROCESSES} processes for "
+                     "the job and all it starts, together)")
+
+
+def remove_cgroups(folders: list[str]) -> None:
+    for folder in folders:
+        try:
+            os.rmdir(folder)
+        except OSError:
+            pass  # not empty yet, or gone: an empty leftover is removed by the next slot
+
+
+def _own_cgroup(controller: str) -> str:
+    for line in Path("/proc/self/cgroup").read_text().splitlines():
+        _, controllers, path = line.split(":", 2)
+        if controller in controllers.split(","):
+            return path.lstrip("/")
+    raise OSError(f"this process is in no {controller} cgroup")
+
+
+def _remove_stale_cgroups(parent: Path) -> None:
+    """Slots killed before cleaning up leave empty cgroups behind: remove those of dead pids."""
+    for folder in parent.glob("autograder-slot-*"):
+        pid = folder.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            try:
+                folder.rmdir()
+            except OSError:
+                pass
+
+
+def _join_cgroups(folders: list[str], slot_report: str) -> str:
+    if not folders:
+        return slot_report
+    try:
+        for folder in folders:
+            Path(folder, "cgroup.procs").write_text("0")  # 0: this process
+    except OSError as error:
+        return f"off ({error})"
+    return slot_report
+
+
 def confine(scratch: Path, timeout: float, report: dict[str, str],
-            uid: int) -> dict[str, str]:
-    """Everything else, in the namespace's PID 1, just before the student's code runs."""
+            uid: int, cgroups: list[str] | None = None) -> dict[str, str]:
+    """Everything else, in the job's process, just before the student's code runs."""
     in_namespaces = report.get("namespaces") == "on"
     report["private-tmp"] = _private_mounts(scratch) if in_namespaces else "off (no namespaces)"
+    report["cgroup"] = _join_cgroups(cgroups or [], report.get("cgroup", "off (no slot cgroup)"))
     report["limits"] = _limit(timeout)
     report["uid"] = _drop_to_own_uid(scratch, uid)
     report["landlock"] = _landlock(scratch)
+    report["seccomp"] = seccomp.apply()  # last: it refuses the mounts made above
     return report
 
 
