@@ -56,7 +56,6 @@ class Server:
     report: dict[str, str]  # the slot-wide layers (the PID namespace)
     in_pid_namespace: bool
     channel: int | None = None  # the slot's socket: watched, to stop when the grader is gone
-    cgroups: list[str] = field(default_factory=list)  # every job of the slot joins these
     jobs: itertools.count = field(default_factory=itertools.count)
 
 
@@ -118,7 +117,7 @@ def _become_job(server: Server, scratch: Path, timeout: float,
         report = {**server.report, **sandbox.enter_job_namespaces()}
         os.environ.update(job_environment(scratch))
         tempfile.tempdir = None  # recomputed from TMPDIR
-        sandbox.confine(scratch, timeout, report, uid, server.cgroups)
+        sandbox.confine(scratch, timeout, report, uid)
         code = job(report)
     except BaseException:
         traceback.print_exc()
@@ -223,8 +222,10 @@ def check_sandbox(server: Server) -> dict[str, str]:
             for layer in sandbox.LAYERS}
 
 
-def serve(server: Server, channel: socket.socket) -> int:
-    """A slot's life: report the layers, then one job per request until the grader hangs up."""
+def serve(server: Server, channel: socket.socket, cgroups: list[str]) -> int:
+    """A slot's life: join its cgroups (each job is born in them), report the layers, then one
+    job per request until the grader hangs up."""
+    server.report["cgroup"] = sandbox.join_cgroups(cgroups) or server.report["cgroup"]
     server.channel = channel.fileno()
     reader: TextIO = channel.makefile("r", encoding="utf-8")
     writer: TextIO = channel.makefile("w", encoding="utf-8")
@@ -253,16 +254,16 @@ def _start_slot(channel: socket.socket, user_namespace_error: str | None) -> Non
         report = sandbox.enter_pid_namespace(user_namespace_error)
         cgroups, report["cgroup"] = sandbox.slot_cgroups(str(host_pid))
         in_pid_namespace = report["pid-namespace"].startswith("on")
-        server = Server(host_pid, report, in_pid_namespace, cgroups=cgroups)
+        server = Server(host_pid, report, in_pid_namespace)
         if not in_pid_namespace:
             _adopt_orphans()
-            code = serve(server, channel)
+            code = serve(server, channel, cgroups)
             return
         init = os.fork()
         if init == 0:
             try:
                 _die_with_parent()
-                code = serve(server, channel)
+                code = serve(server, channel, cgroups)
             except BaseException:
                 traceback.print_exc()
             finally:

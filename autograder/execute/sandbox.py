@@ -107,10 +107,12 @@ def sandbox_uid(server: int, job: int) -> int:
 
 
 def slot_cgroups(name: str) -> tuple[list[str], str]:
-    """Once per slot, as root: a memory and a pids cgroup (v1) that each of its jobs joins, so
-    that a job and everything it starts share one budget -- a per-process limit alone lets
-    64 processes take 64 times as much, and memory a process does not map (memfd, pipes) is
-    charged here too. Returns (the cgroup folders, the layer's report)."""
+    """Once per slot, as root: a memory and a pids cgroup (v1) that the slot's server joins,
+    so that each job it forks is born in them and a job and everything it starts share one
+    budget -- a per-process limit alone lets 64 processes take 64 times as much, and memory a
+    process does not map (memfd, pipes) is charged here too. (Moving each job in instead
+    would cost 10 ms: a cgroup migration waits for an RCU grace period.) Returns (the cgroup
+    folders, the layer's report)."""
     if os.getuid() != 0 or not _really_root():
         return [], "off (not root)"
     if not (CGROUP_ROOT / "memory").is_dir() or not (CGROUP_ROOT / "pids").is_dir():
@@ -160,23 +162,30 @@ def _remove_stale_cgroups(parent: Path) -> None:
                 pass
 
 
-def _join_cgroups(folders: list[str], slot_report: str) -> str:
-    if not folders:
-        return slot_report
+def join_cgroups(folders: list[str]) -> str | None:
+    """In the slot's server, once: join the slot's cgroups. (When they run out of memory, the
+    killer picks a job's process: each asks to go first.) Returns an error, or None."""
     try:
         for folder in folders:
             Path(folder, "cgroup.procs").write_text("0")  # 0: this process
     except OSError as error:
         return f"off ({error})"
-    return slot_report
+    return None
+
+
+def _first_to_go_when_memory_runs_out() -> None:
+    try:
+        Path("/proc/self/oom_score_adj").write_text("1000")  # raising it needs no privilege
+    except OSError:
+        pass
 
 
 def confine(scratch: Path, timeout: float, report: dict[str, str],
-            uid: int, cgroups: list[str] | None = None) -> dict[str, str]:
+            uid: int) -> dict[str, str]:
     """Everything else, in the job's process, just before the student's code runs."""
     in_namespaces = report.get("namespaces") == "on"
     report["private-tmp"] = _private_mounts(scratch) if in_namespaces else "off (no namespaces)"
-    report["cgroup"] = _join_cgroups(cgroups or [], report.get("cgroup", "off (no slot cgroup)"))
+    _first_to_go_when_memory_runs_out()
     report["limits"] = _limit(timeout)
     report["uid"] = _drop_to_own_uid(scratch, uid)
     report["landlock"] = _landlock(scratch)
