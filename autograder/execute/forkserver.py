@@ -77,7 +77,13 @@ def preload() -> None:
     optimizer.zero_grad()
     loss.backward()
     optimizer.step()
-    repr(loss)  # tensor printing: notebooks print tensors
+    # First calls that each job would otherwise pay again (milliseconds each): seeding (it
+    # looks for other devices once; the generator's state is left as import made it) and
+    # printing tensors, which notebooks do.
+    state = torch.get_rng_state()
+    torch.manual_seed(0)
+    torch.set_rng_state(state)
+    str(model.weight), repr(loss)
     child.make_shell()  # the IPython shell, created once; each fork gets a fresh namespace
     # What IPython imports on the first run_cell: 5 ms that each job would pay again.
     import bdb  # noqa: F401
