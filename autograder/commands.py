@@ -90,6 +90,9 @@ def _grade(course: Course, assignment_name: str, source: Path | None, student_id
             save_result(result, autograded)  # last: its presence means "done"
             progress.done(result)
 
+        if pending:
+            import pandas  # noqa: F401  (for the table after the batch: 0.4 s, paid while the
+            # warm server is still starting and this process would only wait)
         results = grade_batch(assignment, pending, timeout or course.timeout, workers,
                               on_result=record, scheduler=scheduler, pool=pool)
     weak = sorted({layer for result in results for layer in result.sandbox_off})

@@ -15,9 +15,10 @@ import json
 import os
 import sys
 import traceback
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
+from types import CodeType
 from typing import Any
 
 from autograder.execute import protocol
@@ -180,17 +181,17 @@ def run_cells(progress: Progress, shell, cells: list[dict[str, str]],
     return reports, cell_names
 
 
-def load_probes(source: str):
+def load_probes(code: CodeType):
     spec = importlib.util.spec_from_loader("autograder_probes", loader=None)
     module = importlib.util.module_from_spec(spec)
-    exec(compile(source, protocol.PROBES_FILE, "exec"), module.__dict__)
+    exec(code, module.__dict__)
     return module
 
 
-def run_probes(scratch: Path, progress: Progress, probes_source: str,
+def run_probes(scratch: Path, progress: Progress, probes_code: CodeType,
                calls: list[dict[str, str]], inputs: dict[str, Any],
                namespace: StudentNamespace, cap: int, cell_names: dict[int, str]) -> None:
-    module = load_probes(probes_source)
+    module = load_probes(probes_code)
     for call in calls:
         name = call["name"]
         progress.set(f"calling your code for check '{name}'")
@@ -209,29 +210,35 @@ def run_probes(scratch: Path, progress: Progress, probes_source: str,
                         "output": ""})
 
 
-_inputs_cache: dict[bytes, Any] = {}
+_cache: dict[bytes, Any] = {}
 
 
-def load_inputs(scratch: Path) -> Any:
-    """The probes' inputs. Called in the warm server before it forks: they are the same for
-    every job of an assignment, so each fork inherits them loaded (a copy of its own, on
-    write) instead of unpacking them again."""
+def _once(data: bytes, make: Callable[[bytes], Any]) -> Any:
+    key = hashlib.sha256(data).digest()
+    if key not in _cache:
+        if len(_cache) >= 16:
+            _cache.clear()
+        _cache[key] = make(data)
+    return _cache[key]
+
+
+def load_inputs(scratch: Path) -> tuple[Any, CodeType]:
+    """The probes' inputs and compiled code. Called in the warm server before it forks: they
+    are the same for every job of an assignment, so each fork inherits them ready (inputs: a
+    copy of its own, on write) instead of unpacking and compiling them again."""
     import torch
 
-    data = (scratch / protocol.INPUTS_FILE).read_bytes()
-    key = hashlib.sha256(data).digest()
-    if key not in _inputs_cache:
-        if len(_inputs_cache) >= 8:
-            _inputs_cache.clear()
-        _inputs_cache[key] = torch.load(io.BytesIO(data), weights_only=True)
-    return _inputs_cache[key]
+    inputs = _once((scratch / protocol.INPUTS_FILE).read_bytes(),
+                   lambda data: torch.load(io.BytesIO(data), weights_only=True))
+    code = _once((scratch / protocol.PROBES_FILE).read_bytes(),
+                 lambda data: compile(data, protocol.PROBES_FILE, "exec"))
+    return inputs, code
 
 
-def run(scratch: Path, inputs: Any) -> int:
+def run(scratch: Path, inputs: Any, probes_code: CodeType) -> int:
     """Run one job in this (freshly forked) process. Returns the exit code."""
     job = json.loads((scratch / protocol.JOB_FILE).read_text(encoding="utf-8"))
     # Read everything the job needs before the first student cell can touch the files.
-    probes_source = (scratch / protocol.PROBES_FILE).read_text(encoding="utf-8")
     cap = int(job["output_cap"])
 
     progress = Progress(scratch)
@@ -239,7 +246,7 @@ def run(scratch: Path, inputs: Any) -> int:
     shell = make_shell()
     reports, cell_names = run_cells(progress, shell, job["cells"], cap)
     write_data(protocol.out_path(scratch, protocol.CELLS_REPORT), reports)
-    run_probes(scratch, progress, probes_source, job["probes"], inputs,
+    run_probes(scratch, progress, probes_code, job["probes"], inputs,
                StudentNamespace(shell.user_ns), cap, cell_names)
     progress.set("finished")
     return 0

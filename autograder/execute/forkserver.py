@@ -138,8 +138,9 @@ def run_one(server: Server, scratch: Path, timeout: float) -> dict:
 
     log = os.open(scratch / "child.log", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
-        inputs = child.load_inputs(scratch)
-        pid = spawn(server, scratch, timeout, lambda report: child.run(scratch, inputs), log)
+        inputs, probes = child.load_inputs(scratch)
+        pid = spawn(server, scratch, timeout, lambda report: child.run(scratch, inputs, probes),
+                    log)
     finally:
         os.close(log)
     return wait_or_kill(server, pid, timeout, grader=server.channel)
