@@ -26,17 +26,26 @@ class Plan:
 
 
 def read_notebook(path: Path) -> Any:
+    try:
+        content = path.read_bytes()
+    except OSError as error:
+        raise InvalidNotebook(f"{path.name} cannot be read: {error.strerror}") from None
+    return parse_notebook(content, path.name)
+
+
+def parse_notebook(content: bytes, name: str) -> Any:
+    """A notebook from its bytes; InvalidNotebook names `name` and the problem."""
     import nbformat
 
     try:
-        notebook = nbformat.read(str(path), as_version=4)
+        notebook = nbformat.reads(content.decode("utf-8"), as_version=4)
     except Exception as error:
         first_line = (str(error).splitlines() or [type(error).__name__])[0]
-        raise InvalidNotebook(f"{path.name} is not a readable Jupyter notebook: "
+        raise InvalidNotebook(f"{name} is not a readable Jupyter notebook: "
                               f"{first_line[:200]}") from None
     cells = notebook.get("cells")
     if not isinstance(cells, list) or not all(isinstance(cell, dict) for cell in cells):
-        raise InvalidNotebook(f"{path.name} is not a readable Jupyter notebook: "
+        raise InvalidNotebook(f"{name} is not a readable Jupyter notebook: "
                               "it has no list of cells")
     return notebook
 
@@ -87,7 +96,7 @@ def assemble(release: Any, submission: Any) -> Plan:
         if is_solution(released):
             plan.cells.append(Cell(gid, _source(cell)))  # a copied answer cell runs twice, too
         elif gid not in placed:
-            plan.cells.append(Cell(gid, _source(released)))
+            plan.cells.append(Cell(gid, _source(released), locked=True))
         placed[gid] = len(plan.cells)
     _restore_deleted_cells(plan, release, placed)
     return plan
@@ -106,7 +115,7 @@ def _restore_deleted_cells(plan: Plan, release: Any, placed: dict[str, int]) -> 
             plan.notes.append(f"The answer cell '{gid}' is missing from your notebook; "
                               "only the cells you wrote yourself ran in its place.")
         else:
-            plan.cells.insert(insert_at, Cell(gid, _source(cell)))
+            plan.cells.insert(insert_at, Cell(gid, _source(cell), locked=True))
             insert_at += 1
             inserted += 1
 

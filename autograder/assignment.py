@@ -4,6 +4,7 @@ against each other before anything is graded."""
 from __future__ import annotations
 
 import hashlib
+import hmac
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
@@ -26,6 +27,7 @@ class Assignment:
     release_notebook: Any
     grade_cells: dict[str, float]  # grade_id -> points, from the release notebook
     hidden: HiddenTests
+    secret: bytes = b""  # the course's: draws each submission's unseen inputs
 
     @classmethod
     def load(cls, course: Course, name: str) -> Assignment:
@@ -46,7 +48,8 @@ class Assignment:
             raise AssignmentError(f"{notebooks[0]} has no graded test cells")
         hidden = HiddenTests.load(course.hidden_dir(name), name)
         hidden.check_against(grade_cells, notebooks[0].name)
-        return cls(name, notebooks[0].stem, release_notebook, grade_cells, hidden)
+        return cls(name, notebooks[0].stem, release_notebook, grade_cells, hidden,
+                   course.secret())
 
     @property
     def max_score(self) -> float:
@@ -60,6 +63,14 @@ class Assignment:
         for path in (self.hidden.probes_file, self.hidden.probes_file.with_name("tests.py")):
             digest.update(path.read_bytes())
         return digest.hexdigest()
+
+
+    def seed_for(self, notebook: bytes) -> int:
+        """The seed of one notebook's unseen inputs: the same notebook always gets the same
+        inputs (a rerun, a resume and a regrade give the same score), and nobody without the
+        course's secret can know them."""
+        message = self.name.encode() + b"\0" + hashlib.sha256(notebook).digest()
+        return int.from_bytes(hmac.new(self.secret, message, "sha256").digest()[:8], "big")
 
 
 def grade_cells_of(notebook: Any) -> dict[str, float]:

@@ -17,7 +17,8 @@ from pathlib import Path
 import nbformat
 
 from autograder.assignment import Assignment
-from autograder.course import Course
+from autograder.course import SECRET_FILE, Course
+from autograder.execute.runner import Budgets
 from autograder.results import SubmissionResult
 from autograder.submissions import Submission
 from autograder.verify.hidden import PROBES_FILE, TESTS_FILE
@@ -33,6 +34,7 @@ class AssignmentPackage:
     tests_source: bytes  # bytes, not text: the fingerprint must match byte for byte
     probes_source: bytes
     fingerprint: str
+    secret: bytes  # the course's: the workers draw each submission's unseen inputs with it
 
     @classmethod
     def of(cls, assignment: Assignment) -> AssignmentPackage:
@@ -40,7 +42,7 @@ class AssignmentPackage:
         return cls(assignment.name, assignment.notebook_name,
                    nbformat.writes(assignment.release_notebook),
                    probes.with_name(TESTS_FILE).read_bytes(), probes.read_bytes(),
-                   assignment.fingerprint)
+                   assignment.fingerprint, assignment.secret)
 
 
 _local = threading.local()  # per Dask worker thread: its warm slot and unpacked assignments
@@ -71,12 +73,13 @@ def _unpack(package: AssignmentPackage) -> Assignment:
         hidden.mkdir(parents=True)
         (hidden / TESTS_FILE).write_bytes(package.tests_source)
         (hidden / PROBES_FILE).write_bytes(package.probes_source)
+        (root / SECRET_FILE).write_bytes(package.secret)
         cache[package.fingerprint] = Assignment.load(course, package.name)
     return cache[package.fingerprint]
 
 
 def grade_on_worker(package: AssignmentPackage, student_id: str, notebook: bytes | None,
-                    timestamp: str | None, timeout: float) -> dict:
+                    timestamp: str | None, timeout: float | Budgets) -> dict:
     """Runs on a Dask worker."""
     from autograder.pipeline import grade_submission
 
@@ -93,7 +96,7 @@ def grade_on_worker(package: AssignmentPackage, student_id: str, notebook: bytes
 
 
 def grade_on_cluster(scheduler: str, assignment: Assignment, submissions: list[Submission],
-                     timeout: float) -> Iterator[SubmissionResult]:
+                     timeout: float | Budgets) -> Iterator[SubmissionResult]:
     """Yield results as the cluster finishes them; a submission whose task fails gets 0."""
     from distributed import Client, as_completed
 

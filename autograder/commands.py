@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, TextIO
 
 from autograder.assignment import Assignment
 from autograder.course import Course
+from autograder.execute.runner import Budgets
 from autograder.execute.warm import WarmPool
 from autograder.export import write_export
 from autograder.feedback import write_feedback
@@ -93,7 +94,9 @@ def _grade(course: Course, assignment_name: str, source: Path | None, student_id
         if pending:
             import pandas  # noqa: F401  (for the table after the batch: 0.4 s, paid while the
             # warm server is still starting and this process would only wait)
-        results = grade_batch(assignment, pending, timeout or course.timeout, workers,
+        budgets = Budgets(notebook=timeout or course.timeout,
+                          locked_cell=course.locked_cell_timeout, probe=course.probe_timeout)
+        results = grade_batch(assignment, pending, budgets, workers,
                               on_result=record, scheduler=scheduler, pool=pool)
     weak = sorted({layer for result in results for layer in result.sandbox_off})
     if weak and out is not None:

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
 CONFIG_FILE = "nbgrader_config.py"
 DEFAULT_TIMEOUT = 60.0
+DEFAULT_LOCKED_CELL_TIMEOUT = 10.0
+DEFAULT_PROBE_TIMEOUT = 2.0
+SECRET_FILE = ".autograder-secret"  # draws each submission's unseen inputs; never in a job
 
 
 class CourseError(Exception):
@@ -17,8 +22,10 @@ class CourseError(Exception):
 class Course:
     root: Path
     course_id: str
-    timeout: float = DEFAULT_TIMEOUT
+    timeout: float = DEFAULT_TIMEOUT  # seconds for a whole notebook
     scheduler: str | None = None  # a Dask scheduler's address: grade there, not locally
+    locked_cell_timeout: float = DEFAULT_LOCKED_CELL_TIMEOUT  # one release cell
+    probe_timeout: float = DEFAULT_PROBE_TIMEOUT  # one call of the student's code by a probe
 
     @classmethod
     def load(cls, root: str | Path = ".") -> Course:
@@ -37,12 +44,36 @@ class Course:
         except Exception as error:
             raise CourseError(f"{config_path} could not be read: {error}") from error
         course_id = config.CourseDirectory.get("course_id") or "course"
-        timeout = float(config.Autograder.get("timeout", DEFAULT_TIMEOUT))
-        if timeout <= 0:
-            raise CourseError(f"{config_path}: c.Autograder.timeout must be positive, "
-                              f"got {timeout}")
+        seconds = {}
+        for name, default in (("timeout", DEFAULT_TIMEOUT),
+                              ("locked_cell_timeout", DEFAULT_LOCKED_CELL_TIMEOUT),
+                              ("probe_timeout", DEFAULT_PROBE_TIMEOUT)):
+            try:
+                seconds[name] = float(config.Autograder.get(name, default))
+            except (TypeError, ValueError):
+                seconds[name] = -1.0
+            if not seconds[name] > 0:
+                raise CourseError(f"{config_path}: c.Autograder.{name} must be a positive "
+                                  f"number of seconds, got {config.Autograder.get(name)!r}")
         scheduler = config.Autograder.get("scheduler") or None
-        return cls(root=root, course_id=course_id, timeout=timeout, scheduler=scheduler)
+        return cls(root=root, course_id=course_id, scheduler=scheduler, **seconds)
+
+    def secret(self) -> bytes:
+        """The course's secret (made on first use, readable by its owner only): with each
+        notebook's hash it draws the inputs of the unseen tests. Never sent to a job."""
+        path = self.root / SECRET_FILE
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            secret = path.read_bytes()
+            if len(secret) < 16:
+                raise CourseError(f"{path} is too short to be the course's secret: delete it "
+                                  "to make a new one (students' unseen inputs change)") from None
+            return secret
+        secret = secrets.token_bytes(32)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(secret)
+        return secret
 
     @property
     def db_url(self) -> str:

@@ -13,10 +13,11 @@ import logging
 import os
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
+from typing import Any
 
-from autograder.assemble import InvalidNotebook, assemble, read_notebook
+from autograder.assemble import InvalidNotebook, assemble, parse_notebook
 from autograder.assignment import Assignment
-from autograder.execute.runner import Execution, Job, ProbeCall, run_job
+from autograder.execute.runner import Budgets, Execution, Job, ProbeCall, run_job
 from autograder.execute.warm import WarmPool, WarmWorker
 from autograder.results import (
     ERROR,
@@ -26,7 +27,8 @@ from autograder.results import (
     TestResult,
     cleaned,
 )
-from autograder.submissions import Submission
+from autograder.submissions import Submission, SubmissionError, read_notebook_bytes
+from autograder.verify.hidden import HiddenTests
 from autograder.verify.judge import judge
 
 log = logging.getLogger(__name__)
@@ -40,42 +42,62 @@ def default_workers() -> int:
 
 def fingerprint(assignment: Assignment, submission: Submission) -> str:
     """Same notebook, same grader: same result. Anything else is graded again."""
+    content = None
+    if submission.notebook is not None:
+        try:
+            content = read_notebook_bytes(submission.notebook)
+        except SubmissionError:
+            content = None
+    return _fingerprint(assignment, content)
+
+
+def _fingerprint(assignment: Assignment, content: bytes | None) -> str:
     digest = hashlib.sha256(assignment.fingerprint.encode())
-    if submission.notebook is not None and submission.notebook.is_file():
-        digest.update(submission.notebook.read_bytes())
+    if content is not None:
+        digest.update(content)
     return digest.hexdigest()
 
 
-def grade_submission(assignment: Assignment, submission: Submission, timeout: float,
+def grade_submission(assignment: Assignment, submission: Submission, timeout: float | Budgets,
                      worker: WarmWorker) -> SubmissionResult:
+    """`timeout`: the notebook's limit in seconds, or every budget (see runner.Budgets)."""
+    budgets = timeout if isinstance(timeout, Budgets) else Budgets(notebook=timeout)
     try:
-        return cleaned(_grade(assignment, submission, timeout, worker))
+        return cleaned(_grade(assignment, submission, budgets, worker))
     except Exception as error:  # one submission's trouble must not stop the batch
         log.exception("grading %s failed", submission.student_id)
         return failed_result(assignment, submission, error)
 
 
-def _grade(assignment: Assignment, submission: Submission, timeout: float,
+def _grade(assignment: Assignment, submission: Submission, budgets: Budgets,
            worker: WarmWorker) -> SubmissionResult:
     result = SubmissionResult(student_id=submission.student_id, assignment=assignment.name,
                               notebook=assignment.notebook_name, status=GRADED,
-                              timestamp=submission.timestamp,
-                              fingerprint=fingerprint(assignment, submission))
+                              timestamp=submission.timestamp)
     if submission.notebook is None:
+        result.fingerprint = _fingerprint(assignment, None)
         return _zero(result, assignment, INVALID, "no notebook was submitted")
     try:
-        student_notebook = read_notebook(submission.notebook)
+        content = read_notebook_bytes(submission.notebook)  # once: hashed, seeded, parsed
+    except SubmissionError as error:
+        result.fingerprint = _fingerprint(assignment, None)
+        return _zero(result, assignment, INVALID, str(error))
+    result.fingerprint = _fingerprint(assignment, content)
+    try:
+        student_notebook = parse_notebook(content, submission.notebook.name)
     except InvalidNotebook as error:
         return _zero(result, assignment, INVALID, str(error))
     plan = assemble(assignment.release_notebook, student_notebook)
     hidden = assignment.hidden
+    seed = assignment.seed_for(content)
+    declared = hidden.probes_for(seed)
     job = Job(cells=plan.cells,
-              probes=[ProbeCall(name, declared.function)
-                      for name, declared in hidden.probes.items()],
-              inputs=hidden.serialized_inputs, probes_file=hidden.probes_file, timeout=timeout)
+              probes=[ProbeCall(name, probe.function, probe.inputs)
+                      for name, probe in declared.items()],
+              probes_source=hidden.probes_source, budgets=budgets)
     execution = run_job(job, worker)
-    values, failures = _probe_outcomes(execution, hidden.probes)
-    result.tests = judge(hidden, values, failures)
+    values, failures = _probe_outcomes(execution, declared)
+    result.tests = judge(hidden, values, failures, declared)
     result.status = execution.status
     result.reason = "; ".join(filter(None, [execution.reason, *plan.notes]))
     result.cell_errors = [{"cell": cell["name"], "error": cell["error"]}
@@ -85,10 +107,35 @@ def _grade(assignment: Assignment, submission: Submission, timeout: float,
     result.output = "".join(printed)[:OUTPUT_SHOWN]
     result.seconds = round(execution.seconds, 3)
     result.sandbox_off = worker.layers_off
+    result.graded_on = _graded_on(hidden, seed, declared)
     return result
 
 
-def grade_batch(assignment: Assignment, submissions: Iterable[Submission], timeout: float,
+def _graded_on(hidden: HiddenTests, seed: int, declared: dict) -> dict:
+    """For the instructor only (appeals): the inputs this notebook was graded on, and what a
+    right answer gives on them."""
+    inputs = {name: probe.inputs for name, probe in declared.items()}
+    record = {"seed": f"{seed:016x}", "inputs": _as_json(inputs)}
+    if hidden.expected is not None:
+        try:
+            record["expected"] = _as_json(hidden.expected(inputs))
+        except Exception:  # a bug in the instructor's function must not cost the grade
+            log.exception("expected_values of %s failed", hidden.assignment)
+    return record
+
+
+def _as_json(value: Any) -> Any:
+    if hasattr(value, "tolist"):  # tensors
+        return value.tolist()
+    if isinstance(value, dict):
+        return {str(key): _as_json(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_as_json(item) for item in value]
+    return value
+
+
+def grade_batch(assignment: Assignment, submissions: Iterable[Submission],
+                timeout: float | Budgets,
                 workers: int | None = None,
                 on_result: Callable[[SubmissionResult], None] | None = None,
                 scheduler: str | None = None,
@@ -116,7 +163,8 @@ def grade_batch(assignment: Assignment, submissions: Iterable[Submission], timeo
     return sorted(results, key=lambda result: result.student_id)
 
 
-def _grade_on_local_pool(assignment: Assignment, submissions: list[Submission], timeout: float,
+def _grade_on_local_pool(assignment: Assignment, submissions: list[Submission],
+                         timeout: float | Budgets,
                          size: int, pool: WarmPool | None) -> Iterator[SubmissionResult]:
     def grade_one(submission: Submission) -> SubmissionResult:
         with warm.worker() as worker:
@@ -159,7 +207,7 @@ def _probe_outcomes(execution: Execution, probes: dict) -> tuple[dict, dict[str,
         elif record.ok:
             values[name] = record.value
         else:
-            failures[name] = f"Your code raised {record.error}"
+            failures[name] = record.error
     return values, failures
 
 

@@ -40,6 +40,7 @@ class SubmissionResult:
     seconds: float = 0.0
     sandbox_off: list[str] = field(default_factory=list)  # layers that were not on, and why
     fingerprint: str = ""  # of the notebook and the grader: unchanged means no need to regrade
+    graded_on: dict = field(default_factory=dict)  # instructor only: inputs, expected values
 
     @property
     def score(self) -> float:

@@ -7,7 +7,9 @@ written, and each notebook is stored under submitted/ before it is graded, so no
 
 from __future__ import annotations
 
+import os
 import re
+import stat
 import zipfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -159,10 +161,22 @@ def _check_ids(found: list[tuple[str, bytes | None, str | None]]) -> None:
 
 
 def _read_notebook_bytes(path: Path) -> bytes:
-    size = path.stat().st_size
-    if size > MAX_NOTEBOOK_BYTES:
+    return read_notebook_bytes(path)
+
+
+def read_notebook_bytes(path: Path) -> bytes:
+    """A submitted notebook's bytes: a regular file (no symlink followed), read bounded."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError as error:
+        raise SubmissionError(f"{path} cannot be read ({error.strerror})") from None
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise SubmissionError(f"{path} is not a regular file")
+        content = handle.read(MAX_NOTEBOOK_BYTES + 1)
+    if len(content) > MAX_NOTEBOOK_BYTES:
         raise SubmissionError(f"{path} is larger than {MAX_NOTEBOOK_BYTES} bytes")
-    return path.read_bytes()
+    return content
 
 
 def _store(course: Course, assignment: str, notebook_name: str, sid: str, content: bytes | None,

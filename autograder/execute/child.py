@@ -1,29 +1,35 @@
-"""The student's process: run the notebook's cells, then call the probes.
+"""The student's process: run the steps the grader sends, one at a time, and answer each.
 
 Everything here runs with the student's code and must be treated as compromised once the first
-cell has run. It therefore holds no tests, solutions or expected values, and it reports only
-data (tensors, numbers, strings) that the trusted parent checks before believing anything.
-`forkserver` forks a fresh process per submission and calls `run` in it.
+cell has run. It holds no tests, solutions or expected values: the grader sends each cell, then
+each probe with its inputs (drawn for this submission, sent only once the cells have run), and
+reads back plain data (`wire`) that it checks before believing anything. The channel is the
+socket at CHANNEL_FD, opened by the warm server before any student code exists and held only
+in the locals of `serve`: no module the notebook can import holds it. (A notebook can still find
+it, as any file descriptor; what it could write there is judged like anything else it sends.)
+`forkserver` forks a fresh process per submission and calls `serve` in it.
 """
 
 from __future__ import annotations
 
-import hashlib
-import importlib.util
 import io
-import json
 import os
+import signal
 import sys
 import traceback
+import types
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from pathlib import Path
-from types import CodeType
 from typing import Any
 
-from autograder.execute import protocol
+from autograder.execute import wire
 
+CHANNEL_FD = 3
 MAX_ERROR_CHARS = 2000
+
+# Bound before any student code runs (a notebook may patch os or the wire module later).
+_write, _read = os.write, os.read
+_encode, _decode = wire.encode, wire.decode
 
 
 class CappedWriter(io.TextIOBase):
@@ -65,13 +71,24 @@ def captured(cap: int) -> Iterator[CappedWriter]:
         sys.stdout, sys.stderr = saved
 
 
-class StudentNamespace(Mapping):
-    """The notebook's globals, as probes see them: a missing name gets a message that teaches."""
+class NotCalledAgain(Exception):
+    """A probe needs a function that already hung or crashed: it is not called again."""
 
-    def __init__(self, namespace: dict[str, Any]) -> None:
+
+class StudentNamespace(Mapping):
+    """The notebook's globals, as probes see them: a missing name gets a message that teaches;
+    each name a probe uses is told to the grader (so a hang can be pinned on that function)."""
+
+    def __init__(self, namespace: dict[str, Any], used: Callable[[str], None],
+                 avoid: set[str]) -> None:
         self._namespace = namespace
+        self._used = used
+        self._avoid = avoid
 
     def __getitem__(self, name: str) -> Any:
+        if name in self._avoid:
+            raise NotCalledAgain(name)
+        self._used(name)
         try:
             return self._namespace[name]
         except KeyError:
@@ -114,41 +131,26 @@ def _cell_of_filename(filename: str, cell_names: dict[int, str]) -> str | None:
 
 
 def to_data(value: Any, depth: int = 0) -> Any:
-    """Plain data only: tensors become plain, detached CPU tensors; other objects become text."""
+    """Plain data only: tensors become plain, detached CPU tensors; other objects become text.
+    Containers are read with the built-in types' own methods, so a student's subclass cannot
+    run code of its own here (a Tensor subclass's __torch_function__ is switched off)."""
     import torch
 
     if depth > 20:
         return "<nested too deeply>"
     if isinstance(value, torch.Tensor):
-        return value.detach().as_subclass(torch.Tensor).cpu().clone()
+        with torch._C.DisableTorchFunction():
+            return torch.Tensor.as_subclass(value, torch.Tensor).detach().cpu().clone()
     if value is None or type(value) in (bool, int, float, str):
         return value
-    if isinstance(value, Mapping):
-        return {str(key): to_data(item, depth + 1) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [to_data(item, depth + 1) for item in value]
+    if isinstance(value, dict):
+        return {str(key) if type(key) is str else f"<{type(key).__name__}>":
+                to_data(item, depth + 1) for key, item in dict.items(value)}
+    if isinstance(value, list):
+        return [to_data(item, depth + 1) for item in list.__iter__(value)]
+    if isinstance(value, tuple):
+        return [to_data(item, depth + 1) for item in tuple.__iter__(value)]
     return f"<{type(value).__name__}>"
-
-
-def write_data(path: Path, data: Any) -> None:
-    import torch
-
-    partial = path.with_name(path.name + ".partial")
-    torch.save(data, partial)
-    os.replace(partial, path)
-
-
-class Progress:
-    """What the process is doing now, rewritten in place (one write, no new file), so that
-    the grader can name the cell or check that was running when time ran out."""
-
-    def __init__(self, scratch: Path) -> None:
-        self._fd = os.open(protocol.out_path(scratch, protocol.PROGRESS_FILE),
-                           os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-
-    def set(self, text: str) -> None:
-        data = text.encode("utf-8", errors="replace")[:protocol.PROGRESS_WIDTH]
-        os.pwrite(self._fd, data.ljust(protocol.PROGRESS_WIDTH), 0)
 
 
 def make_shell():  # -> InteractiveShell
@@ -161,92 +163,121 @@ def make_shell():  # -> InteractiveShell
     return InteractiveShell.instance(config=config)
 
 
-def run_cells(progress: Progress, shell, cells: list[dict[str, str]],
-              cap: int) -> tuple[list[dict[str, Any]], dict[int, str]]:
-    """Run each cell like Jupyter would; an error stops that cell only, as in "run all"."""
-    reports = []
-    cell_names: dict[int, str] = {}
-    for index, cell in enumerate(cells):
-        progress.set(f"running cell '{cell['name']}'")
-        cell_names[shell.execution_count] = cell["name"]
-        with captured(cap) as output:
-            result = shell.run_cell(cell["source"], store_history=True)
-        error = result.error_before_exec or result.error_in_exec
-        reports.append({
-            "index": index,
-            "name": cell["name"],
-            "error": describe_error(error, cell_names) if error is not None else None,
-            "output": output.getvalue(),
-        })
-    return reports, cell_names
+class Channel:
+    """Frames to and from the grader on one file descriptor."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def send(self, value: Any) -> None:
+        data = _encode(value)
+        if len(data) > wire.MAX_FRAME_BYTES:
+            data = _encode({"kind": value.get("kind"), "ok": False, "output": "",
+                            "error": f"its result is larger than {wire.MAX_FRAME_BYTES} bytes"})
+        view = memoryview(data)
+        while view:
+            view = view[_write(self.fd, view):]
+
+    def receive(self) -> Any:
+        length = wire.frame_length(self._exactly(4))
+        return _decode(self._exactly(length))
+
+    def _exactly(self, size: int) -> bytes:
+        parts, left = [], size
+        while left:
+            part = _read(self.fd, left)
+            if not part:
+                raise EOFError
+            parts.append(part)
+            left -= len(part)
+        return b"".join(parts)
 
 
-def load_probes(code: CodeType):
-    spec = importlib.util.spec_from_loader("autograder_probes", loader=None)
-    module = importlib.util.module_from_spec(spec)
-    exec(code, module.__dict__)
+class Interrupts:
+    """SIGINT raises KeyboardInterrupt in student code only: the grader interrupts a step that
+    runs past its budget, and a signal that lands between steps must not break this loop."""
+
+    def __init__(self) -> None:
+        self.armed = False
+        signal.signal(signal.SIGINT, self._handle)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.armed:
+            raise KeyboardInterrupt
+
+    @contextmanager
+    def student_code(self) -> Iterator[None]:
+        self.armed = True
+        try:
+            yield
+        finally:
+            self.armed = False
+
+
+def run_cell(shell, command: dict, cell_names: dict[int, str],
+             interrupts: Interrupts) -> dict[str, Any]:
+    """One cell, as Jupyter runs it; an error stops that cell only, as in "run all"."""
+    cell_names[shell.execution_count] = command["name"]
+    with captured(int(command["cap"])) as output, interrupts.student_code():
+        result = shell.run_cell(command["source"], store_history=True)
+    error = result.error_before_exec or result.error_in_exec
+    return {"kind": "cell", "error": describe_error(error, cell_names) if error else None,
+            "output": output.getvalue()}
+
+
+def run_probe(module: types.ModuleType, command: dict, namespace: StudentNamespace,
+              cell_names: dict[int, str], interrupts: Interrupts) -> dict[str, Any]:
+    with captured(int(command["cap"])) as output:
+        try:
+            with interrupts.student_code():
+                value = getattr(module, command["function"])(namespace, command["inputs"])
+                record = {"kind": "probe", "ok": True, "value": to_data(value)}
+        except NotCalledAgain as skipped:
+            record = {"kind": "probe", "ok": False, "skipped": str(skipped)}
+        except BaseException as error:  # the student's code may raise anything, SystemExit too
+            record = {"kind": "probe", "ok": False, "error": describe_error(error, cell_names)}
+    record["output"] = output.getvalue()
+    return record
+
+
+def load_probes(source: str) -> types.ModuleType:
+    """The assignment's probes, compiled only now, after the cells ran: no cell could patch
+    them in advance (torch itself it can: probes judge nothing, the grader checks the data)."""
+    module = types.ModuleType("autograder_probes")
+    exec(compile(source, "probes.py", "exec"), module.__dict__)
     return module
 
 
-def run_probes(scratch: Path, progress: Progress, probes_code: CodeType,
-               calls: list[dict[str, str]], inputs: dict[str, Any],
-               namespace: StudentNamespace, cap: int, cell_names: dict[int, str]) -> None:
-    module = load_probes(probes_code)
-    for call in calls:
-        name = call["name"]
-        progress.set(f"calling your code for check '{name}'")
-        with captured(cap) as output:
-            try:
-                value = getattr(module, call["function"])(namespace, inputs[name])
-                record = {"ok": True, "value": to_data(value)}
-            except BaseException as error:  # the student's code may raise anything, SystemExit too
-                record = {"ok": False, "error": describe_error(error, cell_names)}
-        record["output"] = output.getvalue()
+def _teller(channel: Channel, interrupts: Interrupts) -> Callable[[str], None]:
+    def used(name: str) -> None:
+        armed, interrupts.armed = interrupts.armed, False  # never half a frame
         try:
-            write_data(protocol.out_path(scratch, protocol.probe_result_file(name)), record)
-        except Exception as error:  # e.g. an unpicklable value slipped through
-            write_data(protocol.out_path(scratch, protocol.probe_result_file(name)),
-                       {"ok": False, "error": f"its result could not be saved: {error}"[:500],
-                        "output": ""})
+            channel.send({"kind": "using", "name": name})
+        finally:
+            interrupts.armed = armed
+    return used
 
 
-_cache: dict[bytes, Any] = {}
-
-
-def _once(data: bytes, make: Callable[[bytes], Any]) -> Any:
-    key = hashlib.sha256(data).digest()
-    if key not in _cache:
-        if len(_cache) >= 16:
-            _cache.clear()
-        _cache[key] = make(data)
-    return _cache[key]
-
-
-def load_inputs(scratch: Path) -> tuple[Any, CodeType]:
-    """The probes' inputs and compiled code. Called in the warm server before it forks: they
-    are the same for every job of an assignment, so each fork inherits them ready (inputs: a
-    copy of its own, on write) instead of unpacking and compiling them again."""
-    import torch
-
-    inputs = _once((scratch / protocol.INPUTS_FILE).read_bytes(),
-                   lambda data: torch.load(io.BytesIO(data), weights_only=True))
-    code = _once((scratch / protocol.PROBES_FILE).read_bytes(),
-                 lambda data: compile(data, protocol.PROBES_FILE, "exec"))
-    return inputs, code
-
-
-def run(scratch: Path, inputs: Any, probes_code: CodeType) -> int:
-    """Run one job in this (freshly forked) process. Returns the exit code."""
-    job = json.loads((scratch / protocol.JOB_FILE).read_text(encoding="utf-8"))
-    # Read everything the job needs before the first student cell can touch the files.
-    cap = int(job["output_cap"])
-
-    progress = Progress(scratch)
-    os.chdir(scratch / protocol.WORK_DIR)
+def serve(fd: int = CHANNEL_FD) -> int:
+    """Answer the grader's steps until it says "end" (or hangs up). Returns the exit code."""
+    channel = Channel(fd)
+    interrupts = Interrupts()
     shell = make_shell()
-    reports, cell_names = run_cells(progress, shell, job["cells"], cap)
-    write_data(protocol.out_path(scratch, protocol.CELLS_REPORT), reports)
-    run_probes(scratch, progress, probes_code, job["probes"], inputs,
-               StudentNamespace(shell.user_ns), cap, cell_names)
-    progress.set("finished")
-    return 0
+    cell_names: dict[int, str] = {}
+    probes: types.ModuleType | None = None
+    channel.send({"kind": "ready"})
+    while True:
+        try:
+            command = channel.receive()
+        except EOFError:
+            return 0
+        if command["op"] == "cell":
+            channel.send(run_cell(shell, command, cell_names, interrupts))
+        elif command["op"] == "probe":
+            if probes is None:
+                probes = load_probes(command["probes_source"])
+            namespace = StudentNamespace(shell.user_ns, _teller(channel, interrupts),
+                                         set(command["avoid"]))
+            channel.send(run_probe(probes, command, namespace, cell_names, interrupts))
+        else:
+            return 0

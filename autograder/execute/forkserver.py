@@ -13,9 +13,13 @@ which takes everything the job started, setsid or not.
 
     python -I -m autograder.execute.forkserver      stdin: a UNIX socket (the control channel)
     control: b"slot" + one file descriptor           per slot wanted
-    slot:    {"ready": true, "sandbox": {layer: status}}        once, when the slot is up
-    slot:    {"scratch": "/tmp/autograder-...", "timeout": 60}   one JSON line per job
-    slot:    {"returncode": 0, "timed_out": false}              one JSON line per job
+    slot:    {"ready": true, "sandbox": {layer: status}}       once, when the slot is up
+    grader:  {"timeout": 60} + [job channel, log pipe]         per job
+    slot:    {"pid": 7} + [the job's pidfd]                    when the job has started
+    slot:    {"returncode": 0, "timed_out": false}             when it and all it started ended
+
+The job talks to the grader itself, over its channel (`child.serve`); the slot only starts it,
+kills what is left of it, and says how it ended.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import itertools
 import json
 import os
 import select
+import shutil
 import signal
 import socket
 import sys
@@ -35,9 +40,9 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TextIO
 
 from autograder.execute import sandbox
+from autograder.execute.child import CHANNEL_FD
 
 PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
@@ -92,23 +97,28 @@ def preload() -> None:
     gc.freeze()  # the children's garbage collector leaves these shared pages alone
 
 
-def job_environment(scratch: Path) -> dict[str, str]:
-    return {"HOME": str(scratch / "work"), "TMPDIR": str(scratch / "tmp"),
-            "IPYTHONDIR": str(scratch / "tmp" / "ipython")}
+def job_environment(folder: Path) -> dict[str, str]:
+    return {"HOME": str(folder / "work"), "TMPDIR": str(folder / "tmp"),
+            "IPYTHONDIR": str(folder / "tmp" / "ipython")}
 
 
-def spawn(server: Server, scratch: Path, timeout: float, job: Callable[[dict[str, str]], int],
-          log_fd: int) -> int:
-    """Fork the sandboxed process that runs `job`; returns its pid."""
+def spawn(server: Server, timeout: float, job: Callable[[dict[str, str]], int],
+          channel_fd: int, log_fd: int) -> tuple[int, Path]:
+    """Fork the sandboxed process that runs `job`, with `channel_fd` as its file descriptor 3
+    and `log_fd` as its stdout and stderr; returns its pid and its folder on the host."""
     uid = sandbox.sandbox_uid(server.host_pid, next(server.jobs))
+    folder = Path(tempfile.mkdtemp(prefix="autograder-job-"))
+    for name in ("work", "tmp"):
+        (folder / name).mkdir()
     pid = os.fork()
     if pid == 0:
-        _become_job(server, scratch, timeout, job, log_fd, uid)
-    return pid
+        _become_job(server, folder, timeout, job, channel_fd, log_fd, uid)
+    return pid, folder
 
 
-def _become_job(server: Server, scratch: Path, timeout: float,
-                job: Callable[[dict[str, str]], int], log_fd: int, uid: int) -> None:
+def _become_job(server: Server, folder: Path, timeout: float,
+                job: Callable[[dict[str, str]], int], channel_fd: int, log_fd: int,
+                uid: int) -> None:
     """In the fork: new namespaces, confinement, then the job; never returns."""
     code = EXIT_INTERNAL_ERROR
     try:
@@ -118,12 +128,16 @@ def _become_job(server: Server, scratch: Path, timeout: float,
         os.dup2(devnull, 0)  # nothing to read
         os.dup2(log_fd, 1)
         os.dup2(log_fd, 2)
-        os.closerange(3, os.sysconf("SC_OPEN_MAX"))  # the slot's socket is not the job's
-        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        if channel_fd != CHANNEL_FD:
+            os.dup2(channel_fd, CHANNEL_FD, inheritable=False)
+        os.set_inheritable(CHANNEL_FD, False)  # the job's own subprocesses do not get it
+        os.closerange(CHANNEL_FD + 1, os.sysconf("SC_OPEN_MAX"))  # the slot's socket is not
+        signal.signal(signal.SIGINT, signal.SIG_DFL)  # the job's (the job handles SIGINT)
         report = {**server.report, **sandbox.enter_job_namespaces()}
-        os.environ.update(job_environment(scratch))
+        os.environ.update(job_environment(folder))
         tempfile.tempdir = None  # recomputed from TMPDIR
-        sandbox.confine(scratch, timeout, report, uid)
+        sandbox.confine(folder, timeout, report, uid)
+        os.chdir(folder / "work")
         code = job(report)
     except BaseException:
         traceback.print_exc()
@@ -133,17 +147,26 @@ def _become_job(server: Server, scratch: Path, timeout: float,
         os._exit(code)
 
 
-def run_one(server: Server, scratch: Path, timeout: float) -> dict:
+def run_one(server: Server, channel: socket.socket, timeout: float, fds: list[int]) -> dict:
+    """One job: its channel to the grader and its log are `fds`; the grader gets the job's
+    pidfd (to interrupt a step that runs too long), then how it ended."""
     from autograder.execute import child
 
-    log = os.open(scratch / "child.log", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    job_channel, log = fds
     try:
-        inputs, probes = child.load_inputs(scratch)
-        pid = spawn(server, scratch, timeout, lambda report: child.run(scratch, inputs, probes),
-                    log)
+        pid, folder = spawn(server, timeout, lambda report: child.serve(), job_channel, log)
     finally:
+        os.close(job_channel)
         os.close(log)
-    return wait_or_kill(server, pid, timeout, grader=server.channel)
+    try:
+        pidfd = os.pidfd_open(pid)
+        try:
+            socket.send_fds(channel, [json.dumps({"pid": pid}).encode()], [pidfd])
+        finally:
+            os.close(pidfd)
+        return wait_or_kill(server, pid, timeout, grader=server.channel)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def wait_or_kill(server: Server, pid: int, timeout: float, grader: int | None = None) -> dict:
@@ -211,39 +234,42 @@ def _reap_orphans(patience: float = 2.0) -> None:
 
 def check_sandbox(server: Server) -> dict[str, str]:
     """Build the sandbox once around a job that only reports which layers are on."""
-    with tempfile.TemporaryDirectory(prefix="autograder-check-") as folder:
-        scratch = Path(folder)
-        report_path = scratch / "sandbox.json"
+    read_end, write_end = os.pipe()
 
-        def report_layers(report: dict[str, str]) -> int:
-            report_path.write_text(json.dumps(report))
-            return 0
+    def report_layers(report: dict[str, str]) -> int:
+        os.write(CHANNEL_FD, json.dumps(report).encode())
+        return 0
 
-        pid = spawn(server, scratch, 10, report_layers, sys.stderr.fileno())
+    try:
+        pid, folder = spawn(server, 10, report_layers, write_end, sys.stderr.fileno())
+        os.close(write_end)
         wait_or_kill(server, pid, 10)
+        shutil.rmtree(folder, ignore_errors=True)
         try:
-            report = json.loads(report_path.read_text())
+            report = json.loads(os.read(read_end, 65536))
         except (OSError, ValueError):
             report = {}
+    finally:
+        os.close(read_end)
     return {layer: report.get(layer, "off (the check did not finish)")
             for layer in sandbox.LAYERS}
 
 
 def serve(server: Server, channel: socket.socket, cgroups: list[str]) -> int:
     """A slot's life: join its cgroups (each job is born in them), report the layers, then one
-    job per request until the grader hangs up."""
+    job per request until the grader hangs up. The slot's socket carries one message per
+    request or reply (SOCK_SEQPACKET), file descriptors with them."""
     server.report["cgroup"] = sandbox.join_cgroups(cgroups) or server.report["cgroup"]
     server.channel = channel.fileno()
-    reader: TextIO = channel.makefile("r", encoding="utf-8")
-    writer: TextIO = channel.makefile("w", encoding="utf-8")
-    writer.write(json.dumps({"ready": True, "sandbox": check_sandbox(server)}) + "\n")
-    writer.flush()
+    channel.send(json.dumps({"ready": True, "sandbox": check_sandbox(server)}).encode())
     try:
-        for line in reader:
-            request = json.loads(line)
-            reply = run_one(server, Path(request["scratch"]), float(request["timeout"]))
-            writer.write(json.dumps(reply) + "\n")
-            writer.flush()
+        while True:
+            message, fds, _, _ = socket.recv_fds(channel, 65536, 2)
+            if not message:
+                break
+            request = json.loads(message)
+            reply = run_one(server, channel, float(request["timeout"]), fds)
+            channel.send(json.dumps(reply).encode())
     except (GraderGone, BrokenPipeError, ConnectionResetError):
         pass
     return 0
@@ -300,6 +326,7 @@ def main() -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the grader decides when we stop
     control = socket.socket(fileno=os.dup(0))
     os.close(0)
+    os.open(os.devnull, os.O_RDONLY)  # fd 0 again: a received descriptor must never be 0
     user_namespace_error = sandbox.enter_user_namespace()  # before any thread exists
     preload()
     slots: set[int] = set()

@@ -1,53 +1,74 @@
-"""Trusted side of execution: prepare a job, have a warm worker run it, read back data.
+"""Trusted side of execution: drive one notebook's process step by step, and read back data.
 
-Nothing the grader knows beyond the cells and the probe inputs goes into the job's folder, and
-nothing comes back but files of plain data, checked before anyone believes them.
+The grader sends each cell, then each probe (its inputs leave this process only then), to a
+fresh sandboxed process (`child.serve`) and reads each answer as plain, bounded data (`wire`).
+Every step has its own time budget. A step that overruns is interrupted (SIGINT, as Jupyter's
+interrupt button); one that ignores the interrupt, or crashes its process, costs that step
+only: the process is started again, the cells are run again without the steps that failed,
+and the probes go on where they stopped. A student function that hung or crashed under one
+probe is not called again by the probes after it.
 """
 
 from __future__ import annotations
 
-import json
-import shutil
+import os
+import select
 import signal
-import tempfile
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from autograder.execute import protocol
-from autograder.execute.warm import WarmWorker
+from autograder.execute import wire
+from autograder.execute.warm import RunningJob, SlotGone, WarmWorker
 from autograder.results import CRASHED, GRADED, TIMEOUT, clean_text
-from autograder.verify.data import UntrustedData, load_child_data, read_child_file
 
 OUTPUT_CAP = 10_000  # characters of output kept per cell or probe
-CHILD_LOG_CAP = 20_000
+LOG_CAP = 20_000  # bytes of the process's own stdout/stderr kept (sandbox errors land there)
+MAX_JOB_BYTES = 16 * 1024 * 1024  # everything one process may send, all frames together
+MAX_USED_NAMES = 1_000  # "using" notes per probe
+MAX_ATTEMPTS = 5  # processes started for one notebook: each one after the first skips a step
+START_BUDGET = 10.0  # seconds for a fresh process to say it is ready
 
 
 @dataclass(frozen=True)
 class Cell:
     name: str  # the nbgrader grade_id, or a label for a cell the student added
     source: str
+    locked: bool = False  # a release cell the student cannot change: it has its own budget
 
 
 @dataclass(frozen=True)
 class ProbeCall:
     name: str  # unique within the assignment, e.g. "chain_rule_unseen"
     function: str  # a function of the assignment's probes.py
+    inputs: Any  # plain data, drawn for this submission
+
+
+@dataclass(frozen=True)
+class Budgets:
+    """Seconds. The notebook's limit covers everything; each step also has its own."""
+
+    notebook: float = 60.0
+    locked_cell: float = 10.0  # a release cell (it calls the student's code for show)
+    probe: float = 2.0  # one call of the student's functions on the grader's inputs
+    grace: float = 0.5  # after an interrupt, before the process is killed
+
+    def probe_reserve(self, probes: int) -> float:
+        """Time kept for the probes when a cell the student wrote runs long."""
+        return min(probes * self.probe, self.notebook / 3)
 
 
 @dataclass(frozen=True)
 class Job:
     cells: list[Cell]
     probes: list[ProbeCall]
-    inputs: bytes  # a torch file of {probe name: inputs}, made once per assignment
-    probes_file: Path
-    timeout: float
+    probes_source: str  # the assignment's probes.py, sent with the first probe
+    budgets: Budgets
 
 
 @dataclass
 class ProbeRecord:
-    """What one probe brought back: a value, or the error the student's code raised."""
+    """What one probe brought back: a value, or why there is none (a sentence for students)."""
 
     ok: bool
     value: Any = None
@@ -57,54 +78,313 @@ class ProbeRecord:
 
 @dataclass
 class Execution:
-    status: str  # GRADED (the process finished), TIMEOUT or CRASHED
+    status: str  # GRADED, or TIMEOUT / CRASHED when a step was cut short
     reason: str = ""
     cells: list[dict[str, Any]] = field(default_factory=list)
     probes: dict[str, ProbeRecord] = field(default_factory=dict)
-    log: str = ""  # the process's own stdout/stderr, capped
+    log: str = ""  # the processes' own stdout/stderr, capped
     seconds: float = 0.0
+    attempts: int = 0
 
 
-def prepare_scratch(job: Job) -> Path:
-    scratch = Path(tempfile.mkdtemp(prefix="autograder-"))
-    for name in (protocol.OUT_DIR, protocol.WORK_DIR, "tmp"):
-        (scratch / name).mkdir()
-    job_data = {
-        "cells": [{"name": cell.name, "source": cell.source} for cell in job.cells],
-        "probes": [{"name": call.name, "function": call.function} for call in job.probes],
-        "output_cap": OUTPUT_CAP,
-    }
-    (scratch / protocol.JOB_FILE).write_text(json.dumps(job_data), encoding="utf-8")
-    (scratch / protocol.INPUTS_FILE).write_bytes(job.inputs)
-    shutil.copyfile(job.probes_file, scratch / protocol.PROBES_FILE)
-    return scratch
+class _Ended(Exception):
+    """The process ended (or broke the protocol) during a step."""
+
+    def __init__(self, why: str = "") -> None:
+        super().__init__(why)
+        self.why = why
+
+
+class _Conversation:
+    """Frames to and from one running job, with deadlines; every byte read is bounded."""
+
+    def __init__(self, job: RunningJob) -> None:
+        self.job = job
+        self.buffer = bytearray()
+        self.received = 0
+        self.log = bytearray()
+        self.used: list[str] = []  # names the current probe looked up, in order
+        job.channel.setblocking(False)
+
+    def send(self, value: Any) -> None:
+        data = memoryview(wire.encode(value))
+        while data:
+            _, writable, _ = select.select([], [self.job.channel], [], 5.0)
+            if not writable:
+                raise _Ended("it stopped reading what the grader sent")
+            try:
+                data = data[self.job.channel.send(data):]
+            except BlockingIOError:
+                continue
+            except OSError:
+                raise _Ended() from None
+
+    def receive(self, deadline: float) -> Any:
+        """The next answer (not a "using" note), or None when the deadline passes."""
+        while True:
+            frame = self._next_frame()
+            if frame is not None:
+                if isinstance(frame, dict) and frame.get("kind") == "using":
+                    self._note_use(frame.get("name"))
+                    continue
+                if not isinstance(frame, dict):
+                    raise _Ended("it sent something that is not an answer")
+                return frame
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            watched = [self.job.channel, self.job.log, self.job.slot]
+            readable, _, _ = select.select(watched, [], [], left)
+            if self.job.log in readable:
+                self._drain_log()
+            if self.job.channel in readable:
+                self._read_channel()
+            elif self.job.slot in readable:  # the process tree is gone, nothing more will come
+                self._read_channel()
+                if self._next_frame_ready():
+                    continue
+                raise _Ended()
+
+    def _note_use(self, name: Any) -> None:
+        if len(self.used) >= MAX_USED_NAMES:
+            raise _Ended("it sent too many notes")
+        if isinstance(name, str):
+            self.used.append(name[:200])
+
+    def _read_channel(self) -> None:
+        try:
+            chunk = self.job.channel.recv(1 << 20)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            chunk = b""
+        if not chunk:
+            if not self._next_frame_ready():
+                raise _Ended()
+            return
+        self.received += len(chunk)
+        if self.received > MAX_JOB_BYTES:
+            raise _Ended(f"it sent more than {MAX_JOB_BYTES >> 20} MiB")
+        self.buffer += chunk
+
+    def _next_frame_ready(self) -> bool:
+        if len(self.buffer) < 4:
+            return False
+        try:
+            return len(self.buffer) >= 4 + wire.frame_length(bytes(self.buffer[:4]))
+        except wire.WireError as error:
+            raise _Ended(f"it sent {error}") from None
+
+    def _next_frame(self) -> Any:
+        if not self._next_frame_ready():
+            return None
+        length = wire.frame_length(bytes(self.buffer[:4]))
+        frame = bytes(self.buffer[4:4 + length])
+        del self.buffer[:4 + length]
+        try:
+            return wire.decode(frame)
+        except wire.WireError as error:
+            raise _Ended(f"it sent data the grader refuses ({error})") from None
+
+    def _drain_log(self) -> None:
+        try:
+            chunk = os.read(self.job.log, 65536)
+        except BlockingIOError:
+            return
+        room = LOG_CAP - len(self.log)
+        if room > 0:
+            self.log += chunk[:room]
+
+
+@dataclass
+class _Progress:
+    """What is known across the processes started for one notebook."""
+
+    cells: dict[int, dict[str, Any]] = field(default_factory=dict)  # index -> first report
+    skip: set[int] = field(default_factory=set)  # cells never run again
+    probes: dict[str, ProbeRecord] = field(default_factory=dict)
+    avoid: dict[str, str] = field(default_factory=dict)  # student function -> why not again
+    problems: list[str] = field(default_factory=list)  # for the result's reason, in order
+    status: str = GRADED
+    step: tuple[str, Any] | None = None  # the step in flight: ("cell", index) or ("probe", call)
+    finished: bool = False
+
+    def worse(self, status: str) -> None:
+        if self.status == GRADED or status == TIMEOUT:
+            self.status = status
 
 
 def run_job(job: Job, worker: WarmWorker) -> Execution:
-    """Run `job` in a fresh process forked by `worker`; returns what came back, whatever the
+    """Run `job` in fresh processes of `worker`'s slot; returns what came back, whatever the
     student's code did."""
     started = time.monotonic()
-    scratch = prepare_scratch(job)
-    try:
-        returncode, timed_out = worker.run(scratch, job.timeout)
-        execution = _collect(scratch, job)
-        execution.log = _read_capped(scratch / "child.log", CHILD_LOG_CAP, levels=1)
-        progress = _read_capped(protocol.out_path(scratch, protocol.PROGRESS_FILE),
-                                protocol.PROGRESS_WIDTH,
-                                levels=2)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
-    if timed_out:
-        execution.status = TIMEOUT
-        execution.reason = (f"stopped after {job.timeout:g} s while {progress or 'starting'}: "
-                            "look for an endless loop or a very long computation")
-    elif progress != "finished":
-        execution.status = CRASHED
-        execution.reason = (f"the notebook's process ended abruptly ({_exit_text(returncode)}) "
-                            f"while {progress or 'starting'}: did the code call exit() "
-                            "or os._exit(), or run out of memory?")
-    execution.seconds = time.monotonic() - started
-    return execution
+    deadline = started + job.budgets.notebook
+    progress = _Progress()
+    log = bytearray()
+    attempts = 0
+    while not progress.finished and attempts < MAX_ATTEMPTS:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            break
+        attempts += 1
+        try:
+            running = worker.start_job(left + job.budgets.grace + 1)
+        except SlotGone:
+            progress.problems.append("the grader's worker process ended")
+            progress.worse(CRASHED)
+            continue
+        conversation = _Conversation(running)
+        why, ended = "", None
+        try:
+            _drive(conversation, job, progress, deadline)
+            conversation.send({"op": "end"})
+            ended = running.finish(kill=False)
+        except _Ended as error:
+            why = error.why
+        finally:
+            if ended is None:
+                ended = running.finish()
+            log += conversation.log[:LOG_CAP - len(log)]
+        if not progress.finished:
+            if progress.step is None:  # not even started: another try would fail the same way
+                progress.problems.append(f"{why or _exit_text(ended[0])}: the notebook's "
+                                         "process could not start")
+                progress.worse(CRASHED)
+                break
+            _record_end(progress, job, ended, why, conversation.used)
+    _give_up(progress, job, deadline, attempts)
+    return Execution(status=progress.status, reason="; ".join(progress.problems),
+                     cells=[progress.cells[i] for i in sorted(progress.cells)],
+                     probes=progress.probes, log=clean_text(log.decode("utf-8", "replace")),
+                     seconds=time.monotonic() - started, attempts=attempts)
+
+
+def _drive(conversation: _Conversation, job: Job, progress: _Progress, deadline: float) -> None:
+    """One process: its cells (all but those skipped), then the probes still to do."""
+    progress.step = None
+    if conversation.receive(time.monotonic() + START_BUDGET) is None:
+        raise _Ended("it did not start")
+    budgets = job.budgets
+    reserve = budgets.probe_reserve(len(job.probes))
+    for index, cell in enumerate(job.cells):
+        if index in progress.skip:
+            continue
+        progress.step = ("cell", index)
+        left = deadline - time.monotonic() - reserve
+        budget = min(budgets.locked_cell, left) if cell.locked else left
+        if budget <= 0:
+            break  # the cells had their time: the probes get what is left
+        reply, cut = _step(conversation, {"op": "cell", "name": cell.name, "source": cell.source,
+                                          "cap": OUTPUT_CAP}, budget, budgets.grace)
+        if cut:
+            progress.skip.add(index)  # it would hang again in the next process
+            progress.worse(TIMEOUT)
+            progress.problems.append(f"cell '{cell.name}' was stopped after {budget:.3g} s: "
+                                     "look for an endless loop or a very long computation")
+        progress.cells.setdefault(index, _cell_report(cell, reply, cut, budget))
+    for call in job.probes:
+        if call.name in progress.probes:
+            continue
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return
+        progress.step = ("probe", call)
+        conversation.used = []
+        budget = min(budgets.probe, left)
+        reply, cut = _step(conversation, {"op": "probe", "function": call.function,
+                                          "inputs": call.inputs, "cap": OUTPUT_CAP,
+                                          "avoid": sorted(progress.avoid),
+                                          "probes_source": job.probes_source},
+                           budget, budgets.grace)
+        progress.probes[call.name] = _probe_record(reply, cut, budget, progress,
+                                                   conversation.used)
+    progress.step = None
+    progress.finished = True
+
+
+def _step(conversation: _Conversation, command: dict, budget: float,
+          grace: float) -> tuple[dict, bool]:
+    """Send one step and wait `budget` s for its answer; past that, interrupt it and wait
+    `grace` s more. Returns (the answer, whether it was cut). Raises _Ended if the process
+    ended or had to be killed."""
+    conversation.send(command)
+    reply = conversation.receive(time.monotonic() + budget)
+    if reply is not None:
+        return reply, False
+    conversation.job.signal(signal.SIGINT)
+    reply = conversation.receive(time.monotonic() + grace)
+    if reply is None:
+        raise _Ended(f"it did not stop within {grace:g} s of being interrupted")
+    return reply, True
+
+
+def _text(value: Any, cap: int) -> str:
+    """Child-written text, capped and made encodable; non-text -> ""."""
+    return clean_text(value[:cap]) if isinstance(value, str) else ""
+
+
+def _cell_report(cell: Cell, reply: dict, cut: bool, budget: float) -> dict[str, Any]:
+    error = reply.get("error")
+    error = None if error is None else _text(error, 2000)
+    if cut:
+        error = f"stopped after {budget:.3g} s" + (f" ({error})" if error else "")
+    return {"name": cell.name, "error": error, "output": _text(reply.get("output"), OUTPUT_CAP)}
+
+
+def _probe_record(reply: dict, cut: bool, budget: float, progress: _Progress,
+                  used: list[str]) -> ProbeRecord:
+    output = _text(reply.get("output"), OUTPUT_CAP)
+    culprit = used[-1] if used else "your code"
+    if cut:
+        why = f"{culprit} did not return within {budget:.3g} s when the grader called it"
+        progress.avoid.setdefault(culprit, why)
+        progress.worse(TIMEOUT)
+        progress.problems.append(f"{why}: look for an endless loop")
+        return ProbeRecord(ok=False, error=f"{why}: look for an endless loop", output=output)
+    if reply.get("ok") is True and reply.get("kind") == "probe":
+        return ProbeRecord(ok=True, value=reply.get("value"), output=output)
+    skipped = reply.get("skipped")
+    if isinstance(skipped, str) and skipped in progress.avoid:
+        return ProbeRecord(ok=False, error=f"not called again: {progress.avoid[skipped]}",
+                           output=output)
+    error = _text(reply.get("error"), 2000) or "no result"
+    return ProbeRecord(ok=False, error=f"Your code raised {error}", output=output)
+
+
+def _record_end(progress: _Progress, job: Job, ended: tuple[int | None, bool], why: str,
+                used: list[str]) -> None:
+    """The process ended before the last step: the step in flight is the one that cost it."""
+    returncode, timed_out = ended
+    how = why or (f"the notebook's process ended abruptly ({_exit_text(returncode)})"
+                  if not timed_out else "the notebook's time limit ran out")
+    progress.worse(TIMEOUT if timed_out or "interrupted" in how else CRASHED)
+    kind, what = progress.step
+    if kind == "cell":
+        cell = job.cells[what]
+        progress.skip.add(what)
+        progress.cells.setdefault(what, {"name": cell.name, "error": how, "output": ""})
+        progress.problems.append(f"{how} while running cell '{cell.name}': did the code call "
+                                 "exit() or os._exit(), loop forever, or run out of memory?")
+    else:
+        culprit = used[-1] if used else "your code"
+        progress.avoid.setdefault(culprit, f"{how} when the grader called {culprit}")
+        progress.probes[what.name] = ProbeRecord(ok=False, error=progress.avoid[culprit])
+        progress.problems.append(f"{how} when the grader called {culprit}")
+
+
+def _give_up(progress: _Progress, job: Job, deadline: float, attempts: int) -> None:
+    """Whatever did not run gets a reason: the time limit, or too many restarts."""
+    if progress.finished:
+        return
+    if time.monotonic() >= deadline:
+        why = f"the notebook's time limit ({job.budgets.notebook:g} s) ran out"
+        progress.worse(TIMEOUT)
+    else:
+        why = f"the notebook's process ended {attempts} times"
+        progress.worse(CRASHED)
+    for call in job.probes:
+        progress.probes.setdefault(call.name, ProbeRecord(ok=False, error=f"not run: {why}"))
+    progress.problems.append(f"stopped: {why}")
 
 
 def _exit_text(returncode: int | None) -> str:
@@ -122,58 +402,3 @@ def _signal_name(number: int) -> str:
         return signal.Signals(number).name
     except ValueError:  # real-time signals have no name
         return f"signal {number}"
-
-
-def _collect(scratch: Path, job: Job) -> Execution:
-    execution = Execution(status=GRADED)
-    cells_path = protocol.out_path(scratch, protocol.CELLS_REPORT)
-    if cells_path.exists():
-        try:
-            execution.cells = _cell_reports(load_child_data(cells_path))
-        except UntrustedData as error:
-            execution.cells = [{"name": "?", "error": f"unreadable cell report: {error}",
-                                "output": ""}]
-    for call in job.probes:
-        path = protocol.out_path(scratch, protocol.probe_result_file(call.name))
-        if not path.exists():
-            continue
-        try:
-            execution.probes[call.name] = _probe_record(load_child_data(path))
-        except UntrustedData as error:
-            execution.probes[call.name] = ProbeRecord(
-                ok=False, error=f"the data it returned was refused: {error}")
-    return execution
-
-
-def _cell_reports(data: Any) -> list[dict[str, Any]]:
-    if not isinstance(data, list):
-        raise UntrustedData("cell report is not a list")
-    reports = []
-    for item in data:
-        if not isinstance(item, dict):
-            raise UntrustedData("cell report entry is not a dict")
-        error = item.get("error")
-        reports.append({"name": _text(item.get("name"), 200),
-                        "error": None if error is None else _text(error, 2000),
-                        "output": _text(item.get("output"), OUTPUT_CAP * 2)})
-    return reports
-
-
-def _probe_record(data: Any) -> ProbeRecord:
-    if not isinstance(data, dict) or not isinstance(data.get("ok"), bool):
-        raise UntrustedData("a probe record must be a dict with a boolean 'ok'")
-    return ProbeRecord(ok=data["ok"], value=data.get("value"),
-                       error=_text(data.get("error"), 2000),
-                       output=_text(data.get("output"), OUTPUT_CAP * 2))
-
-
-def _text(value: Any, cap: int) -> str:
-    """Child-written text, capped and made encodable (no lone surrogates); non-text -> ""."""
-    return clean_text(value[:cap]) if isinstance(value, str) else ""
-
-
-def _read_capped(path: Path, cap: int, levels: int) -> str:
-    try:
-        return read_child_file(path, cap, levels)[:cap].decode("utf-8", errors="replace").strip()
-    except UntrustedData:
-        return ""

@@ -11,6 +11,7 @@ import json
 import os
 import queue
 import select
+import signal
 import socket
 import subprocess
 import sys
@@ -18,9 +19,8 @@ import tempfile
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from types import TracebackType
-from typing import IO, TextIO
+from typing import IO
 
 
 class WorkerStartError(RuntimeError):
@@ -70,9 +70,10 @@ class WarmServer:
             self._control = ours
 
     def open_slot(self) -> socket.socket:
-        """A new slot of the server; returns our end of its socket."""
+        """A new slot of the server; returns our end of its socket (one message per request
+        or reply, file descriptors with them)."""
         self.launch()
-        ours, theirs = socket.socketpair()
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         with theirs, self._lock:
             try:
                 socket.send_fds(self._control, [b"slot"], [theirs.fileno()])
@@ -109,15 +110,54 @@ class WarmServer:
             self._errors = None
 
 
+class SlotGone(Exception):
+    """The slot or its server died: the job in it ended with them."""
+
+
+class RunningJob:
+    """One job's process, as the grader holds it: the channel to it (`child.serve` answers
+    there), its pidfd (to interrupt or kill it), and its stdout/stderr pipe."""
+
+    def __init__(self, worker: WarmWorker, channel: socket.socket, pidfd: int, log: int) -> None:
+        self.worker = worker
+        self.channel = channel
+        self.pidfd = pidfd
+        self.log = log
+        self.ended: tuple[int | None, bool] | None = None  # (exit code, timed out), once known
+
+    def signal(self, number: int) -> None:
+        try:
+            signal.pidfd_send_signal(self.pidfd, number)
+        except ProcessLookupError:
+            pass  # already gone
+
+    @property
+    def slot(self) -> socket.socket:
+        return self.worker.slot
+
+    def finish(self, kill: bool = True, patience: float = 5.0) -> tuple[int | None, bool]:
+        """Wait for the slot to say how the job ended (it answers once every process the job
+        started is gone), killing the job first if `kill` or if it does not end by itself
+        within a second."""
+        if self.ended is None:
+            if not kill and not select.select([self.slot], [], [], 1.0)[0]:
+                kill = True
+            if kill:
+                self.signal(signal.SIGKILL)
+            self.ended = self.worker.read_end(patience)
+        for fd in (self.pidfd, self.log):
+            os.close(fd)
+        self.channel.close()
+        return self.ended
+
+
 class WarmWorker:
     """One slot of a warm server: runs one job at a time in a fresh sandboxed process."""
 
     def __init__(self, server: WarmServer | None = None) -> None:
         self._own_server = server is None
         self.server = server or WarmServer()
-        self._slot: socket.socket | None = None
-        self._reader: TextIO | None = None
-        self._writer: TextIO | None = None
+        self.slot: socket.socket | None = None
         self._ready = False
         self.sandbox: dict[str, str] = {}  # layer -> "on (...)" or "off (why)", when started
 
@@ -128,17 +168,15 @@ class WarmWorker:
 
     @property
     def running(self) -> bool:
-        return (self._slot is not None and self._ready and self.server.running
+        return (self.slot is not None and self._ready and self.server.running
                 and not self._hung_up())
 
     def launch(self) -> None:
         """Start warming up (about 2 s) without waiting for it."""
-        if self._slot is not None and self._ready and self._hung_up():
+        if self.slot is not None and self._ready and self._hung_up():
             self._drop_slot()  # its server or the slot itself died since the last job
-        if self._slot is None:
-            self._slot = self.server.open_slot()
-            self._reader = self._slot.makefile("r", encoding="utf-8")
-            self._writer = self._slot.makefile("w", encoding="utf-8")
+        if self.slot is None:
+            self.slot = self.server.open_slot()
             self._ready = False
 
     def start(self) -> None:
@@ -146,7 +184,7 @@ class WarmWorker:
         self.launch()
         if self._ready:
             return
-        ready = self._reader.readline()
+        ready = self.slot.recv(65536)
         if not ready:
             message = self.server.errors()
             self._drop_slot()
@@ -154,17 +192,41 @@ class WarmWorker:
         self.sandbox = json.loads(ready)["sandbox"]
         self._ready = True
 
-    def run(self, scratch: Path, timeout: float) -> tuple[int | None, bool]:
-        """Run the job in `scratch`; returns (exit code or None, timed out)."""
+    def start_job(self, timeout: float) -> RunningJob:
+        """A fresh sandboxed process, ready to be sent steps; killed by the slot after
+        `timeout` s whatever happens. Raises SlotGone if the slot died meanwhile."""
         self.start()
-        request = json.dumps({"scratch": str(scratch), "timeout": timeout})
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        log_read, log_write = os.pipe()
         try:
-            self._writer.write(request + "\n")
-            self._writer.flush()
-            line = self._reader.readline()
+            socket.send_fds(self.slot, [json.dumps({"timeout": timeout}).encode()],
+                            [theirs.fileno(), log_write])
+            message, fds, _, _ = socket.recv_fds(self.slot, 65536, 1)
         except OSError:  # a broken pipe, a reset connection
-            line = ""
-        if not line:  # the slot died during this job: count it against the job, reopen later
+            message, fds = b"", []
+        finally:
+            theirs.close()
+            os.close(log_write)
+        if not message or len(fds) != 1:
+            for fd in fds:
+                os.close(fd)
+            ours.close()
+            os.close(log_read)
+            self._drop_slot()
+            raise SlotGone
+        os.set_blocking(log_read, False)
+        return RunningJob(self, ours, fds[0], log_read)
+
+    def read_end(self, patience: float) -> tuple[int | None, bool]:
+        """The slot's word on how the job ended; a slot that says nothing is dropped."""
+        readable, _, _ = select.select([self.slot], [], [], patience)
+        line = b""
+        if readable:
+            try:
+                line = self.slot.recv(65536)
+            except OSError:
+                line = b""
+        if not line:  # the slot died during this job: counted against the job, reopened later
             self._drop_slot()
             return -9, False
         reply = json.loads(line)
@@ -172,17 +234,16 @@ class WarmWorker:
 
     def _hung_up(self) -> bool:
         """Between jobs the slot says nothing: anything readable means it has closed."""
-        readable, _, _ = select.select([self._slot], [], [], 0)
+        readable, _, _ = select.select([self.slot], [], [], 0)
         return bool(readable)
 
     def _drop_slot(self) -> None:
-        for stream in (self._reader, self._writer, self._slot):
-            if stream is not None:
-                try:
-                    stream.close()
-                except OSError:
-                    pass
-        self._slot = self._reader = self._writer = None
+        if self.slot is not None:
+            try:
+                self.slot.close()
+            except OSError:
+                pass
+        self.slot = None
         self._ready = False
 
     def close(self) -> None:

@@ -4,15 +4,22 @@ An assignment's grader side lives in hidden_tests/<assignment>/:
 
 * probes.py -- functions `f(student, inputs) -> data` that run *inside the student's process*:
   they call the student's functions on inputs and return what came out. Inputs only, no verdicts.
-* tests.py  -- trusted: `PROBES = {name: probe("f", **inputs)}` and test functions decorated with
+* tests.py  -- trusted: the probes to run, and test functions decorated with
   `@hidden_test(cell=..., points=..., message=...)` that take a `Probes` and `assert`.
+  Probes are declared as `PROBES = {name: probe("f", **inputs)}` (the same inputs for every
+  submission: fine for the lesson's own, public values) and/or by
+  `draw_probes(rng: torch.Generator) -> {name: probe(...)}`, called for each submission with a
+  generator seeded from the course's secret and the notebook's hash: inputs no student can know
+  in advance, and the same ones whenever the same notebook is graded again. A test reads a
+  probe's data as `probes[name]` and the inputs it was called with as `probes.inputs(name)`.
+  An optional `expected_values(inputs) -> {name: data}` states, for the instructor's record of
+  each submission (appeals), the values a right answer gives on those inputs.
 """
 
 from __future__ import annotations
 
 import ast
 import importlib.util
-import io
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -72,24 +79,35 @@ def hidden_test(*, cell: str, points: float, message: str) -> Callable:
 
 
 class Probes:
-    """What the tests read: each probe's data, or ProbeFailed saying why there is none."""
+    """What the tests read: each probe's data, or ProbeFailed saying why there is none, and
+    the inputs each probe was called with."""
 
-    def __init__(self, values: dict[str, Any], failures: dict[str, str]) -> None:
+    def __init__(self, values: dict[str, Any], failures: dict[str, str],
+                 declared: dict[str, Probe] | None = None) -> None:
         self._values = values
         self._failures = failures
+        self._declared = declared or {}
 
     def __getitem__(self, name: str) -> Any:
         if name in self._values:
             return self._values[name]
         raise ProbeFailed(self._failures.get(name, "your code did not return a result"))
 
+    def inputs(self, name: str) -> dict[str, Any]:
+        return self._declared[name].inputs
+
+    def names(self) -> list[str]:
+        return list(self._declared)
+
 
 @dataclass
 class HiddenTests:
     assignment: str
     tests: list[HiddenTest]
-    probes: dict[str, Probe]
+    fixed_probes: dict[str, Probe]  # PROBES: the same for every submission
+    draw: Callable[[Any], dict[str, Probe]] | None  # draw_probes(rng): per submission
     probes_file: Path
+    expected: Callable[[dict[str, dict]], dict] | None = None
 
     @classmethod
     def load(cls, directory: Path, assignment: str) -> HiddenTests:
@@ -99,28 +117,44 @@ class HiddenTests:
                 raise HiddenTestsError(f"hidden tests for '{assignment}' need {path}")
         _check_probes_file(probes_file)
         module = _import_file(tests_file, f"autograder_hidden_tests_{assignment}")
-        probes = getattr(module, "PROBES", None)
-        if not isinstance(probes, dict) or not all(isinstance(p, Probe) for p in probes.values()):
-            raise HiddenTestsError(f"{tests_file} must define PROBES = {{name: probe(...)}}")
+        fixed = getattr(module, "PROBES", {})
+        draw = getattr(module, "draw_probes", None)
+        if not isinstance(fixed, dict) or not all(isinstance(p, Probe) for p in fixed.values()):
+            raise HiddenTestsError(f"{tests_file}: PROBES must be {{name: probe(...)}}")
+        if not fixed and not callable(draw):
+            raise HiddenTestsError(f"{tests_file} must define PROBES = {{name: probe(...)}} "
+                                   "or draw_probes(rng)")
         tests = [value.__hidden_test__ for value in vars(module).values()
                  if callable(value) and hasattr(value, "__hidden_test__")]
         if not tests:
             raise HiddenTestsError(f"{tests_file} defines no @hidden_test function")
+        expected = getattr(module, "expected_values", None)
+        hidden = cls(assignment, tests, fixed, draw if callable(draw) else None, probes_file,
+                     expected if callable(expected) else None)
         probe_functions = _top_level_functions(probes_file)
-        for name, declared in probes.items():
+        for name, declared in hidden.probes_for(0).items():
             if declared.function not in probe_functions:
-                raise HiddenTestsError(f"PROBES['{name}'] calls {declared.function}(), "
+                raise HiddenTestsError(f"probe '{name}' calls {declared.function}(), "
                                        f"which {probes_file} does not define")
-        return cls(assignment, tests, probes, probes_file)
+        return hidden
 
     @cached_property
-    def serialized_inputs(self) -> bytes:
-        """Every probe's inputs in one torch file, as each job's folder receives it."""
-        import torch
+    def probes_source(self) -> str:
+        return self.probes_file.read_text(encoding="utf-8")
 
-        buffer = io.BytesIO()
-        torch.save({name: declared.inputs for name, declared in self.probes.items()}, buffer)
-        return buffer.getvalue()
+    def probes_for(self, seed: int) -> dict[str, Probe]:
+        """The probes of one submission: the fixed ones, then those drawn from `seed`."""
+        probes = dict(self.fixed_probes)
+        if self.draw is not None:
+            import torch
+
+            drawn = self.draw(torch.Generator().manual_seed(seed))
+            if not isinstance(drawn, dict) or not all(isinstance(p, Probe)
+                                                      for p in drawn.values()):
+                raise HiddenTestsError(f"draw_probes of '{self.assignment}' must return "
+                                       "{name: probe(...)}")
+            probes.update(drawn)
+        return probes
 
     def max_points_by_cell(self) -> dict[str, float]:
         totals: dict[str, float] = {}

@@ -6,7 +6,7 @@ import logging
 from typing import Any
 
 from autograder.results import TestResult
-from autograder.verify.hidden import HiddenTests, ProbeFailed, Probes
+from autograder.verify.hidden import HiddenTests, Probe, ProbeFailed, Probes
 
 log = logging.getLogger(__name__)
 
@@ -14,10 +14,11 @@ NOT_DONE_HINT = ("the exercise is not done yet: replace `raise NotImplementedErr
                  "with your code")
 
 
-def judge(hidden: HiddenTests, values: dict[str, Any],
-          failures: dict[str, str]) -> list[TestResult]:
-    """One TestResult per hidden test. `values`: probe name -> data; `failures`: name -> reason."""
-    probes = Probes(values, failures)
+def judge(hidden: HiddenTests, values: dict[str, Any], failures: dict[str, str],
+          declared: dict[str, Probe]) -> list[TestResult]:
+    """One TestResult per hidden test. `values`: probe name -> data; `failures`: name -> reason;
+    `declared`: the probes as called for this submission (their inputs)."""
+    probes = Probes(values, failures, declared)
     results = []
     for test in hidden.tests:
         passed, detail, hint = _run_one(test.check, probes)

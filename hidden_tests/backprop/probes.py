@@ -62,17 +62,19 @@ def train_step(student, inputs):
 
 
 def train(student, inputs):
-    """The notebook's given train(), run here so that only the student's train_step is used."""
-    torch.manual_seed(inputs["seed"])
+    """The notebook's given train(), run here from a start the grader chose, so that only the
+    student's train_step is used; the weights after every epoch come back (the path)."""
     model = nn.Linear(1, 1)
-    if "state" in inputs:  # a starting point the grader chose, instead of the seed's
-        model.load_state_dict(inputs["state"])
+    model.load_state_dict(inputs["state"])
     optimizer = optim.SGD(model.parameters(), lr=inputs["lr"])
     criterion = nn.MSELoss()
     train_step = student["train_step"]
+    path = []
     for _ in range(inputs["epochs"]):
-        train_step(model, optimizer, criterion, inputs["X"], inputs["y"])
-    return {"weight": model.weight, "bias": model.bias}
+        train_step(model, optimizer, criterion, inputs["X"].clone(), inputs["y"].clone())
+        path.append(torch.cat([model.weight.detach().reshape(-1),
+                               model.bias.detach().reshape(-1)]))
+    return {"path": torch.stack(path) if path else torch.empty(0, 2)}
 
 
 @contextlib.contextmanager

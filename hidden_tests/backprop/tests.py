@@ -33,45 +33,66 @@ def _lesson_network():
                  x=torch.tensor([[1.0, 2.0]]), y_true=torch.tensor([[5.0]]))
 
 
-def _random_network(seed, sizes, activation):
-    generator = torch.Generator().manual_seed(seed)
+def _random_network(rng, sizes, activation):
     state = {}
     for index, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
-        state[f"{2 * index}.weight"] = torch.randn(fan_out, fan_in, generator=generator) * 0.8
-        state[f"{2 * index}.bias"] = torch.randn(fan_out, generator=generator) * 0.5
-    x = torch.randn(1, sizes[0], generator=generator)
-    y_true = torch.randn(1, sizes[-1], generator=generator) * 3
+        state[f"{2 * index}.weight"] = torch.randn(fan_out, fan_in, generator=rng) * 0.8
+        state[f"{2 * index}.bias"] = torch.randn(fan_out, generator=rng) * 0.5
+    x = torch.randn(1, sizes[0], generator=rng)
+    y_true = torch.randn(1, sizes[-1], generator=rng) * 3
     return probe("forward_backward", sizes=sizes, activation=activation, state=state, x=x,
                  y_true=y_true)
 
 
-UNSEEN_X_VALUES = (3.0, -1.5, 0.5)
+def _uniform(rng, low, high):
+    return low + (high - low) * float(torch.rand((), generator=rng))
+
+
+def _unseen_x(rng, count=3):
+    """Values of x for chain_rule: 0.5 to 3 either side of 0, never near the lesson's 2."""
+    values = []
+    while len(values) < count:
+        x = round(_uniform(rng, 0.5, 3.0) * (1 if torch.rand((), generator=rng) < 0.5 else -1), 2)
+        if abs(x - 2.0) > 0.25 and all(abs(x - other) > 0.25 for other in values):
+            values.append(x)
+    return values
+
+
 # A line the student has not seen, on centred inputs: well conditioned (curvatures 2.5 and 2),
 # so a step at lr 0.3 keeps at most 40 % of the error, and 20 epochs leave below 1e-6 of it.
 UNSEEN_LINE_X = torch.tensor([[-1.5], [-0.5], [0.5], [1.5]])
 UNSEEN_LINE_EPOCHS, UNSEEN_LINE_LR = 20, 0.3
 
-STEP = probe(
-    "train_step",
-    state={"weight": torch.tensor([[0.3]]), "bias": torch.tensor([-0.5])},
-    stale_grads={"weight": torch.tensor([[1.7]]), "bias": torch.tensor([-0.9])},
-    lr=0.1,
-    X=torch.tensor([[0.5], [1.5], [-1.0]]),
-    y=torch.tensor([[1.0], [2.0], [-0.5]]),
-)
-
-PROBES = {
+PROBES = {  # the lesson's own, public inputs
     "fb_lesson": _lesson_network(),
-    "fb_tanh": _random_network(11, [3, 4, 1], "tanh"),
-    "fb_deep_relu": _random_network(12, [4, 6, 5, 1], "relu"),
     "cr_lesson": probe("chain_rule", x_value=2.0),
-    **{f"cr_unseen_{i}": probe("chain_rule", x_value=x) for i, x in enumerate(UNSEEN_X_VALUES)},
-    "step_stale": STEP,
     "train_lesson": probe("train", X=LESSON_X, y=2 * LESSON_X, epochs=LESSON_EPOCHS, lr=LR,
-                          seed=0, state=LESSON_START),
-    "train_unseen_line": probe("train", X=UNSEEN_LINE_X, y=-3 * UNSEEN_LINE_X + 1,
-                               epochs=UNSEEN_LINE_EPOCHS, lr=UNSEEN_LINE_LR, seed=5),
+                          state=LESSON_START),
 }
+
+
+def draw_probes(rng):
+    """Inputs drawn for each submission from the course's secret and the notebook's hash."""
+    slope = round(_uniform(rng, 1.0, 3.5) * (1 if torch.rand((), generator=rng) < 0.5 else -1), 2)
+    intercept = round(_uniform(rng, -2.0, 2.0), 2)
+    return {
+        "fb_tanh": _random_network(rng, [3, 4, 1], "tanh"),
+        "fb_deep_relu": _random_network(rng, [4, 6, 5, 1], "relu"),
+        **{f"cr_unseen_{i}": probe("chain_rule", x_value=x)
+           for i, x in enumerate(_unseen_x(rng))},
+        "step_stale": probe(
+            "train_step",
+            state={"weight": torch.randn(1, 1, generator=rng),
+                   "bias": torch.randn(1, generator=rng)},
+            stale_grads={"weight": torch.randn(1, 1, generator=rng) * 1.5 + 1.0,
+                         "bias": torch.randn(1, generator=rng) * 1.5 - 1.0},
+            lr=0.1, X=torch.randn(3, 1, generator=rng), y=torch.randn(3, 1, generator=rng)),
+        "train_unseen_line": probe(
+            "train", X=UNSEEN_LINE_X, y=slope * UNSEEN_LINE_X + intercept,
+            epochs=UNSEEN_LINE_EPOCHS, lr=UNSEEN_LINE_LR,
+            state={"weight": torch.randn(1, 1, generator=rng),
+                   "bias": torch.randn(1, generator=rng)}),
+    }
 
 
 # ---------------------------------------------------------------- references (trusted only)
@@ -165,7 +186,7 @@ def _check_gradients(out, inputs, network):
                      "(y_pred - y_true) ** 2, and call loss.backward() once.")
 def lesson_network_gradients(probes):
     """Gradients of the lesson's network"""
-    _check_gradients(probes["fb_lesson"], PROBES["fb_lesson"].inputs, "the lesson's network")
+    _check_gradients(probes["fb_lesson"], probes.inputs("fb_lesson"), "the lesson's network")
 
 
 @hidden_test(cell="check_forward_backward", points=1,
@@ -173,8 +194,8 @@ def lesson_network_gradients(probes):
                      "should depend on the lesson's network or its sizes.")
 def unseen_network_gradients(probes):
     """Gradients of networks you have not seen (tanh; three layers)"""
-    _check_gradients(probes["fb_tanh"], PROBES["fb_tanh"].inputs, "a 3-4-1 tanh network")
-    _check_gradients(probes["fb_deep_relu"], PROBES["fb_deep_relu"].inputs,
+    _check_gradients(probes["fb_tanh"], probes.inputs("fb_tanh"), "a 3-4-1 tanh network")
+    _check_gradients(probes["fb_deep_relu"], probes.inputs("fb_deep_relu"),
                      "a 4-6-5-1 ReLU network")
 
 
@@ -186,30 +207,36 @@ def returns_the_loss(probes):
         loss = probes[name]["loss"]
         assert loss is not None, "forward_backward returned None"
         got = as_number(loss, "the returned loss")
-        reference, _ = reference_mlp(PROBES[name].inputs)
+        reference, _ = reference_mlp(probes.inputs(name))
         assert close(got, reference), f"It returned a loss of {got:.6g}, which is not the " \
                                       "squared error of this prediction"
 
 
 # ---------------------------------------------------------------- Part 2: chain_rule
 
+# What the student's process says about itself (x.requires_grad, "backward was called") may
+# choose a message; points come only from values checked against references computed here.
+
 def _chain_rule_gradient(out, x_value):
-    assert "returned" not in out, (f"chain_rule({x_value}) returned a {out.get('returned')}, "
+    assert "returned" not in out, (f"chain_rule({x_value:g}) returned a {out.get('returned')}, "
                                    "not the four values (x, y, z, loss)")
-    if out.get("x_requires_grad") is False:
-        raise AssertionError("x was created without requires_grad=True, so PyTorch did not "
-                             "track it and x.grad stays None")
-    assert out.get("x_is_leaf", True), ("x should be the tensor you created with "
-                                        "requires_grad=True, not a result computed from it")
-    assert out.get("x_grad") is not None, (f"After chain_rule({x_value}), x.grad is None: "
-                                           "call loss.backward()")
+    if out.get("x_grad") is None:
+        if out.get("x_requires_grad") is False:
+            raise AssertionError("x was created without requires_grad=True, so PyTorch did not "
+                                 "track it and x.grad stays None")
+        if out.get("x_is_leaf") is False:
+            raise AssertionError("x should be the tensor you created with requires_grad=True, "
+                                 "not a result computed from it")
+        raise AssertionError(f"After chain_rule({x_value:g}), x.grad is None: "
+                             "call loss.backward()")
     return as_number(out["x_grad"], "x.grad")
 
 
-def _require_backpropagation(out, x_value):
-    calls = as_number(out.get("backpropagations", 0), "the number of backward passes")
-    assert calls > 0, (f"chain_rule({x_value}) set x.grad without ever calling "
-                       "loss.backward(): the point is to let PyTorch compute it")
+def _wrong_gradient(out, x_value, got):
+    if out.get("backpropagations") == 0:
+        return (f"At x = {x_value:g} your x.grad is {got:g}, set without calling "
+                "loss.backward(): let PyTorch compute it")
+    return f"At x = {x_value:g} your x.grad is {got:g}"
 
 
 @hidden_test(cell="check_chain_rule", points=1,
@@ -217,9 +244,9 @@ def _require_backpropagation(out, x_value):
                      "compute it for you.")
 def gradient_at_two(probes):
     """dloss/dx at x = 2"""
-    got = _chain_rule_gradient(probes["cr_lesson"], 2.0)
-    _require_backpropagation(probes["cr_lesson"], 2.0)
-    assert close(got, chain_rule_gradient(2.0)), f"At x = 2.0 your x.grad is {got:g}"
+    out = probes["cr_lesson"]
+    got = _chain_rule_gradient(out, 2.0)
+    assert close(got, chain_rule_gradient(2.0)), _wrong_gradient(out, 2.0, got)
 
 
 @hidden_test(cell="check_chain_rule", points=1,
@@ -235,9 +262,6 @@ def graph_values(probes):
                               ("loss", "loss = z ** 2", 49.0)):
         got = as_number(out[name], name)
         assert close(got, value), f"At x = 2.0 your {name} is {got:g}; check {rule}"
-    assert out.get("loss_has_graph", False), (
-        "loss does not come from a computation on x (it has no grad_fn): compute it from x "
-        "with tensor operations")
 
 
 @hidden_test(cell="check_chain_rule", points=1,
@@ -245,14 +269,14 @@ def graph_values(probes):
                      "so that it is right for any x.")
 def gradient_at_unseen_inputs(probes):
     """dloss/dx at values of x you have not seen"""
-    gots = {x: _chain_rule_gradient(probes[f"cr_unseen_{i}"], x)
-            for i, x in enumerate(UNSEEN_X_VALUES)}
-    if all(close(got, 56.0) for got in gots.values()):
+    names = sorted(name for name in probes.names() if name.startswith("cr_unseen_"))
+    gots = [(probes.inputs(name)["x_value"], probes[name]) for name in names]
+    gots = [(x, out, _chain_rule_gradient(out, x)) for x, out in gots]
+    if all(close(got, 56.0) for _, _, got in gots):
         raise AssertionError("x.grad is 56 whatever x is: it looks written by hand "
                              "(x.grad = 56) rather than computed by loss.backward()")
-    for i, (x, got) in enumerate(gots.items()):
-        _require_backpropagation(probes[f"cr_unseen_{i}"], x)
-        assert close(got, chain_rule_gradient(x)), f"At x = {x:g} your x.grad is {got:g}"
+    for x, out, got in gots:
+        assert close(got, chain_rule_gradient(x)), _wrong_gradient(out, x, got)
 
 
 # ---------------------------------------------------------------- Part 3: train_step, train
@@ -272,7 +296,7 @@ ORDER_MISTAKES = {
 def one_step_from_stale_gradients(probes):
     """One train_step, starting with gradients left over from an earlier step"""
     out = probes["step_stale"]
-    outcomes, fresh, _ = step_outcomes(PROBES["step_stale"].inputs)
+    outcomes, fresh, _ = step_outcomes(probes.inputs("step_stale"))
     params = {name: as_tensor(out["params"].get(name), f"model.{name}") for name in fresh}
     matches = [kind for kind, expected in outcomes.items()
                if all(close(params[n], expected[n], rtol=1e-4, atol=1e-6) for n in params)]
@@ -303,12 +327,47 @@ def _cleared(grad):
     return grad is None or (type(grad) is torch.Tensor and not bool(grad.any()))
 
 
-def _check_fit(out, slope, intercept, what):
-    weight = as_number(out["weight"], "the learned weight")
-    bias = as_number(out["bias"], "the learned bias")
+def _sgd_step(point, X, y, lr):
+    """One SGD step on the mean squared error of w * x + b, in float64."""
+    w, b = point
+    residual = w * X + b - y
+    return w - lr * 2 * float((residual * X).mean()), b - lr * 2 * float(residual.mean())
+
+
+def _check_path(out, inputs, what):
+    """Training is judged on its path: every epoch must be one SGD step from where the
+    previous one ended. (A fit snapped into place at the end is not a path SGD takes.)"""
+    epochs = inputs["epochs"]
+    path = as_tensor(out.get("path"), "the weights after each epoch")
+    assert path.shape == (epochs, 2), (
+        f"{what}, train() ran {tuple(path.shape)[0] if path.dim() else 0} epochs of "
+        f"{epochs}: train_step must return after one step")
+    X, y = inputs["X"].double().reshape(-1), inputs["y"].double().reshape(-1)
+    point = (float(inputs["state"]["weight"]), float(inputs["state"]["bias"]))
+    for epoch in range(epochs):
+        expected = _sgd_step(point, X, y, inputs["lr"])
+        got = (float(path[epoch, 0]), float(path[epoch, 1]))
+        if not close(torch.tensor(got), torch.tensor(expected), rtol=1e-4, atol=1e-5):
+            raise AssertionError(
+                f"{what}, epoch {epoch + 1} moved the weight from {point[0]:.4f} to "
+                f"{got[0]:.4f} and the bias from {point[1]:.4f} to {got[1]:.4f}: "
+                "not one SGD step on this batch's mean squared error")
+        point = got
+    return point
+
+
+def _check_fit(out, inputs, slope, intercept, what):
+    weight, bias = _check_path(out, inputs, what)
     assert abs(weight - slope) < TOLERANCE and abs(bias - intercept) < TOLERANCE, (
         f"{what}, the learned weight is {weight:.4f} and the bias {bias:.4f}: "
         f"not within {TOLERANCE} of the line")
+
+
+def _line_of(inputs):
+    """(slope, intercept) of the line the probe's data lie on."""
+    X, y = inputs["X"].double().reshape(-1), inputs["y"].double().reshape(-1)
+    slope = float(((X - X.mean()) * (y - y.mean())).sum() / ((X - X.mean()) ** 2).sum())
+    return slope, float(y.mean() - slope * X.mean())
 
 
 @hidden_test(cell="check_train", points=1,
@@ -316,7 +375,7 @@ def _check_fit(out, slope, intercept, what):
                      "right order it reaches weight 2.0 from any starting point.")
 def trained_weight_near_two(probes):
     """Training on y = 2x ends within 0.01 of weight 2.0, bias 0.0"""
-    _check_fit(probes["train_lesson"], 2.0, 0.0,
+    _check_fit(probes["train_lesson"], probes.inputs("train_lesson"), 2.0, 0.0,
                "Trained on y = 2x from weight 2.9467, bias 0.3220")
 
 
@@ -324,4 +383,32 @@ def trained_weight_near_two(probes):
              message="Nothing in train_step should assume the data is y = 2x.")
 def fits_an_unseen_line(probes):
     """Training fits a line you have not seen"""
-    _check_fit(probes["train_unseen_line"], -3.0, 1.0, "Trained on another line")
+    inputs = probes.inputs("train_unseen_line")
+    slope, intercept = _line_of(inputs)
+    _check_fit(probes["train_unseen_line"], inputs, slope, intercept,
+               f"Trained on y = {slope:g}x {'+' if intercept >= 0 else '-'} {abs(intercept):g}")
+
+
+# ---------------------------------------------------------------- the instructor's record
+
+def expected_values(inputs):
+    """What a right answer gives on this submission's inputs (kept for appeals, never shown
+    to the student)."""
+    expected = {}
+    for name, given in inputs.items():
+        if name.startswith("fb_"):
+            loss, grads = reference_mlp(given)
+            expected[name] = {"loss": float(loss), "grads": grads}
+        elif name.startswith("cr_"):
+            x = given["x_value"]
+            expected[name] = {"y": x**2, "z": x**2 + 3, "loss": (x**2 + 3) ** 2,
+                              "x_grad": chain_rule_gradient(x)}
+        elif name == "step_stale":
+            expected[name] = {"params": step_outcomes(given)[0]["right"]}
+        elif name.startswith("train_"):
+            point = (float(given["state"]["weight"]), float(given["state"]["bias"]))
+            X, y = given["X"].double().reshape(-1), given["y"].double().reshape(-1)
+            for _ in range(given["epochs"]):
+                point = _sgd_step(point, X, y, given["lr"])
+            expected[name] = {"weight": point[0], "bias": point[1]}
+    return expected
