@@ -72,11 +72,12 @@ def test_zero_grad_after_the_step_uses_stale_gradients(results) -> None:
     assert results["zero-grad-at-end"].score == 8
 
 
-def test_a_gradient_written_by_hand_is_not_backpropagation(results) -> None:
-    failed = _failed(results["gradient-by-hand"])
-    assert set(failed) == {"gradient_at_two", "gradient_at_unseen_inputs"}
-    assert all("without ever calling loss.backward()" in m for m in failed.values())
-    assert results["gradient-by-hand"].score == 8
+def test_a_gradient_computed_by_hand_right_everywhere_gets_the_points(results) -> None:
+    """Whether backward() was called is the student's process talking about itself: it may
+    shape a message, never a score. The chain rule written out by hand gives the right values
+    on every input the grader drew, so the values decide (see the README's threat model)."""
+    assert _failed(results["gradient-by-hand"]) == {}
+    assert results["gradient-by-hand"].score == 10
 
 
 def test_training_is_judged_on_train_step_not_a_redefined_train(results) -> None:
@@ -88,9 +89,9 @@ def test_training_is_judged_on_train_step_not_a_redefined_train(results) -> None
 
 @pytest.mark.parametrize("student, message, score", [
     ("no-step", "The weights did not move although loss.backward() computed gradients", 6),
-    # two steps per call is SGD at twice the rate: it diverges on the lesson's badly
-    # conditioned data, but still fits the well-conditioned unseen line
-    ("two-steps", "twice as far as one SGD step", 7),
+    # two steps per call is SGD at twice the rate: it may still fit the well-conditioned
+    # unseen line, but training is judged on its path, and no epoch is one SGD step
+    ("two-steps", "twice as far as one SGD step", 6),
 ])
 def test_every_wrong_step_is_named(results, student: str, message: str, score: int) -> None:
     failed = _failed(results[student])

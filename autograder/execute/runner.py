@@ -247,8 +247,8 @@ def run_job(job: Job, worker: WarmWorker) -> Execution:
             log += conversation.log[:LOG_CAP - len(log)]
         if not progress.finished:
             if progress.step is None:  # not even started: another try would fail the same way
-                progress.problems.append(f"{why or _exit_text(ended[0])}: the notebook's "
-                                         "process could not start")
+                progress.problems.append(f"the notebook's process could not start "
+                                         f"({why or _exit_text(ended[0])})")
                 progress.worse(CRASHED)
                 break
             _record_end(progress, job, ended, why, conversation.used)
@@ -355,16 +355,20 @@ def _record_end(progress: _Progress, job: Job, ended: tuple[int | None, bool], w
                 used: list[str]) -> None:
     """The process ended before the last step: the step in flight is the one that cost it."""
     returncode, timed_out = ended
-    how = why or (f"the notebook's process ended abruptly ({_exit_text(returncode)})"
-                  if not timed_out else "the notebook's time limit ran out")
+    if why:
+        how, hint = f"the notebook's process {why}", ""
+    elif timed_out:
+        how, hint = "the notebook's time limit ran out", ""
+    else:
+        how = f"the notebook's process ended abruptly ({_exit_text(returncode)})"
+        hint = ": did the code call exit() or os._exit(), or run out of memory?"
     progress.worse(TIMEOUT if timed_out or "interrupted" in how else CRASHED)
     kind, what = progress.step
     if kind == "cell":
         cell = job.cells[what]
         progress.skip.add(what)
         progress.cells.setdefault(what, {"name": cell.name, "error": how, "output": ""})
-        progress.problems.append(f"{how} while running cell '{cell.name}': did the code call "
-                                 "exit() or os._exit(), loop forever, or run out of memory?")
+        progress.problems.append(f"{how} while running cell '{cell.name}'{hint}")
     else:
         culprit = used[-1] if used else "your code"
         progress.avoid.setdefault(culprit, f"{how} when the grader called {culprit}")

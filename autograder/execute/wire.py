@@ -20,10 +20,12 @@ MAX_FRAME_BYTES = 4 * 1024 * 1024
 MAX_VALUES = 100_000  # values in one frame: numbers, strings, containers, tensors
 MAX_DEPTH = 32
 MAX_TENSOR_ELEMENTS = 1_000_000
+MAX_TENSORS = 1_000  # in one frame
 MAX_STRING = 20_000  # characters; longer strings are cut (student text is capped again later)
 DTYPES = ("float32", "float64", "float16", "bfloat16", "int64", "int32", "int16", "int8",
           "uint8", "bool")
 _HEADER = struct.Struct(">II")
+_TENSOR_MARK = json.dumps(TENSOR_KEY).encode()[1:-1]  # as it appears in a header
 
 # Bound at import, before any student code runs: a notebook that patches json or struct
 # breaks only its own answers, never how the grader's frames are written.
@@ -87,8 +89,15 @@ def decode(frame: bytes) -> Any:
     (header_length,) = struct.unpack(">I", frame[:4])
     if header_length > len(frame) - 4:
         raise WireError("a header longer than its frame")
+    header = frame[4:4 + header_length]
+    # Counted in C before anything is parsed: every value but the first follows a comma, a
+    # colon's key or an opening bracket, so this bounds the values json would build.
+    if header.count(b",") + header.count(b"[") + header.count(b"{") >= MAX_VALUES:
+        raise WireError(f"more than {MAX_VALUES} values")
+    if header.count(_TENSOR_MARK) > MAX_TENSORS:
+        raise WireError(f"more than {MAX_TENSORS} tensors")
     try:
-        tree = _loads(frame[4:4 + header_length].decode("utf-8"))
+        tree = _loads(header.decode("utf-8"))
     except (ValueError, RecursionError) as error:  # bad JSON, UTF-8, huge ints, deep nesting
         raise WireError(f"not plain data ({type(error).__name__})") from None
     return _rebuild(tree, memoryview(frame)[4 + header_length:])
@@ -96,7 +105,7 @@ def decode(frame: bytes) -> Any:
 
 def _rebuild(tree: Any, body: memoryview) -> Any:
     """Walk the parsed header iteratively, counting values and depth, rebuilding tensors."""
-    count = 0
+    count = tensors = 0
     root: list[Any] = [None]
     stack: list[tuple[Any, Any, Any, int]] = [(tree, root, 0, 0)]  # (item, parent, key, depth)
     while stack:
@@ -114,6 +123,9 @@ def _rebuild(tree: Any, body: memoryview) -> Any:
             value = [None] * len(item)
             stack.extend((child, value, index, depth + 1) for index, child in enumerate(item))
         elif type(item) is dict and TENSOR_KEY in item:
+            tensors += 1
+            if tensors > MAX_TENSORS:
+                raise WireError(f"more than {MAX_TENSORS} tensors")
             value = _tensor(item, body)
         elif type(item) is dict:
             value = {}

@@ -15,22 +15,22 @@ from autograder.verify import as_number, as_tensor, close, hidden_test, probe
 LR, TOLERANCE = 0.1, 0.01
 LESSON_X = torch.tensor([[1.0], [2.0], [3.0], [4.0]])
 # The notebook needs 300 epochs from a random start because the loss of y = 2x on X = 1..4 is
-# badly conditioned (curvatures 16.7 and 0.3). The hidden run starts one unit from (2, 0) along
-# the steep direction instead: a correct train_step lands within 1e-5 in 40 epochs, every
-# mistaken one we know stays 0.5 or more away, and grading spends 40 epochs, not 300.
-LESSON_START = {"weight": torch.tensor([[2.9467]]), "bias": torch.tensor([0.3220])}
+# badly conditioned (curvatures 16.7 and 0.3). The hidden run starts along the steep direction
+# from (2, 0) instead, at a distance drawn per submission: a correct train_step lands within
+# 1e-5 in 40 epochs, every mistaken one we know stays far away, and grading spends 40 epochs.
+STEEP = torch.tensor([0.9467, 0.3220])  # one unit along the steep direction, roughly
 LESSON_EPOCHS = 40
 
 
 # ---------------------------------------------------------------- inputs (sent to the student)
 
-def _lesson_network():
+def _lesson_network(x=(1.0, 2.0), y_true=5.0):
     with torch.random.fork_rng():
         torch.manual_seed(0)  # the notebook's network in Part 1
         model = nn.Sequential(nn.Linear(2, 3), nn.ReLU(), nn.Linear(3, 1))
     state = {name: value.detach().clone() for name, value in model.state_dict().items()}
     return probe("forward_backward", sizes=[2, 3, 1], activation="relu", state=state,
-                 x=torch.tensor([[1.0, 2.0]]), y_true=torch.tensor([[5.0]]))
+                 x=torch.tensor([list(x)]), y_true=torch.tensor([[y_true]]))
 
 
 def _random_network(rng, sizes, activation):
@@ -52,7 +52,7 @@ def _unseen_x(rng, count=3):
     """Values of x for chain_rule: 0.5 to 3 either side of 0, never near the lesson's 2."""
     values = []
     while len(values) < count:
-        x = round(_uniform(rng, 0.5, 3.0) * (1 if torch.rand((), generator=rng) < 0.5 else -1), 2)
+        x = round(_uniform(rng, 0.5, 3.0) * _sign(rng), 2)
         if abs(x - 2.0) > 0.25 and all(abs(x - other) > 0.25 for other in values):
             values.append(x)
     return values
@@ -63,19 +63,28 @@ def _unseen_x(rng, count=3):
 UNSEEN_LINE_X = torch.tensor([[-1.5], [-0.5], [0.5], [1.5]])
 UNSEEN_LINE_EPOCHS, UNSEEN_LINE_LR = 20, 0.3
 
-PROBES = {  # the lesson's own, public inputs
-    "fb_lesson": _lesson_network(),
-    "cr_lesson": probe("chain_rule", x_value=2.0),
-    "train_lesson": probe("train", X=LESSON_X, y=2 * LESSON_X, epochs=LESSON_EPOCHS, lr=LR,
-                          state=LESSON_START),
-}
+def _sign(rng):
+    return 1 if float(torch.rand((), generator=rng)) < 0.5 else -1
 
 
 def draw_probes(rng):
-    """Inputs drawn for each submission from the course's secret and the notebook's hash."""
-    slope = round(_uniform(rng, 1.0, 3.5) * (1 if torch.rand((), generator=rng) < 0.5 else -1), 2)
+    """Inputs drawn for each submission from the course's secret and the notebook's hash.
+    The lesson's own values (its network, x = 2, y = 2x) are public, so each is judged with a
+    neighbour drawn here too: an answer copied for the lesson's values fails there."""
+    slope = round(_uniform(rng, 1.0, 3.5) * _sign(rng), 2)
     intercept = round(_uniform(rng, -2.0, 2.0), 2)
+    near_two = round(2.0 + _uniform(rng, 0.05, 0.2) * _sign(rng), 3)
+    lesson_x = tuple(round(v + _uniform(rng, 0.1, 0.4) * _sign(rng), 2) for v in (1.0, 2.0))
+    along = _uniform(rng, 0.6, 1.4) * _sign(rng)
+    start = {"weight": torch.tensor([[2.0 + along * float(STEEP[0])]]),
+             "bias": torch.tensor([along * float(STEEP[1])])}
     return {
+        "fb_lesson": _lesson_network(),
+        "fb_lesson_near": _lesson_network(lesson_x, round(5.0 + _uniform(rng, -1, 1), 2)),
+        "cr_lesson": probe("chain_rule", x_value=2.0),
+        "cr_near": probe("chain_rule", x_value=near_two),
+        "train_lesson": probe("train", X=LESSON_X, y=2 * LESSON_X, epochs=LESSON_EPOCHS, lr=LR,
+                              state=start),
         "fb_tanh": _random_network(rng, [3, 4, 1], "tanh"),
         "fb_deep_relu": _random_network(rng, [4, 6, 5, 1], "relu"),
         **{f"cr_unseen_{i}": probe("chain_rule", x_value=x)
@@ -187,6 +196,10 @@ def _check_gradients(out, inputs, network):
 def lesson_network_gradients(probes):
     """Gradients of the lesson's network"""
     _check_gradients(probes["fb_lesson"], probes.inputs("fb_lesson"), "the lesson's network")
+    near = probes.inputs("fb_lesson_near")
+    _check_gradients(probes["fb_lesson_near"], near,
+                     f"the lesson's network at x = {near['x'].tolist()[0]}, "
+                     f"y_true = {float(near['y_true']):g}")
 
 
 @hidden_test(cell="check_forward_backward", points=1,
@@ -243,25 +256,30 @@ def _wrong_gradient(out, x_value, got):
              message="dloss/dx = dloss/dz * dz/dy * dy/dx = 2z * 1 * 2x: let loss.backward() "
                      "compute it for you.")
 def gradient_at_two(probes):
-    """dloss/dx at x = 2"""
-    out = probes["cr_lesson"]
-    got = _chain_rule_gradient(out, 2.0)
-    assert close(got, chain_rule_gradient(2.0)), _wrong_gradient(out, 2.0, got)
+    """dloss/dx at x = 2 (and next to it)"""
+    for name in ("cr_lesson", "cr_near"):
+        x, out = probes.inputs(name)["x_value"], probes[name]
+        got = _chain_rule_gradient(out, x)
+        assert close(got, chain_rule_gradient(x)), _wrong_gradient(out, x, got)
 
 
 @hidden_test(cell="check_chain_rule", points=1,
              message="Build the graph step by step from x: y = x ** 2, z = y + 3, loss = z ** 2.")
 def graph_values(probes):
     """x, y, z and loss follow the lesson's three steps"""
-    out = probes["cr_lesson"]
-    assert "returned" not in out, (f"chain_rule(2.0) returned a {out.get('returned')}, "
-                                   "not the four values (x, y, z, loss)")
-    x = as_number(out["x"], "x")
-    assert close(x, 2.0), f"chain_rule(2.0) returned x = {x:g}: x should hold x_value"
-    for name, rule, value in (("y", "y = x ** 2", 4.0), ("z", "z = y + 3", 7.0),
-                              ("loss", "loss = z ** 2", 49.0)):
-        got = as_number(out[name], name)
-        assert close(got, value), f"At x = 2.0 your {name} is {got:g}; check {rule}"
+    for probe_name in ("cr_lesson", "cr_near"):
+        x_value, out = probes.inputs(probe_name)["x_value"], probes[probe_name]
+        assert "returned" not in out, (f"chain_rule({x_value:g}) returned a "
+                                       f"{out.get('returned')}, not the four values "
+                                       "(x, y, z, loss)")
+        x = as_number(out["x"], "x")
+        assert close(x, x_value), (f"chain_rule({x_value:g}) returned x = {x:g}: x should "
+                                   "hold x_value")
+        y = x_value**2
+        for name, rule, value in (("y", "y = x ** 2", y), ("z", "z = y + 3", y + 3),
+                                  ("loss", "loss = z ** 2", (y + 3) ** 2)):
+            got = as_number(out[name], name)
+            assert close(got, value), f"At x = {x_value:g} your {name} is {got:g}; check {rule}"
 
 
 @hidden_test(cell="check_chain_rule", points=1,
@@ -348,6 +366,9 @@ def _check_path(out, inputs, what):
         expected = _sgd_step(point, X, y, inputs["lr"])
         got = (float(path[epoch, 0]), float(path[epoch, 1]))
         if not close(torch.tensor(got), torch.tensor(expected), rtol=1e-4, atol=1e-5):
+            if got == point:
+                raise AssertionError(f"{what}, epoch {epoch + 1} left the weights where they "
+                                     f"were (weight {got[0]:.4f}, bias {got[1]:.4f})")
             raise AssertionError(
                 f"{what}, epoch {epoch + 1} moved the weight from {point[0]:.4f} to "
                 f"{got[0]:.4f} and the bias from {point[1]:.4f} to {got[1]:.4f}: "
@@ -375,8 +396,10 @@ def _line_of(inputs):
                      "right order it reaches weight 2.0 from any starting point.")
 def trained_weight_near_two(probes):
     """Training on y = 2x ends within 0.01 of weight 2.0, bias 0.0"""
-    _check_fit(probes["train_lesson"], probes.inputs("train_lesson"), 2.0, 0.0,
-               "Trained on y = 2x from weight 2.9467, bias 0.3220")
+    inputs = probes.inputs("train_lesson")
+    start = float(inputs["state"]["weight"]), float(inputs["state"]["bias"])
+    _check_fit(probes["train_lesson"], inputs, 2.0, 0.0,
+               f"Trained on y = 2x from weight {start[0]:.4f}, bias {start[1]:.4f}")
 
 
 @hidden_test(cell="check_train", points=1,
