@@ -308,7 +308,8 @@ def test_dev_shm_is_private_and_small(batch) -> None:
 
 def test_fake_results_and_exit_are_a_crash(batch) -> None:
     result = batch[0]["fake-results-then-exit"]
-    assert result.score == 0
+    assert result.status == "crashed" and result.score <= HONEST_WRONG
+    assert "All tests passed" not in result.reason
 
 
 def test_nothing_the_cheats_started_is_still_running(batch) -> None:
