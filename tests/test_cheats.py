@@ -80,8 +80,11 @@ CHEATS = {
     "fake-results-then-exit": (
         "import os\n"
         "print('All tests passed. Score: 10/10')\n"
-        "open(os.path.join(os.environ['HOME'], '..', 'out', 'progress.txt'), 'w')"
+        "try:\n"
+        "    open(os.path.join(os.environ['HOME'], '..', 'out', 'progress.txt'), 'w')"
         ".write('finished')\n"
+        "except OSError:\n"
+        "    pass\n"
         "os._exit(0)\n"),
     "read-course-files": (
         "import os\n"
@@ -359,7 +362,7 @@ def test_a_layer_that_is_off_is_reported_not_hidden(course, release_notebook, so
 def test_symlinks_planted_in_the_results_are_refused_not_followed(batch) -> None:
     result = batch[0]["symlinks-in-the-results"]
     assert result.score <= HONEST_WRONG
-    assert "hidden_test" not in result.to_json() and "reference_mlp" not in result.to_json()
+    assert "@hidden_test(" not in result.to_json() and "reference_mlp" not in result.to_json()
 
 
 def test_a_daemon_left_by_a_job_dies_when_the_job_ends(course, release_notebook, solution,
