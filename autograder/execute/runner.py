@@ -169,7 +169,7 @@ def _probe_record(data: Any) -> ProbeRecord:
 
 def _text(value: Any, cap: int) -> str:
     """Child-written text, capped and made encodable (no lone surrogates); non-text -> ""."""
-    return clean_text(value[:cap]) if isinstance(value, str) else ""
+    return clean_text(value[:cap], cap) if isinstance(value, str) else ""
 
 
 def _read_capped(path: Path, cap: int, levels: int) -> str:
