@@ -23,16 +23,9 @@ import pytest
 from autograder import commands
 from autograder.author import with_answers
 from autograder.course import Course
-from autograder.export import neutralised, write_export
+from autograder.export import write_export
 from autograder.feedback import render_html, render_markdown
-from autograder.results import (
-    MESSAGE_CAP,
-    OUTPUT_CAP,
-    SubmissionResult,
-    clean_text,
-    cleaned,
-    save_result,
-)
+from autograder.results import SubmissionResult, clean_text, cleaned, save_result
 from autograder.results import TestResult as Check
 from tests.conftest import AUTOGRADER, write_submissions
 
@@ -40,6 +33,7 @@ from tests.conftest import AUTOGRADER, write_submissions
 # right-to-left override and isolate, zero-width space, a bell, a backspace, a carriage return.
 ESCAPES = ("\x1b[2J\x1b[31mRED\x1b[0m\x1b]0;pwned-title\x07\x1b]8;;http://evil.example\x1b\\"
            "link\x1b]8;;\x1b\\ \u202egnp.exe\u202c \u2066iso\u2069 zero\u200bwidth\x07\x08\r")
+MESSAGE_CAP, OUTPUT_CAP = 2_000, 5_000  # characters: a message, the notebook's output
 HIDDEN = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200b-\u200f\u202a-\u202e\u2066-\u2069]")
 # Markup a student would like the feedback to render as ours.
 INJECTION = ("\n# Score: 10 / 10\n**Score: 10 / 10 (100 %)**\n<script>alert(1)</script>"
@@ -178,6 +172,8 @@ def test_numbers_we_computed_are_not_quoted(tmp_path: Path) -> None:
     rows = list(csv.DictReader(path.open()))
     assert [(r["student_id"], r["total"], r["status"]) for r in rows] == [
         ("'-a", "-1.5", "graded"), ("b", "2.0", "'-x")]
+    from autograder.export import neutralised
+
     assert neutralised(-3) == -3 and neutralised("\t=1") == "'\t=1"
     assert neutralised("@SUM(A1)") == "'@SUM(A1)" and neutralised("alice") == "alice"
 
