@@ -96,14 +96,27 @@ def sanitize_notebook(notebook: Any, release: Any | None = None) -> Any:
                                    for name, bundle in (cell.get("attachments") or {}).items()
                                    if isinstance(bundle, dict)}
         if kind == "code":
-            cell["outputs"] = [_clean_output(output) for output in cell.get("outputs", [])]
+            cell["outputs"] = [_clean_output(output) for output in cell.get("outputs", [])
+                               if _known_output(output)]
     return notebook
+
+
+def _known_output(output: Any) -> bool:
+    """An output of a known shape: nothing unvalidated reaches a renderer."""
+    if not isinstance(output, dict):
+        return False
+    kind = output.get("output_type")
+    if kind == "stream":  # text, shown escaped
+        return isinstance(output.get("text"), str | list)
+    if kind == "error":  # a traceback, shown escaped
+        return isinstance(output.get("traceback"), list)
+    return kind in ("display_data", "execute_result") and isinstance(output.get("data"), dict)
 
 
 def _clean_output(output: Any) -> Any:
     data = output.get("data")
     if not isinstance(data, dict):
-        return output  # stream and error outputs: text, shown escaped
+        return output  # stream and error outputs
     kept = {}
     for mime, value in data.items():
         if mime in _INERT_OUTPUTS:
