@@ -317,14 +317,17 @@ def _open_zip(path: Path) -> zipfile.ZipFile:
     """The zip, once its index is known to be small enough to parse (zipfile reads the whole
     central directory into memory at once)."""
     name = clean_text(path.name, 200)
+    # zipfile's own reader of the end record (private, but there since Python 2); should a
+    # release drop it, the zip is opened unchecked rather than refused.
+    end_record = getattr(zipfile, "_EndRecData", None)
     try:
         with open(path, "rb") as handle:
-            end = zipfile._EndRecData(handle)  # type: ignore[attr-defined]
+            end = end_record(handle) if end_record else [0] * 10
     except OSError as error:
         raise SubmissionError(f"{name} cannot be read: {error.strerror}") from None
     if not end:
         raise SubmissionError(f"{name} is not a valid zip file")
-    if end[zipfile._ECD_SIZE] > MAX_ZIP_INDEX_BYTES:  # type: ignore[attr-defined]
+    if end[getattr(zipfile, "_ECD_SIZE", 5)] > MAX_ZIP_INDEX_BYTES:
         raise SubmissionError(f"{name}: its index is larger than {MAX_ZIP_INDEX_BYTES} bytes "
                               f"(more than {MAX_ZIP_MEMBERS} members could be listed)")
     try:

@@ -193,13 +193,18 @@ def test_links_planted_in_the_courses_submitted_folder_are_not_graded_or_copied(
     (root / "plain" / "backprop" / "backprop.ipynb").write_text(honest)
     (root / "planted" / "backprop").mkdir(parents=True)
     (root / "planted" / "backprop" / "backprop.ipynb").symlink_to(secret)
+    for student in ("fifo", "zero"):
+        (root / student / "backprop").mkdir(parents=True)
+    os.mkfifo(root / "fifo" / "backprop" / "backprop.ipynb")
+    (root / "zero" / "backprop" / "backprop.ipynb").symlink_to("/dev/zero")
     (root / "=HYPERLINK(\"http:__evil\")" / "backprop").mkdir(parents=True)
     (root / "=HYPERLINK(\"http:__evil\")" / "backprop" / "backprop.ipynb").write_text(honest)
     out = io.StringIO()
     results = commands.grade(own_course, "backprop", out=out, workers=1)
 
     graded = {r.student_id for r in results}
-    assert "plain" in graded and "planted" not in graded
+    assert "plain" in graded and not graded & {"planted", "fifo", "zero"}
+    assert "fifo/backprop/backprop.ipynb is a FIFO" in out.getvalue()
     assert not any(r.startswith("=") for r in graded)
     assert "skipped: " in out.getvalue() and "planted" in out.getvalue()
     assert "not a usable student id" in out.getvalue()
