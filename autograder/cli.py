@@ -49,6 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _skip_grammar_nobody_uses()
+    for stream in (sys.stdout, sys.stderr):  # an ASCII terminal shows "?", never raises
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="replace")
     if args.command == "grade" and args.workers is not None and args.workers < 1:
         return _fail("--workers must be at least 1")
     if args.command == "grade" and args.timeout is not None and args.timeout <= 0:

@@ -5,7 +5,9 @@ Each returns data (and prints a short report), so an HTTP service can call the s
 
 from __future__ import annotations
 
-import shutil
+import json
+import logging
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,11 +22,29 @@ from autograder.feedback import write_feedback
 from autograder.gradebook import by_cell, gradebook_frame
 from autograder.gradebook_db import GradebookError, NbgraderGradebook
 from autograder.pipeline import default_workers, fingerprint, grade_batch
-from autograder.results import GRADED, INVALID, SubmissionResult, load_results, save_result
-from autograder.submissions import collect, submitted_in_course
+from autograder.results import (
+    GRADED,
+    INVALID,
+    SubmissionResult,
+    clean_text,
+    cleaned,
+    load_results,
+    save_result,
+)
+from autograder.submissions import (
+    MAX_NOTEBOOK_BYTES,
+    Skipped,
+    SubmissionError,
+    collect,
+    read_regular_file,
+    submitted_in_course,
+    write_atomic,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
+
+log = logging.getLogger(__name__)
 
 
 def grade(course: Course, assignment_name: str, source: Path | None = None,
@@ -57,10 +77,11 @@ def _grade(course: Course, assignment_name: str, source: Path | None, student_id
            pool: WarmPool | None, workers: int | None) -> list[SubmissionResult]:
     assignment = Assignment.load(course, assignment_name)
     if source is None:
-        submissions = submitted_in_course(course, assignment_name, assignment.notebook_name)
+        submissions, skipped = submitted_in_course(course, assignment_name,
+                                                   assignment.notebook_name)
     else:
-        submissions = collect(course, assignment_name, assignment.notebook_name, source,
-                              student_id)
+        submissions, skipped = collect(course, assignment_name, assignment.notebook_name,
+                                       source, student_id)
     stored = {result.student_id: result for result in load_results(course.root, assignment_name)}
     # Kept: same notebook, same grader, and a final verdict. A timeout or a crash may be
     # the machine's doing (or a shorter --timeout): those are graded again.
@@ -78,9 +99,12 @@ def _grade(course: Course, assignment_name: str, source: Path | None, student_id
     with NbgraderGradebook(course, assignment) as gradebook, \
             Progress(len(pending), out) as progress:
         def record(result: SubmissionResult) -> None:
+            cleaned(result)  # again, whoever graded it: nothing raw reaches files or people
             autograded = course.autograded_dir(result.student_id, assignment_name)
             autograded.mkdir(parents=True, exist_ok=True)
-            _keep_graded_notebook(course, assignment, result.student_id, autograded)
+            not_kept = _keep_graded_notebook(course, assignment, result.student_id, autograded)
+            if not_kept:
+                result.reason = clean_text("; ".join(filter(None, [result.reason, not_kept])))
             write_feedback(result, course.feedback_dir(result.student_id, assignment_name))
             try:
                 gradebook.record(result)
@@ -102,6 +126,7 @@ def _grade(course: Course, assignment_name: str, source: Path | None, student_id
     if weak and out is not None:
         print("WARNING: student code ran with these sandbox layers off (see `autograder "
               "doctor`):\n  " + "\n  ".join(weak), file=out)
+    _report_skipped(skipped, out)
     if unrecorded:
         raise GradebookError("graded, but not written to gradebook.db (their feedback is "
                              "written; run again to record them): " + "; ".join(unrecorded))
@@ -109,7 +134,9 @@ def _grade(course: Course, assignment_name: str, source: Path | None, student_id
 
 
 class Progress:
-    """A bar with an ETA on a terminal; elsewhere (CI, pipes) one plain line per submission."""
+    """A bar with an ETA on a terminal; elsewhere (CI, pipes) one plain line per submission.
+    It shows only cleaned text, encoded for the stream (an ASCII terminal gets "?" for what
+    it cannot show), and a line that still cannot be shown never stops the batch."""
 
     def __init__(self, total: int, out: TextIO | None) -> None:
         self.total, self.out, self.count = total, out, 0
@@ -121,14 +148,22 @@ class Progress:
 
     def done(self, result: SubmissionResult) -> None:
         self.count += 1
+        try:
+            self._show(result)
+        except Exception:  # the result is stored already; the batch goes on
+            log.exception("could not show the progress line of a submission")
+
+    def _show(self, result: SubmissionResult) -> None:
+        student = _one_line(result.student_id, 100)
         if self.bar is not None:
-            self.bar.set_postfix_str(f"{result.student_id}: {result.score:g}", refresh=False)
+            self.bar.set_postfix_str(printable(f"{student}: {result.score:g}", self.out),
+                                     refresh=False)
             self.bar.update()
         elif self.out is not None:
-            note = f"  {result.reason}" if result.reason else ""
-            print(f"[{self.count}/{self.total}] {result.student_id}: {result.score:g}/"
-                  f"{result.max_score:g} {result.status} ({result.seconds:.2f} s){note}",
-                  file=self.out, flush=True)
+            note = f"  {_one_line(result.reason, 300)}" if result.reason else ""
+            print_safely(f"[{self.count}/{self.total}] {student}: {result.score:g}/"
+                         f"{result.max_score:g} {result.status} ({result.seconds:.2f} s){note}",
+                         self.out)
 
     def __enter__(self) -> Progress:
         return self
@@ -138,13 +173,69 @@ class Progress:
             self.bar.close()
 
 
+def _one_line(text: str, cap: int) -> str:
+    return clean_text(text, cap).replace("\n", " ").replace("\t", " ")
+
+
+def printable(text: str, stream: TextIO | None) -> str:
+    """`text` as `stream` can encode it: what its encoding lacks becomes "?"."""
+    encoding = getattr(stream, "encoding", None) or "utf-8"
+    try:
+        return text.encode(encoding, errors="replace").decode(encoding, errors="replace")
+    except LookupError:
+        return text.encode("ascii", errors="replace").decode("ascii")
+
+
+def print_safely(text: str, out: TextIO) -> None:
+    """Print one line; never raise (a closed pipe or a full disk is logged, not fatal)."""
+    try:
+        print(printable(text, out), file=out, flush=True)
+    except Exception:
+        log.exception("could not print a line")
+
+
+def _report_skipped(skipped: list[Skipped], out: TextIO | None) -> None:
+    """What collection left out, at the end of the run, where the instructor sees it."""
+    for item in skipped:
+        log.warning("skipped: %s", item)
+    if out is None or not skipped:
+        return
+    print_safely(f"{len(skipped)} not graded (skipped while collecting):", out)
+    for item in skipped:
+        print_safely(f"skipped: {_one_line(item.item, 300)}: {_one_line(item.reason, 500)}",
+                     out)
+
+
 def _keep_graded_notebook(course: Course, assignment: Assignment, student_id: str,
-                          autograded: Path) -> None:
-    """The notebook that was graded, where formgrader looks for it (autograded/...)."""
+                          autograded: Path) -> str | None:
+    """The notebook that was graded, where formgrader looks for it (autograded/...), with
+    student HTML and Markdown sanitized (formgrader renders them). Returns why it was not
+    kept, or None. Read without following a link, bounded; written atomically."""
+    import nbformat
+
+    from autograder.sanitize import sanitize_notebook
+
     name = f"{assignment.notebook_name}.ipynb"
     submitted = course.submitted_dir(student_id, assignment.name) / name
-    if submitted.is_file():
-        shutil.copyfile(submitted, autograded / name)
+    kept = autograded / name
+    if not os.path.lexists(submitted):
+        return None
+    try:
+        text = read_regular_file(submitted, MAX_NOTEBOOK_BYTES).decode("utf-8")
+        raw = json.loads(text)
+        # A v4 notebook is taken as it is (nbformat's schema validation would cost more than
+        # the rest: the sanitizer keeps only what it knows); older ones are converted.
+        notebook = (nbformat.from_dict(raw) if isinstance(raw, dict) and raw.get("nbformat") == 4
+                    else nbformat.reads(text, as_version=4))
+        text = json.dumps(sanitize_notebook(notebook, assignment.release_notebook),
+                          ensure_ascii=False)
+    except Exception as error:
+        kept.unlink(missing_ok=True)  # an older submission's copy is not what was graded
+        why = (str(error) if isinstance(error, SubmissionError)
+               else f"it is not a readable Jupyter notebook ({type(error).__name__})")
+        return f"the notebook was not kept for formgrader: {clean_text(why, 300)}"
+    write_atomic(kept, text.encode("utf-8"))
+    return None
 
 
 def doctor(out: TextIO) -> bool:
@@ -187,5 +278,5 @@ def show_table(course: Course, assignment_name: str, students: list[str] | None 
     if students is not None:
         table = table.loc[students]
     shown = by_cell(table, assignment)
-    shown["reason"] = shown["reason"].fillna("").str.slice(0, 50)
+    shown["reason"] = shown["reason"].fillna("").map(lambda text: _one_line(text, 2_000)[:50])
     return shown.to_string()

@@ -7,9 +7,10 @@ tracebacks of the grader, or expected values (those never leave the hidden tests
 from __future__ import annotations
 
 import html
+import re
 from pathlib import Path
 
-from autograder.results import GRADED, SubmissionResult
+from autograder.results import GRADED, SubmissionResult, clean_text
 
 
 def _sections(result: SubmissionResult) -> list[tuple[str, list[tuple[bool, str, str]]]]:
@@ -26,21 +27,55 @@ def _score_line(result: SubmissionResult) -> str:
     return f"Score: {result.score:g} / {result.max_score:g} ({percent:.0f} %)"
 
 
+def _longest_backtick_run(text: str) -> int:
+    return max((len(run) for run in re.findall("`+", text)), default=0)
+
+
+def _code_span(text: str) -> str:
+    """One line of student text as a Markdown code span: nothing in it is read as Markdown
+    or HTML. Its delimiter is longer than any run of backticks inside, so it cannot be
+    closed early; the padding spaces are removed by the renderer."""
+    ticks = "`" * (_longest_backtick_run(text) + 1)
+    return f"{ticks} {text} {ticks}"
+
+
+def _code_block(text: str) -> list[str]:
+    """Student text of several lines as a fenced block, at the top level of the document
+    (in a list, a line that is not indented would leave the list and the block). Its fence is
+    longer than any run of backticks inside, so no line of the text can close it."""
+    fence = "`" * max(3, _longest_backtick_run(text) + 1)
+    return ["", f"{fence}text", *text.split("\n"), fence, ""]
+
+
+def _student_text(lead: str, text: str) -> list[str]:
+    """`lead` (our Markdown) followed by student text that cannot inject markup."""
+    text = clean_text(text)
+    if not text:
+        return [lead]
+    if "\n" not in text:
+        return [f"{lead} {_code_span(text)}"]
+    return [lead, *_code_block(text)]
+
+
 def render_markdown(result: SubmissionResult) -> str:
-    lines = [f"# Feedback: {result.assignment}, {result.student_id}", "",
-             f"**{_score_line(result)}**", ""]
+    """The feedback as Markdown. Everything that can come from the student (id, reason,
+    messages, cell names and errors) is in code spans or fenced blocks: it shows as text and
+    cannot add a heading, a score line, a link, an image or HTML."""
+    lines = [f"# Feedback: {result.assignment}, {_code_span(clean_text(result.student_id))}",
+             "", f"**{_score_line(result)}**", ""]
     if result.status != GRADED or result.reason:
-        lines += [f"> **{result.status}**: {result.reason}", ""]
+        lines += [*_student_text(f"**{result.status}**:", result.reason), ""]
     for cell, tests in _sections(result):
         lines += [f"## {cell}", ""]
         for passed, line, message in tests:
-            lines.append(f"- {'PASS' if passed else 'FAIL'} {line}")
-            if message:
-                lines.append(f"  - {message}")
+            lines += _student_text(f"- {'PASS' if passed else 'FAIL'} {line}"
+                                   + (":" if message else ""), message)
         lines.append("")
     if result.cell_errors:
         lines += ["## Errors in your notebook", ""]
-        lines += [f"- cell `{e['cell']}`: {e['error']}" for e in result.cell_errors]
+        for error in result.cell_errors:
+            lines += _student_text(f"- cell {_code_span(clean_text(error.get('cell', '')))}:",
+                                   error.get("error", ""))
         lines.append("")
     return "\n".join(lines)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -73,18 +74,56 @@ class SubmissionResult:
         return cls.from_dict(json.loads(text))
 
 
-def clean_text(text: str) -> str:
-    """Text that came (partly) from student code, made safe to encode anywhere as UTF-8."""
-    return text.encode("utf-8", errors="replace").decode("utf-8")
+MESSAGE_CAP = 2_000  # characters of one student-derived message (a reason, a test message)
+OUTPUT_CAP = 5_000  # characters of the notebook's printed output kept in a result
+
+# Terminal escape sequences (CSI such as colours and cursor moves, OSC such as window titles and
+# hyperlinks) are removed whole, so no half of one is left to be shown as text.
+_ESCAPES = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]?|\x9b[0-?]*[ -/]*[@-~]?"
+                      r"|\x1b\][^\x07\x1b\x9c]*(?:\x07|\x1b\\|\x9c)?")
+# What is left that can move the cursor, ring, clear, or hide or reorder text: C0 and C1 controls
+# but newline and tab, and the Unicode format characters (category Cf: bidi embeddings,
+# overrides and isolates, zero-width characters, soft hyphen, invisible tag characters...),
+# plus the line and paragraph separators.
+_HIDDEN = re.compile(
+    "[\x00-\x08\x0b-\x1f\x7f-\x9f\xad\u0600-\u0605\u061c\u06dd\u070f\u0890\u0891"
+    "\u08e2\u180e\u200b-\u200f\u2028-\u202e\u2060-\u2064\u2066-\u206f\ufeff"
+    "\ufff9-\ufffb\U000110bd\U000110cd\U00013430-\U0001343f\U0001bca0-\U0001bca3"
+    "\U0001d173-\U0001d17a\U000e0001\U000e0020-\U000e007f]")
+
+
+def clean_text(text: object, cap: int = MESSAGE_CAP) -> str:
+    """The one sanitizer for text that came from student code or student input: terminal
+    escapes, control characters (but newline and tab) and characters that hide or reorder text
+    removed, encodable as UTF-8 (a lone surrogate becomes "?"), and at most `cap` characters,
+    the end replaced by a visible "[... N more characters]". Idempotent: cleaning clean text
+    changes nothing, so every layer may clean again."""
+    text = text if isinstance(text, str) else str(text)
+    # Bound the work before the regexes run: a 25 MB message costs a slice, not a full pass.
+    window = cap * 4 + 64
+    rest = max(0, len(text) - window)
+    shown = _HIDDEN.sub("", _ESCAPES.sub("", text[:window]))
+    shown = shown.encode("utf-8", errors="replace").decode("utf-8")
+    if len(shown) <= cap and not rest:
+        return shown
+    total, keep = len(shown) + rest, cap
+    for _ in range(3):  # the marker counts towards the cap; its length depends on the count
+        marker = f"[... {total - keep} more characters]"
+        keep = max(0, cap - len(marker))
+    return shown[:keep] + marker
 
 
 def cleaned(result: SubmissionResult) -> SubmissionResult:
+    """`result` with every field that can carry student text cleaned (in place, and returned)."""
+    result.student_id = clean_text(result.student_id, 200)
     result.reason = clean_text(result.reason)
-    result.output = clean_text(result.output)
-    result.cell_errors = [{key: clean_text(str(value)) for key, value in error.items()}
-                          for error in result.cell_errors]
+    result.output = clean_text(result.output, OUTPUT_CAP)
+    result.cell_errors = [{clean_text(key, 100): clean_text(value)
+                           for key, value in error.items()}
+                          for error in result.cell_errors[:100]]
     for test in result.tests:
         test.message = clean_text(test.message)
+        test.title = clean_text(test.title, 500)
     return result
 
 
@@ -105,5 +144,6 @@ def load_results(root: Path, assignment: str) -> list[SubmissionResult]:
     """All stored results for an assignment under autograded/<student>/<assignment>/."""
     results = []
     for path in sorted((root / "autograded").glob(f"*/{assignment}/{RESULT_FILE}")):
-        results.append(SubmissionResult.from_json(path.read_text(encoding="utf-8")))
+        # Cleaned again: a result stored by an older version may hold raw student text.
+        results.append(cleaned(SubmissionResult.from_json(path.read_text(encoding="utf-8"))))
     return results

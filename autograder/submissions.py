@@ -1,27 +1,48 @@
 """Collect submissions into the course's `submitted/<student_id>/<assignment>/` folders.
 
 Three sources: a folder in nbgrader's layout (`<student_id>/<assignment>/*.ipynb`), a zip of
-notebooks as an LMS downloads them, or one notebook. Everything is checked before anything is
-written, and each notebook is stored under submitted/ before it is graded, so nothing is lost.
+notebooks as an LMS downloads them, or one notebook. These hold what students sent, so every
+file is read as hostile: no symbolic link is followed (a link to the hidden tests or to
+/etc/shadow is not copied anywhere), only regular files are read (a FIFO or /dev/zero cannot
+hang or exhaust the grader), every read is bounded, and a zip is read member by member within
+caps on count, size, total and compression ratio. One bad student or member is skipped and
+reported (`Skipped`), never the whole batch; only a source holding nothing usable is an error.
+Each notebook is stored under submitted/ (atomically) before it is graded, so nothing is lost.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import stat
+import tempfile
 import zipfile
+import zlib
+from collections.abc import Callable
+from contextlib import ExitStack, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
+from typing import NamedTuple
 
 from autograder.course import Course
+from autograder.results import clean_text
 
 STUDENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,99}$")
 # Canvas names downloads "<name>[_LATE]_<user id>_<submission id>_<file>".
 CANVAS_NAME = re.compile(r"^(?P<student>[^_]+)(?:_late)?_\d+_\d+_.+\.ipynb$", re.IGNORECASE)
-MAX_NOTEBOOK_BYTES = 20 * 1024 * 1024
 TIMESTAMP_FILE = "timestamp.txt"
+
+# The limits on what is read from instructor inputs (which hold what students sent).
+MAX_NOTEBOOK_BYTES = 20 * 1024 * 1024  # one notebook, on disk or uncompressed from a zip
+MAX_TIMESTAMP_BYTES = 256  # timestamp.txt holds one date
+MAX_ZIP_MEMBERS = 5_000  # entries of a zip looked at; the rest are skipped and reported
+MAX_ZIP_INDEX_BYTES = 8 * 1024 * 1024  # a zip's central directory, parsed whole by zipfile
+MAX_ZIP_TOTAL_BYTES = 1024 * 1024 * 1024  # bytes uncompressed from one zip, all members
+MAX_ZIP_RATIO = 100  # uncompressed / compressed bytes of a member, past the first MiB
+_ZIP_RATIO_FREE_BYTES = 1024 * 1024
+_CHUNK = 64 * 1024
 
 
 class SubmissionError(Exception):
@@ -35,81 +56,324 @@ class Submission:
     timestamp: str | None = None
 
 
-def collect(course: Course, assignment: str, notebook_name: str, source: Path,
-            student_id: str | None = None) -> list[Submission]:
-    """Store every submission found in `source` under submitted/ and return them, sorted."""
-    source = Path(source)
-    if not source.exists():
-        raise SubmissionError(f"{source} does not exist")
-    if source.is_dir():
-        found = _from_layout(source, assignment)
-    elif source.suffix == ".zip":
-        found = _from_zip(source, assignment)
-    elif source.suffix == ".ipynb":
-        found = [(student_id or source.stem, _read_notebook_bytes(source), _now())]
-    else:
-        raise SubmissionError(f"{source} is neither a folder, a .zip nor an .ipynb file")
-    if student_id is not None and len(found) != 1:
-        raise SubmissionError("--student names one student, but the source holds "
-                              f"{len(found)} submissions")
-    _check_ids(found)
-    stored = []
-    for sid, content, timestamp in found:
-        stored.append(_store(course, assignment, notebook_name, sid, content, timestamp))
-    return sorted(stored, key=lambda submission: submission.student_id)
+@dataclass(frozen=True)
+class Skipped:
+    """One student, file or zip member that was not collected, and why (clean text)."""
+
+    item: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.item}: {self.reason}"
 
 
-def submitted_in_course(course: Course, assignment: str, notebook_name: str) -> list[Submission]:
-    """The submissions already under the course's submitted/ folder."""
-    root = course.root / "submitted"
-    if not root.is_dir():
-        return []
-    return [_stored(course.submitted_dir(d.name, assignment), d.name, notebook_name)
-            for d in sorted(root.iterdir()) if (d / assignment).is_dir()]
+class Collected(NamedTuple):
+    submissions: list[Submission]
+    skipped: list[Skipped]
 
 
-def _from_layout(folder: Path, assignment: str) -> list[tuple[str, bytes | None, str | None]]:
-    found = []
-    for student_dir in sorted(p for p in folder.iterdir() if p.is_dir()):
-        assignment_dir = student_dir / assignment
-        if not assignment_dir.is_dir():
-            continue
-        notebooks = sorted(p for p in assignment_dir.glob("*.ipynb")
-                           if not p.name.startswith("."))  # macOS "._x.ipynb" and the like
-        if len(notebooks) > 1:
-            raise SubmissionError(f"{assignment_dir} holds {len(notebooks)} notebooks; "
-                                  "one is expected")
-        content = _read_notebook_bytes(notebooks[0]) if notebooks else None
-        found.append((student_dir.name, content, _read_timestamp(assignment_dir)))
-    if not found:
-        raise SubmissionError(f"{folder} holds no <student_id>/{assignment}/ folder "
-                              "(nbgrader's submitted/ layout)")
-    return found
-
-
-def _from_zip(path: Path, assignment: str) -> list[tuple[str, bytes | None, str | None]]:
+def read_regular_file(path: Path, cap: int) -> bytes:
+    """The bytes of `path`, which must be a regular file (not a symbolic link, FIFO, device or
+    folder) of at most `cap` bytes. The size is not trusted from stat: the read itself stops
+    past `cap`. Raises SubmissionError naming the file and the problem."""
+    name = clean_text(path, 300)
     try:
-        archive = zipfile.ZipFile(path)
-    except zipfile.BadZipFile:
-        raise SubmissionError(f"{path} is not a valid zip file") from None
-    with archive:
-        members = [m for m in archive.infolist() if _is_notebook_member(m)]
-        if not members:
-            raise SubmissionError(f"{path} contains no .ipynb file")
-        found = []
-        for member in members:
-            if member.file_size > MAX_NOTEBOOK_BYTES:
-                raise SubmissionError(f"{path}: {member.filename} is larger than "
-                                      f"{MAX_NOTEBOOK_BYTES} bytes")
-            sid = _student_of_member(PurePosixPath(member.filename).parts, assignment)
-            found.append((sid, archive.read(member), _zip_time(member)))
+        # lstat first: a device or FIFO is never even opened (opening some has effects).
+        mode = os.lstat(path).st_mode
+        if not stat.S_ISREG(mode):
+            raise SubmissionError(f"{name} is {_kind(mode)}, not a regular file: not read")
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY
+                     | os.O_CLOEXEC)
+    except OSError as error:
+        if error.errno == errno.ELOOP:  # swapped for a link after the lstat
+            raise SubmissionError(f"{name} is a symbolic link: not followed") from None
+        raise SubmissionError(f"{name} cannot be read: {error.strerror}") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):  # swapped after the lstat
+            raise SubmissionError(f"{name} is {_kind(info.st_mode)}, not a regular file: "
+                                  "not read")
+        if info.st_size > cap:  # a shortcut only: the loop below does not trust the size
+            raise SubmissionError(f"{name} is larger than {cap} bytes: not read")
+        chunks, total = [], 0
+        while True:
+            try:
+                chunk = os.read(fd, min(_CHUNK, cap + 1 - total))
+            except OSError as error:
+                raise SubmissionError(f"{name} cannot be read: {error.strerror}") from None
+            if not chunk:
+                return b"".join(chunks)
+            total += len(chunk)
+            if total > cap:
+                raise SubmissionError(f"{name} is larger than {cap} bytes: not read")
+            chunks.append(chunk)
+    finally:
+        os.close(fd)
+
+
+def _kind(mode: int) -> str:
+    if stat.S_ISLNK(mode):
+        return "a symbolic link"
+    if stat.S_ISDIR(mode):
+        return "a folder"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "not a regular file"
+
+
+@dataclass
+class _Candidate:
+    student_id: str
+    item: str  # how the instructor finds it: a path, or zip:member
+    read: Callable[[], bytes | None]  # None: no notebook; raises SubmissionError
+    timestamp: str | None
+
+
+def collect(course: Course, assignment: str, notebook_name: str, source: Path,
+            student_id: str | None = None) -> Collected:
+    """Store every usable submission found in `source` under submitted/; return them, sorted,
+    and what was skipped, with reasons. A source holding nothing usable is an error, and
+    then nothing is written."""
+    source = Path(source)
+    if not source.exists() and not source.is_symlink():
+        raise SubmissionError(f"{clean_text(source, 300)} does not exist")
+    skipped: list[Skipped] = []
+    with ExitStack() as stack:
+        if source.suffix == ".ipynb" and not source.is_dir():
+            candidates = [_Candidate(student_id or source.stem, clean_text(source, 300),
+                                     lambda: read_regular_file(source, MAX_NOTEBOOK_BYTES),
+                                     _now())]
+        elif source.is_dir():
+            candidates = _from_layout(source, assignment, skipped)
+        elif source.suffix == ".zip":
+            candidates = _from_zip(source, assignment, skipped, stack)
+        else:
+            raise SubmissionError(f"{clean_text(source, 300)} is neither a folder, a .zip nor "
+                                  "an .ipynb file")
+        candidates = _usable_ids(candidates, skipped)
+        if student_id is not None and len(candidates) > 1:
+            raise SubmissionError("--student names one student, but the source holds "
+                                  f"{len(candidates)} submissions")
+        stored = []
+        for candidate in candidates:
+            try:
+                content = candidate.read()
+                stored.append(_store(course, assignment, notebook_name, candidate.student_id,
+                                     content, candidate.timestamp))
+            except SubmissionError as error:
+                skipped.append(Skipped(candidate.item, str(error)))
+    if not stored:
+        raise SubmissionError(f"{clean_text(source, 300)} holds no usable submission: "
+                              + "; ".join(str(s) for s in skipped[:10]))
+    return Collected(sorted(stored, key=lambda s: s.student_id), skipped)
+
+
+def submitted_in_course(course: Course, assignment: str, notebook_name: str) -> Collected:
+    """The submissions already under the course's submitted/ folder (nothing is copied), and
+    the students skipped: a linked folder or notebook, an oversized one, an unusable id."""
+    root = course.root / "submitted"
+    found: list[Submission] = []
+    skipped: list[Skipped] = []
+    if not root.is_dir():
+        return Collected(found, skipped)
+    for student_dir, assignment_dir in _student_folders(root, assignment, skipped):
+        sid = student_dir.name
+        if not STUDENT_ID.match(sid):
+            skipped.append(Skipped(clean_text(student_dir, 300), _bad_id(sid)))
+            continue
+        try:
+            notebook = _stored_notebook(assignment_dir, notebook_name)
+        except SubmissionError as error:
+            skipped.append(Skipped(clean_text(student_dir, 300), str(error)))
+            continue
+        found.append(Submission(sid, notebook, _read_timestamp(assignment_dir)))
+    return Collected(found, skipped)
+
+
+def _stored_notebook(folder: Path, notebook_name: str) -> Path | None:
+    """The notebook under submitted/<student>/<assignment>/ (its own name, else the only one),
+    checked to be a regular file within the cap; None if there is none."""
+    named = folder / f"{notebook_name}.ipynb"
+    if os.path.lexists(named):
+        notebook = named
+    else:
+        candidates = _notebooks_in(folder)
+        if len(candidates) > 1:
+            raise SubmissionError(f"{clean_text(folder, 300)} holds {len(candidates)} "
+                                  "notebooks; one is expected")
+        if not candidates:
+            return None
+        notebook = candidates[0]
+    info = os.lstat(notebook)
+    if not stat.S_ISREG(info.st_mode):
+        raise SubmissionError(f"{clean_text(notebook, 300)} is {_kind(info.st_mode)}, "
+                              "not a regular file: not graded")
+    if info.st_size > MAX_NOTEBOOK_BYTES:
+        raise SubmissionError(f"{clean_text(notebook, 300)} is larger than "
+                              f"{MAX_NOTEBOOK_BYTES} bytes: not graded")
+    return notebook
+
+
+def _student_folders(root: Path, assignment: str,
+                     skipped: list[Skipped]) -> list[tuple[Path, Path]]:
+    """(student folder, its assignment folder) for each real (unlinked) pair under `root`;
+    a linked one is skipped and reported."""
+    pairs = []
+    for entry in sorted(os.scandir(root), key=lambda e: e.name):
+        path = Path(entry.path)
+        if entry.is_symlink():
+            skipped.append(Skipped(clean_text(path, 300), "a symbolic link: not followed"))
+            continue
+        if not entry.is_dir(follow_symlinks=False):
+            continue
+        assignment_dir = path / assignment
+        try:
+            mode = os.lstat(assignment_dir).st_mode
+        except OSError:
+            continue  # this student has nothing for this assignment
+        if stat.S_ISLNK(mode):
+            skipped.append(Skipped(clean_text(assignment_dir, 300),
+                                   "a symbolic link: not followed"))
+        elif stat.S_ISDIR(mode):
+            pairs.append((path, assignment_dir))
+    return pairs
+
+
+def _notebooks_in(folder: Path) -> list[Path]:
+    # Hidden files are macOS "._x.ipynb" and the like, not submissions.
+    return sorted(Path(entry.path) for entry in os.scandir(folder)
+                  if entry.name.endswith(".ipynb") and not entry.name.startswith("."))
+
+
+def _from_layout(folder: Path, assignment: str, skipped: list[Skipped]) -> list[_Candidate]:
+    pairs = _student_folders(folder, assignment, skipped)
+    if not pairs and not skipped:
+        raise SubmissionError(f"{clean_text(folder, 300)} holds no <student_id>/{assignment}/ "
+                              "folder (nbgrader's submitted/ layout)")
+    found = []
+    for student_dir, assignment_dir in pairs:
+        notebooks = _notebooks_in(assignment_dir)
+        if len(notebooks) > 1:
+            skipped.append(Skipped(clean_text(assignment_dir, 300),
+                                   f"holds {len(notebooks)} notebooks; one is expected"))
+            continue
+        read = _notebook_reader(notebooks[0]) if notebooks else (lambda: None)
+        found.append(_Candidate(student_dir.name, clean_text(student_dir, 300), read,
+                                _read_timestamp(assignment_dir)))
     return found
 
 
-def _is_notebook_member(member: zipfile.ZipInfo) -> bool:
-    parts = PurePosixPath(member.filename).parts
-    return (not member.is_dir() and member.filename.endswith(".ipynb")
-            and not any(part.startswith((".", "__MACOSX")) for part in parts))
+def _notebook_reader(path: Path) -> Callable[[], bytes]:
+    return lambda: read_regular_file(path, MAX_NOTEBOOK_BYTES)
+
+
+class _Budget:
+    """What is left of a zip's total uncompressed bytes; every byte read counts."""
+
+    def __init__(self, total: int) -> None:
+        self.left = total
+
+
+def _from_zip(path: Path, assignment: str, skipped: list[Skipped],
+              stack: ExitStack) -> list[_Candidate]:
+    name = clean_text(path.name, 200)
+    archive = _open_zip(path)
+    stack.enter_context(archive)
+    members = archive.infolist()
+    if len(members) > MAX_ZIP_MEMBERS:
+        skipped.append(Skipped(name, f"holds {len(members)} members; the "
+                                     f"{len(members) - MAX_ZIP_MEMBERS} after the first "
+                                     f"{MAX_ZIP_MEMBERS} are skipped"))
+        members = members[:MAX_ZIP_MEMBERS]
+    budget = _Budget(MAX_ZIP_TOTAL_BYTES)
+    found = []
+    for member in members:
+        item = f"{name}:{clean_text(member.filename, 300)}"
+        parts = PurePosixPath(member.filename).parts
+        if member.filename.startswith("/") or ".." in parts:
+            skipped.append(Skipped(item, "an unsafe path (absolute or with '..') in the zip"))
+            continue
+        if (member.is_dir() or not member.filename.endswith(".ipynb")
+                or any(part.startswith((".", "__MACOSX")) for part in parts)):
+            continue  # not a notebook, or an archiver's metadata (macOS "._x.ipynb")
+        # A Unix zip records each member's file type; a link's "content" is its target.
+        mode = member.external_attr >> 16 if member.create_system == 3 else 0
+        if stat.S_IFMT(mode) not in (0, stat.S_IFREG):
+            skipped.append(Skipped(item, f"{_kind(mode)} in the zip: not read"))
+            continue
+        found.append(_Candidate(_student_of_member(parts, assignment), item,
+                                _member_reader(archive, member, item, budget),
+                                _zip_time(member)))
+    if not found and not skipped:
+        raise SubmissionError(f"{name} contains no .ipynb file")
+    return found
+
+
+def _open_zip(path: Path) -> zipfile.ZipFile:
+    """The zip, once its index is known to be small enough to parse (zipfile reads the whole
+    central directory into memory at once)."""
+    name = clean_text(path.name, 200)
+    # zipfile's own reader of the end record (private, but there since Python 2); should a
+    # release drop it, the zip is opened unchecked rather than refused.
+    end_record = getattr(zipfile, "_EndRecData", None)
+    try:
+        with open(path, "rb") as handle:
+            end = end_record(handle) if end_record else [0] * 10
+    except OSError as error:
+        raise SubmissionError(f"{name} cannot be read: {error.strerror}") from None
+    if not end:
+        raise SubmissionError(f"{name} is not a valid zip file")
+    if end[getattr(zipfile, "_ECD_SIZE", 5)] > MAX_ZIP_INDEX_BYTES:
+        raise SubmissionError(f"{name}: its index is larger than {MAX_ZIP_INDEX_BYTES} bytes "
+                              f"(more than {MAX_ZIP_MEMBERS} members could be listed)")
+    try:
+        return zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError):
+        raise SubmissionError(f"{name} is not a valid zip file") from None
+
+
+def _member_reader(archive: zipfile.ZipFile, member: zipfile.ZipInfo, item: str,
+                   budget: _Budget) -> Callable[[], bytes]:
+    def read() -> bytes:
+        return _read_member(archive, member, item, budget)
+
+    return read
+
+
+def _read_member(archive: zipfile.ZipFile, member: zipfile.ZipInfo, item: str,
+                 budget: _Budget) -> bytes:
+    """A member's bytes, read through zipfile in chunks: its declared size is not trusted,
+    the read stops at whichever cap it meets first."""
+    if member.file_size > MAX_NOTEBOOK_BYTES:
+        raise SubmissionError(f"{item} is larger than {MAX_NOTEBOOK_BYTES} bytes: not read")
+    ratio_cap = max(_ZIP_RATIO_FREE_BYTES, MAX_ZIP_RATIO * member.compress_size)
+    chunks, total = [], 0
+    try:
+        with archive.open(member) as stream:
+            while chunk := stream.read(_CHUNK):
+                total += len(chunk)
+                budget.left -= len(chunk)
+                if total > MAX_NOTEBOOK_BYTES:
+                    raise SubmissionError(f"{item} is larger than {MAX_NOTEBOOK_BYTES} bytes "
+                                          "uncompressed: not read")
+                if total > ratio_cap:
+                    raise SubmissionError(f"{item} is compressed more than {MAX_ZIP_RATIO} "
+                                          "times (a zip bomb?): not read")
+                if budget.left < 0:
+                    raise SubmissionError(f"the zip's notebooks exceed {MAX_ZIP_TOTAL_BYTES} "
+                                          "bytes uncompressed in all: this one and the rest "
+                                          "are not read")
+                chunks.append(chunk)
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, RuntimeError,
+            NotImplementedError, ValueError) as error:
+        # Corrupt data, a bad CRC, encryption, an unsupported compression method...
+        raise SubmissionError(f"{item} cannot be read from the zip: "
+                              f"{clean_text(error, 200)}") from None
+    return b"".join(chunks)
 
 
 def _student_of_member(parts: tuple[str, ...], assignment: str) -> str:
@@ -135,11 +399,12 @@ def _zip_time(member: zipfile.ZipInfo) -> str | None:
 
 
 def _read_timestamp(folder: Path) -> str | None:
-    """timestamp.txt, if it holds a date nbgrader can read; otherwise none."""
-    stamp = folder / TIMESTAMP_FILE
-    if not stamp.is_file():
+    """timestamp.txt, if it is a small regular file holding a date nbgrader can read."""
+    try:
+        raw = read_regular_file(folder / TIMESTAMP_FILE, MAX_TIMESTAMP_BYTES)
+    except SubmissionError:
         return None
-    text = stamp.read_text(encoding="utf-8", errors="replace").strip()[:100]
+    text = clean_text(raw.decode("utf-8", errors="replace").strip(), 100)
     from dateutil.parser import ParserError, parse
 
     try:
@@ -149,56 +414,65 @@ def _read_timestamp(folder: Path) -> str | None:
     return text
 
 
-def _check_ids(found: list[tuple[str, bytes | None, str | None]]) -> None:
-    seen: set[str] = set()
-    for sid, _, _ in found:
-        if not STUDENT_ID.match(sid):
-            raise SubmissionError(f"'{sid}' is not a usable student id (letters, digits and "
-                                  "._@+- only, starting with a letter or digit)")
-        if sid in seen:
-            raise SubmissionError(f"student '{sid}' appears more than once in the submissions")
-        seen.add(sid)
+def _bad_id(sid: str) -> str:
+    return (f"'{clean_text(sid, 120)}' is not a usable student id (letters, digits and ._@+- "
+            "only, starting with a letter or digit)")
 
 
-def _read_notebook_bytes(path: Path) -> bytes:
-    return read_notebook_bytes(path)
+def _usable_ids(candidates: list[_Candidate], skipped: list[Skipped]) -> list[_Candidate]:
+    """Candidates whose id is usable and unique; a student named twice is skipped whole (which
+    of the two is theirs cannot be known)."""
+    by_id: dict[str, list[_Candidate]] = {}
+    for candidate in candidates:
+        if STUDENT_ID.match(candidate.student_id):
+            by_id.setdefault(candidate.student_id, []).append(candidate)
+        else:
+            skipped.append(Skipped(candidate.item, _bad_id(candidate.student_id)))
+    usable = []
+    for sid, same in by_id.items():
+        if len(same) == 1:
+            usable.append(same[0])
+        else:
+            skipped.append(Skipped(sid, f"student '{sid}' appears more than once in the "
+                                        f"submissions ({', '.join(c.item for c in same)}): "
+                                        "none of them is collected"))
+    return usable
 
 
 def read_notebook_bytes(path: Path) -> bytes:
     """A submitted notebook's bytes: a regular file (no symlink followed), read bounded."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except OSError as error:
-        raise SubmissionError(f"{path} cannot be read ({error.strerror})") from None
-    with os.fdopen(fd, "rb") as handle:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise SubmissionError(f"{path} is not a regular file")
-        content = handle.read(MAX_NOTEBOOK_BYTES + 1)
-    if len(content) > MAX_NOTEBOOK_BYTES:
-        raise SubmissionError(f"{path} is larger than {MAX_NOTEBOOK_BYTES} bytes")
-    return content
+    return read_regular_file(path, MAX_NOTEBOOK_BYTES)
 
 
 def _store(course: Course, assignment: str, notebook_name: str, sid: str, content: bytes | None,
            timestamp: str | None) -> Submission:
     target = course.submitted_dir(sid, assignment)
-    notebook = target / f"{notebook_name}.ipynb"
+    for folder in (target.parent, target):  # submitted/<sid>, submitted/<sid>/<assignment>
+        if folder.is_symlink():
+            raise SubmissionError(f"{clean_text(folder, 300)} is a symbolic link: "
+                                  "nothing is written through it")
     target.mkdir(parents=True, exist_ok=True)
-    (target / TIMESTAMP_FILE).write_text(timestamp or _now(), encoding="utf-8")
+    timestamp = timestamp or _now()
+    write_atomic(target / TIMESTAMP_FILE, timestamp.encode("utf-8"))
     if content is None:  # an empty submission: graded as such, whatever an older one held
-        return Submission(sid, None, _read_timestamp(target))
-    partial = notebook.with_suffix(".partial")
-    partial.write_bytes(content)
-    partial.replace(notebook)
-    return _stored(target, sid, notebook_name)
-
-
-def _stored(target: Path, sid: str, notebook_name: str) -> Submission:
+        return Submission(sid, None, timestamp)
     notebook = target / f"{notebook_name}.ipynb"
-    if not notebook.is_file():
-        candidates = sorted(p for p in target.glob("*.ipynb") if not p.name.startswith("."))
-        notebook = candidates[0] if len(candidates) == 1 else None
-    return Submission(sid, notebook, _read_timestamp(target))
+    write_atomic(notebook, content)
+    return Submission(sid, notebook, timestamp)
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write through a new file renamed over `path`: a link planted at `path` is replaced,
+    never written through, and a reader sees the old content or the new."""
+    fd, partial = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(partial, path)
+    except BaseException:
+        with suppress(OSError):
+            os.unlink(partial)
+        raise
 
 
 def _now() -> str:

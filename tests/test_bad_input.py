@@ -46,19 +46,32 @@ def _zip(path: Path, members: dict[str, str]) -> Path:
     return path
 
 
-def test_a_zip_naming_a_student_twice_writes_nothing(empty_course: Course,
-                                                     tmp_path: Path) -> None:
+def test_a_student_named_twice_is_skipped_and_reported_not_the_batch(empty_course: Course,
+                                                                     tmp_path: Path) -> None:
     download = _zip(tmp_path / "d.zip", {"alice/a.ipynb": "{}", "bob/b.ipynb": "{}",
                                          "alice/again.ipynb": "{}"})
-    with pytest.raises(SubmissionError, match="'alice' appears more than once"):
-        collect(empty_course, "backprop", "backprop", download)
-    assert _nothing_submitted(empty_course)
+    found, skipped = collect(empty_course, "backprop", "backprop", download)
+    assert [s.student_id for s in found] == ["bob"]
+    assert [(s.item, "appears more than once" in s.reason) for s in skipped] == [("alice", True)]
+    assert sorted(p.name for p in (empty_course.root / "submitted").iterdir()) == ["bob"]
 
 
-def test_unsafe_student_ids_are_refused(empty_course: Course, tmp_path: Path) -> None:
+def test_unsafe_student_ids_are_skipped_and_reported(empty_course: Course,
+                                                     tmp_path: Path) -> None:
     download = _zip(tmp_path / "d.zip", {"ok_1_2_backprop.ipynb": "{}",
                                          "bad id!.ipynb": "{}"})
-    with pytest.raises(SubmissionError, match="not a usable student id"):
+    found, skipped = collect(empty_course, "backprop", "backprop", download)
+    assert [s.student_id for s in found] == ["ok"]
+    assert len(skipped) == 1 and "not a usable student id" in skipped[0].reason
+    assert skipped[0].item == "d.zip:bad id!.ipynb"
+
+
+def test_a_source_with_nothing_usable_writes_nothing(empty_course: Course,
+                                                     tmp_path: Path) -> None:
+    download = _zip(tmp_path / "d.zip", {"bad id!.ipynb": "{}", "x/a.ipynb": "{}",
+                                         "x/b.ipynb": "{}"})
+    with pytest.raises(SubmissionError, match="holds no usable submission: .*not a usable "
+                                              "student id.*appears more than once"):
         collect(empty_course, "backprop", "backprop", download)
     assert _nothing_submitted(empty_course)
 
@@ -68,8 +81,8 @@ def test_zip_layouts_map_to_student_ids(empty_course: Course, tmp_path: Path) ->
         "export/alice/backprop.ipynb": "{}",          # one wrapping folder, then students
         "export/bob/backprop/backprop.ipynb": "{}",
     })
-    found = collect(empty_course, "backprop", "backprop", download)
-    assert [s.student_id for s in found] == ["alice", "bob"]
+    found, skipped = collect(empty_course, "backprop", "backprop", download)
+    assert [s.student_id for s in found] == ["alice", "bob"] and not skipped
     assert all(s.notebook.name == "backprop.ipynb" and s.notebook.is_file() for s in found)
 
 
