@@ -320,7 +320,7 @@ def _step(conversation: _Conversation, command: dict, budget: float,
 
 def _text(value: Any, cap: int) -> str:
     """Child-written text, capped and made encodable; non-text -> ""."""
-    return clean_text(value[:cap], cap) if isinstance(value, str) else ""
+    return clean_text(value, cap) if isinstance(value, str) else ""
 
 
 def _cell_report(cell: Cell, reply: dict, cut: bool, budget: float) -> dict[str, Any]:
