@@ -365,14 +365,21 @@ def _private_mounts_on_host(scratch: Path | None) -> str:
     return _TMP_REPORT
 
 
+_installation: list[str] | None = None
+
+
 def _installation_paths() -> list[str]:
     """What the job must be able to read: Python, the virtualenv, this package, and what
-    else is on the import path; none inside another."""
-    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    candidates = {os.path.realpath(p) for p in (sys.prefix, sys.base_prefix, sys.exec_prefix,
-                                                package, *sys.path) if p}
-    paths = sorted(p for p in candidates if os.path.isdir(p) and p != "/")
-    return [p for p in paths if not any(_is_under(Path(p), Path(q)) for q in paths)]
+    else is on the import path; none inside another. Found once, in the warm server."""
+    global _installation
+    if _installation is None:
+        package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        found = {os.path.realpath(p) for p in (sys.prefix, sys.base_prefix, sys.exec_prefix,
+                                               package, *sys.path) if p}
+        paths = sorted(p for p in found if os.path.isdir(p) and p != "/")
+        _installation = [p for p in paths
+                         if not any(p.startswith(q.rstrip("/") + "/") for q in paths)]
+    return _installation
 
 
 def _is_under(path: Path, parent: Path) -> bool:
@@ -437,6 +444,7 @@ def preload() -> None:
     """Import what confining a job needs, once, in the fork server (landlock: 15 ms), and
     compile the seccomp filter."""
     seccomp.prepare()
+    _installation_paths()
     try:
         import landlock  # noqa: F401
     except ImportError:
