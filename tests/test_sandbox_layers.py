@@ -186,3 +186,29 @@ def test_sockets_are_unix_only_and_dataloader_workers_still_run() -> None:
 def test_the_filter_is_compiled_once_to_bpf() -> None:
     program = seccomp.build()
     assert len(program) % 8 == 0 and 20 < len(program) // 8 < 200
+
+
+def test_without_libseccomp_the_layer_says_off_and_why() -> None:
+    import subprocess
+
+    code = ("import sys; sys.modules['pyseccomp'] = None\n"
+            "from autograder.execute import seccomp; print(seccomp.apply())")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.stdout.startswith("off (libseccomp unavailable:"), done.stdout + done.stderr
+
+
+def test_when_no_new_root_can_be_built_it_says_so_and_tmp_stays_private(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sandbox, "SYS_PIVOT_ROOT", -1)  # as on a kernel without pivot_root
+    marker = f"autograder-marker-{uuid.uuid4().hex}"
+
+    def probe(folder: Path) -> dict:
+        Path("/tmp", marker).write_text("x")
+        return {"tmp": sorted(os.listdir("/tmp")), "etc_hostname": os.path.exists("/etc/hostname"),
+                "installation": os.path.isdir(sys.prefix)}
+
+    found = in_sandbox(None, probe)
+    assert found["report"]["root"].startswith("off ("), found["report"]
+    assert found["report"]["private-tmp"].startswith("on"), found["report"]
+    assert marker in found["tmp"] and found["installation"]
+    assert not Path("/tmp", marker).exists()

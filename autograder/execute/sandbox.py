@@ -233,7 +233,7 @@ def confine(scratch: Path | None, timeout: float, report: dict[str, str],
     folder = scratch
     if folder is None:
         folder = JOB_HOME if report["root"].startswith("on") else Path(
-            tempfile.mkdtemp(prefix="autograder-job-"))  # no private /tmp: a host folder
+            tempfile.mkdtemp(prefix="autograder-job-"))  # no new root: a folder in /tmp
     _first_to_go_when_memory_runs_out()
     report["limits"] = _limit(timeout)
     report["uid"] = _drop_to_own_uid(folder, uid)

@@ -74,7 +74,7 @@ def prepare() -> None:
         return
     try:
         _program = build()
-    except (ImportError, OSError, RuntimeError, ValueError) as error:
+    except (ImportError, OSError, RuntimeError, ValueError, AttributeError) as error:
         _why_not = f"libseccomp unavailable: {error}"
 
 
