@@ -35,6 +35,10 @@ def build_parser() -> argparse.ArgumentParser:
                             "else the local pool)")
     grade.add_argument("--regrade", action="store_true",
                        help="grade again submissions already graded and unchanged")
+    grade.add_argument("--unsafe", action="store_true",
+                       help="grade even if a sandbox layer that protects the grader itself "
+                            "(read-only installation, memory budget) is off, e.g. without "
+                            "root; the output says so")
 
     export = commands.add_parser("export", help="write the gradebook as CSV or Canvas CSV")
     export.add_argument("assignment")
@@ -78,7 +82,7 @@ def _run(args: argparse.Namespace) -> int:
     elif args.command == "grade":
         commands.grade(course, args.assignment, args.source, args.student, args.workers,
                        args.timeout, out=sys.stdout, regrade=args.regrade,
-                       scheduler=args.scheduler)
+                       scheduler=args.scheduler, unsafe=args.unsafe)
         print(commands.show_table(course, args.assignment))
         print(f"wrote {commands.export(course, args.assignment)}")
     elif args.command == "export":

@@ -50,31 +50,38 @@ log = logging.getLogger(__name__)
 def grade(course: Course, assignment_name: str, source: Path | None = None,
           student_id: str | None = None, workers: int | None = None,
           timeout: float | None = None, out: TextIO | None = None,
-          regrade: bool = False, scheduler: str | None = None) -> list[SubmissionResult]:
+          regrade: bool = False, scheduler: str | None = None,
+          unsafe: bool = False) -> list[SubmissionResult]:
     """Collect, grade and record. Each result is stored (feedback, gradebook.db, then
     results.json, which marks it done) as soon as it is known; a submission whose notebook and
     grader are unchanged since its stored result is not graded again, so a batch that was
-    killed midway resumes where it stopped."""
+    killed midway resumes where it stopped. Refuses to start (UnsafeSandboxError) where a
+    sandbox layer that protects the grader itself is off, unless `unsafe`."""
     scheduler = scheduler or course.scheduler
-    with _warming_pool(workers, scheduler) as pool:
+    if unsafe and out is not None:
+        print("UNSAFE: --unsafe: grading even if a sandbox layer that protects the grader "
+              "itself (read-only installation, memory budget) is off", file=out, flush=True)
+    with _warming_pool(workers, scheduler, unsafe) as pool:
         return _grade(course, assignment_name, source, student_id, timeout, out, regrade,
-                      scheduler, pool, workers)
+                      scheduler, pool, workers, unsafe)
 
 
 @contextmanager
-def _warming_pool(workers: int | None, scheduler: str | None) -> Iterator[WarmPool | None]:
+def _warming_pool(workers: int | None, scheduler: str | None,
+                  unsafe: bool = False) -> Iterator[WarmPool | None]:
     """The local warm workers, warming up (2 s) while the assignment and gradebook load."""
     if scheduler:
         yield None
         return
-    with WarmPool(workers or default_workers()) as pool:
+    with WarmPool(workers or default_workers(), unsafe=unsafe) as pool:
         pool.launch()
         yield pool
 
 
 def _grade(course: Course, assignment_name: str, source: Path | None, student_id: str | None,
            timeout: float | None, out: TextIO | None, regrade: bool, scheduler: str | None,
-           pool: WarmPool | None, workers: int | None) -> list[SubmissionResult]:
+           pool: WarmPool | None, workers: int | None,
+           unsafe: bool = False) -> list[SubmissionResult]:
     assignment = Assignment.load(course, assignment_name)
     if source is None:
         submissions, skipped = submitted_in_course(course, assignment_name,
@@ -121,12 +128,15 @@ def _grade(course: Course, assignment_name: str, source: Path | None, student_id
         budgets = Budgets(notebook=timeout or course.timeout,
                           locked_cell=course.locked_cell_timeout, probe=course.probe_timeout)
         results = grade_batch(assignment, pending, budgets, workers,
-                              on_result=record, scheduler=scheduler, pool=pool)
+                              on_result=record, scheduler=scheduler, pool=pool,
+                              unsafe=unsafe)
     weak = sorted({layer for result in results for layer in result.sandbox_off})
     if weak and out is not None:
         print("WARNING: student code ran with these sandbox layers off (see `autograder "
               "doctor`):\n  " + "\n  ".join(weak), file=out)
     _report_skipped(skipped, out)
+    if unsafe and out is not None:
+        print("UNSAFE: graded with --unsafe (layers off are listed above, if any)", file=out)
     if unrecorded:
         raise GradebookError("graded, but not written to gradebook.db (their feedback is "
                              "written; run again to record them): " + "; ".join(unrecorded))
@@ -242,7 +252,7 @@ def doctor(out: TextIO) -> bool:
     """Start a warm worker and report each sandbox layer. True when every layer is on."""
     from autograder.execute.warm import WarmWorker
 
-    worker = WarmWorker()
+    worker = WarmWorker(unsafe=True)  # it only reports: no student code runs
     try:
         worker.start()
         for layer, state in worker.sandbox.items():

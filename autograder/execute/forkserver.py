@@ -30,7 +30,6 @@ import itertools
 import json
 import os
 import select
-import shutil
 import signal
 import socket
 import sys
@@ -98,25 +97,22 @@ def preload() -> None:
 
 
 def job_environment(folder: Path) -> dict[str, str]:
-    return {"HOME": str(folder / "work"), "TMPDIR": str(folder / "tmp"),
-            "IPYTHONDIR": str(folder / "tmp" / "ipython")}
+    return {"HOME": str(folder), "TMPDIR": str(folder), "IPYTHONDIR": str(folder / ".ipython")}
 
 
 def spawn(server: Server, timeout: float, job: Callable[[dict[str, str]], int],
-          channel_fd: int, log_fd: int) -> tuple[int, Path]:
+          channel_fd: int, log_fd: int) -> int:
     """Fork the sandboxed process that runs `job`, with `channel_fd` as its file descriptor 3
-    and `log_fd` as its stdout and stderr; returns its pid and its folder on the host."""
+    and `log_fd` as its stdout and stderr; returns its pid. The job's folder lives in its own
+    private /tmp (sized in bytes and files), never on the host's disk."""
     uid = sandbox.sandbox_uid(server.host_pid, next(server.jobs))
-    folder = Path(tempfile.mkdtemp(prefix="autograder-job-"))
-    for name in ("work", "tmp"):
-        (folder / name).mkdir()
     pid = os.fork()
     if pid == 0:
-        _become_job(server, folder, timeout, job, channel_fd, log_fd, uid)
-    return pid, folder
+        _become_job(server, timeout, job, channel_fd, log_fd, uid)
+    return pid
 
 
-def _become_job(server: Server, folder: Path, timeout: float,
+def _become_job(server: Server, timeout: float,
                 job: Callable[[dict[str, str]], int], channel_fd: int, log_fd: int,
                 uid: int) -> None:
     """In the fork: new namespaces, confinement, then the job; never returns."""
@@ -134,10 +130,9 @@ def _become_job(server: Server, folder: Path, timeout: float,
         os.closerange(CHANNEL_FD + 1, os.sysconf("SC_OPEN_MAX"))  # the slot's socket is not
         signal.signal(signal.SIGINT, signal.SIG_DFL)  # the job's (the job handles SIGINT)
         report = {**server.report, **sandbox.enter_job_namespaces()}
+        folder = sandbox.confine(None, timeout, report, uid)
         os.environ.update(job_environment(folder))
         tempfile.tempdir = None  # recomputed from TMPDIR
-        sandbox.confine(folder, timeout, report, uid)
-        os.chdir(folder / "work")
         code = job(report)
     except BaseException:
         traceback.print_exc()
@@ -154,19 +149,16 @@ def run_one(server: Server, channel: socket.socket, timeout: float, fds: list[in
 
     job_channel, log = fds
     try:
-        pid, folder = spawn(server, timeout, lambda report: child.serve(), job_channel, log)
+        pid = spawn(server, timeout, lambda report: child.serve(), job_channel, log)
     finally:
         os.close(job_channel)
         os.close(log)
+    pidfd = os.pidfd_open(pid)
     try:
-        pidfd = os.pidfd_open(pid)
-        try:
-            socket.send_fds(channel, [json.dumps({"pid": pid}).encode()], [pidfd])
-        finally:
-            os.close(pidfd)
-        return wait_or_kill(server, pid, timeout, grader=server.channel)
+        socket.send_fds(channel, [json.dumps({"pid": pid}).encode()], [pidfd])
     finally:
-        shutil.rmtree(folder, ignore_errors=True)
+        os.close(pidfd)
+    return wait_or_kill(server, pid, timeout, grader=server.channel)
 
 
 def wait_or_kill(server: Server, pid: int, timeout: float, grader: int | None = None) -> dict:
@@ -241,10 +233,9 @@ def check_sandbox(server: Server) -> dict[str, str]:
         return 0
 
     try:
-        pid, folder = spawn(server, 10, report_layers, write_end, sys.stderr.fileno())
+        pid = spawn(server, 10, report_layers, write_end, sys.stderr.fileno())
         os.close(write_end)
         wait_or_kill(server, pid, 10)
-        shutil.rmtree(folder, ignore_errors=True)
         try:
             report = json.loads(os.read(read_end, 65536))
         except (OSError, ValueError):

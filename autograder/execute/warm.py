@@ -27,6 +27,25 @@ class WorkerStartError(RuntimeError):
     """A warm worker could not start (a broken install, most likely)."""
 
 
+class UnsafeSandboxError(RuntimeError):
+    """A sandbox layer that protects the grader itself is off, and --unsafe was not given."""
+
+
+def check_protecting_layers(report: dict[str, str]) -> None:
+    """Refuse to run student code where it could reach the grader itself: write into its
+    installation (no `root` layer) or take the machine's memory (no `cgroup` layer)."""
+    from autograder.execute.sandbox import PROTECTING_LAYERS
+
+    off = [f"{layer}: {report.get(layer, 'off (not reported)')}" for layer in PROTECTING_LAYERS
+           if not report.get(layer, "").startswith("on")]
+    if off:
+        raise UnsafeSandboxError(
+            "refusing to grade: sandbox layers that protect the grader itself are off ("
+            + "; ".join(off) + "). Run as root on Linux with cgroup v1 and user namespaces "
+            "(see `autograder doctor`), or pass --unsafe to grade anyway, knowing that "
+            "student code is then less contained")
+
+
 def server_environment() -> dict[str, str]:
     """A bare environment: none of the instructor's variables, one thread per process."""
     return {
@@ -154,8 +173,9 @@ class RunningJob:
 class WarmWorker:
     """One slot of a warm server: runs one job at a time in a fresh sandboxed process."""
 
-    def __init__(self, server: WarmServer | None = None) -> None:
+    def __init__(self, server: WarmServer | None = None, unsafe: bool = False) -> None:
         self._own_server = server is None
+        self.unsafe = unsafe  # run jobs even where a layer protecting the grader is off
         self.server = server or WarmServer()
         self.slot: socket.socket | None = None
         self._ready = False
@@ -190,6 +210,12 @@ class WarmWorker:
             self._drop_slot()
             raise WorkerStartError(f"the warm worker did not start:\n{message}")
         self.sandbox = json.loads(ready)["sandbox"]
+        if not self.unsafe:
+            try:
+                check_protecting_layers(self.sandbox)
+            except UnsafeSandboxError:
+                self._drop_slot()
+                raise
         self._ready = True
 
     def start_job(self, timeout: float) -> RunningJob:
@@ -256,10 +282,10 @@ class WarmWorker:
 class WarmPool:
     """`size` slots of one warm server, started on first use, shared by the grading threads."""
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, unsafe: bool = False) -> None:
         self.server = WarmServer()
         self._idle: queue.SimpleQueue[WarmWorker] = queue.SimpleQueue()
-        self._workers = [WarmWorker(self.server) for _ in range(size)]
+        self._workers = [WarmWorker(self.server, unsafe=unsafe) for _ in range(size)]
         for worker in self._workers:
             self._idle.put(worker)
 
