@@ -21,6 +21,7 @@ from autograder.gradebook_db import GradebookError, NbgraderGradebook
 from autograder.pipeline import default_workers, fingerprint, grade_batch
 from autograder.results import GRADED, INVALID, SubmissionResult, load_results, save_result
 from autograder.submissions import collect, submitted_in_course
+from autograder.tempfiles import sweep_stale
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -36,8 +37,17 @@ def grade(course: Course, assignment_name: str, source: Path | None = None,
     killed midway resumes where it stopped."""
     scheduler = scheduler or course.scheduler
     with _warming_pool(workers, scheduler) as pool:
+        _sweep_leftovers(out)  # while the pool warms up
         return _grade(course, assignment_name, source, student_id, timeout, out, regrade,
                       scheduler, pool, workers)
+
+
+def _sweep_leftovers(out: TextIO | None) -> None:
+    """What killed runs left in the host's temporary folder (never a live run's) goes."""
+    problems = sweep_stale()
+    if problems and out is not None:
+        print("WARNING: could not remove what an earlier run left behind:\n  "
+              + "\n  ".join(problems), file=out)
 
 
 @contextmanager
@@ -148,6 +158,7 @@ def doctor(out: TextIO) -> bool:
     """Start a warm worker and report each sandbox layer. True when every layer is on."""
     from autograder.execute.warm import WarmWorker
 
+    _sweep_leftovers(out)
     worker = WarmWorker()
     try:
         worker.start()

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import TextIO
 
 from autograder.execute import sandbox
+from autograder.tempfiles import log_problems, make_temp_dir, remove_tree
 
 PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
@@ -211,8 +212,8 @@ def _reap_orphans(patience: float = 2.0) -> None:
 
 def check_sandbox(server: Server) -> dict[str, str]:
     """Build the sandbox once around a job that only reports which layers are on."""
-    with tempfile.TemporaryDirectory(prefix="autograder-check-") as folder:
-        scratch = Path(folder)
+    scratch = make_temp_dir("check", owner=server.host_pid)  # our pid here may be 1
+    try:
         report_path = scratch / "sandbox.json"
 
         def report_layers(report: dict[str, str]) -> int:
@@ -225,6 +226,8 @@ def check_sandbox(server: Server) -> dict[str, str]:
             report = json.loads(report_path.read_text())
         except (OSError, ValueError):
             report = {}
+    finally:
+        log_problems(remove_tree(scratch))
     return {layer: report.get(layer, "off (the check did not finish)")
             for layer in sandbox.LAYERS}
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import shutil
 import signal
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Any
 from autograder.execute import protocol
 from autograder.execute.warm import WarmWorker
 from autograder.results import CRASHED, GRADED, TIMEOUT, clean_text
+from autograder.tempfiles import log_problems, make_temp_dir, remove_tree
 from autograder.verify.data import UntrustedData, load_child_data, read_child_file
 
 OUTPUT_CAP = 10_000  # characters of output kept per cell or probe
@@ -66,7 +66,7 @@ class Execution:
 
 
 def prepare_scratch(job: Job) -> Path:
-    scratch = Path(tempfile.mkdtemp(prefix="autograder-"))
+    scratch = make_temp_dir("job")
     for name in (protocol.OUT_DIR, protocol.WORK_DIR, "tmp"):
         (scratch / name).mkdir()
     job_data = {
@@ -93,7 +93,7 @@ def run_job(job: Job, worker: WarmWorker) -> Execution:
                                 protocol.PROGRESS_WIDTH,
                                 levels=2)
     finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+        log_problems(remove_tree(scratch))
     if timed_out:
         execution.status = TIMEOUT
         execution.reason = (f"stopped after {job.timeout:g} s while {progress or 'starting'}: "
