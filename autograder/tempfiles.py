@@ -95,6 +95,21 @@ def sweep_stale(root: Path | None = None) -> list[str]:
     return problems
 
 
+def remove_owned_by(pid: int, root: Path | None = None) -> list[str]:
+    """Remove the folders made for `pid`, a process that has just ended (a warm server that had
+    to be killed, whose slots were checking the sandbox in folders of theirs)."""
+    root = root or temp_root()
+    problems: list[str] = []
+    try:
+        names = os.listdir(root)
+    except OSError as error:
+        return [f"{root}: {error.strerror or error}"]
+    for name in names:
+        if owner_pid(name) == pid:
+            problems += remove_tree(root / name)
+    return problems
+
+
 def remove_tree(path: Path | str) -> list[str]:
     """Remove `path` and everything under it; never raises, never follows a symlink. Returns
     what could not be removed, as text for the caller to report (empty: all gone).

@@ -57,6 +57,7 @@ class Server:
     report: dict[str, str]  # the slot-wide layers (the PID namespace)
     in_pid_namespace: bool
     channel: int | None = None  # the slot's socket: watched, to stop when the grader is gone
+    server_pid: int = field(default_factory=os.getppid)  # made in the slot: the warm server
     jobs: itertools.count = field(default_factory=itertools.count)
 
 
@@ -212,7 +213,9 @@ def _reap_orphans(patience: float = 2.0) -> None:
 
 def check_sandbox(server: Server) -> dict[str, str]:
     """Build the sandbox once around a job that only reports which layers are on."""
-    scratch = make_temp_dir("check", owner=server.host_pid)  # our pid here may be 1
+    # Owned by the warm server: if it is killed before this slot cleans up, the grader
+    # removes it (and a sweep at the next start, if the grader was killed too).
+    scratch = make_temp_dir("check", owner=server.server_pid)
     try:
         report_path = scratch / "sandbox.json"
 
