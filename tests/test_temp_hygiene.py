@@ -65,7 +65,7 @@ def test_a_killed_grade_leaves_folders_that_the_next_grade_removes(
     time.sleep(1)  # the job runs (and sleeps) in it
     os.killpg(first.pid, signal.SIGKILL)  # no clean-up at all
     first.wait()
-    left = {name for name in temp_names() - before if owner_pid(name) in (first.pid, None)}
+    left = {name for name in temp_names() - before if owner_pid(name) == first.pid}
     assert job in left  # what a killed run leaves, until...
 
     live_owner = subprocess.Popen(["sleep", "120"])
@@ -85,13 +85,12 @@ def test_a_killed_grade_leaves_folders_that_the_next_grade_removes(
 
 def _wait_for_job_folder(before: set[str], grade: subprocess.Popen,
                          patience: float = 120) -> str:
-    """The name of the job folder that `grade` made (named with its pid; or, before this
-    issue, with no owner at all)."""
+    """The name of the job folder that `grade` made (its pid is in the name)."""
     deadline = time.monotonic() + patience
     while time.monotonic() < deadline:
         for name in temp_names() - before:
-            if name.startswith(f"autograder-job-{grade.pid}-") or owner_pid(name) is None:
+            if name.startswith(f"autograder-job-{grade.pid}-"):
                 return name
         assert grade.poll() is None, "grade ended before its job started"
         time.sleep(0.05)
-    raise AssertionError(f"no job folder within {patience} s")
+    raise AssertionError(f"no job folder of grade (pid {grade.pid}) within {patience} s")
