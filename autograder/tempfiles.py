@@ -33,8 +33,8 @@ def temp_root() -> Path:
 
 def make_temp_dir(kind: str, owner: int | None = None) -> Path:
     """A new private folder /tmp/autograder-<kind>-<pid>-<random>. `owner` is the process
-    whose life the folder belongs to (default: this one; a slot inside a PID namespace passes
-    its pid as the host sees it)."""
+    whose life the folder belongs to, as the host sees it (default: this one; a slot, whose
+    pid inside its PID namespace means nothing to the host, names its warm server)."""
     if not KIND.fullmatch(kind):
         raise ValueError(f"a temporary folder's kind must be lowercase letters, not {kind!r}")
     pid = os.getpid() if owner is None else owner
