@@ -45,7 +45,7 @@ def temp_leftovers(before: set[str], owners: set[int] = frozenset(),
     descendants, of dead owners, and names without an owner (the names before this issue;
     nobody can tell whose they are, so while others on this machine still run that code,
     a folder they leak can show here)."""
-    ours = {os.getpid(), *owners, *_descendants(os.getpid())}
+    ours = {os.getpid(), *owners, *descendants(os.getpid())}
 
     def suspects() -> set[str]:
         found = set()
@@ -61,7 +61,7 @@ def temp_leftovers(before: set[str], owners: set[int] = frozenset(),
     return sorted(first & suspects())
 
 
-def _descendants(pid: int) -> set[int]:
+def descendants(pid: int) -> set[int]:
     found, todo = set(), [pid]
     while todo:
         parent = todo.pop()

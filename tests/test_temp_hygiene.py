@@ -19,6 +19,7 @@ from autograder.tempfiles import make_temp_dir, owner_pid, remove_tree, temp_roo
 from tests.conftest import (
     AUTOGRADER,
     REPO,
+    descendants,
     temp_leftovers,
     temp_names,
     write_submissions,
@@ -58,15 +59,15 @@ def test_a_killed_grade_leaves_folders_that_the_next_grade_removes(
                                  {"hangs": with_answers(release_notebook, hang)})
     command = [*AUTOGRADER, "--course", str(course.root), "grade", "backprop", str(incoming),
                "--workers", "1"]
+    before = temp_names()
     first = subprocess.Popen([*command, "--timeout", "300"], stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL, start_new_session=True)
-    before = temp_names()
-    job = _wait_for_job_folder(before, first)
-    time.sleep(1)  # the job runs (and sleeps) in it
-    os.killpg(first.pid, signal.SIGKILL)  # no clean-up at all
-    first.wait()
-    left = {name for name in temp_names() - before if owner_pid(name) == first.pid}
-    assert job in left  # what a killed run leaves, until...
+    family = _wait_for_a_job(before, first)
+    time.sleep(1)  # the job runs (and sleeps) in its folder
+    os.killpg(first.pid, signal.SIGKILL)  # no clean-up at all (its warm server, in a session
+    first.wait()                          # of its own, sees the grader gone and ends)
+    left = {name for name in temp_names() - before if owner_pid(name) in family}
+    assert left  # what a killed run leaves (its job's folder, its server's IPython), until...
 
     live_owner = subprocess.Popen(["sleep", "120"])
     live = make_temp_dir("job", owner=live_owner.pid)  # another course's batch, still running
@@ -83,14 +84,17 @@ def test_a_killed_grade_leaves_folders_that_the_next_grade_removes(
         assert remove_tree(live) == []
 
 
-def _wait_for_job_folder(before: set[str], grade: subprocess.Popen,
-                         patience: float = 120) -> str:
-    """The name of the job folder that `grade` made (its pid is in the name)."""
+def _wait_for_a_job(before: set[str], grade: subprocess.Popen,
+                    patience: float = 120) -> set[int]:
+    """Wait until a job folder of `grade` (or of its warm server) exists; returns the pids of
+    `grade` and of the descendants it had meanwhile."""
+    family = {grade.pid}
     deadline = time.monotonic() + patience
     while time.monotonic() < deadline:
-        for name in temp_names() - before:
-            if name.startswith(f"autograder-job-{grade.pid}-"):
-                return name
+        family |= descendants(grade.pid)
+        if any(name.startswith("autograder-job-") and owner_pid(name) in family
+               for name in temp_names() - before):
+            return family
         assert grade.poll() is None, "grade ended before its job started"
         time.sleep(0.05)
     raise AssertionError(f"no job folder of grade (pid {grade.pid}) within {patience} s")
