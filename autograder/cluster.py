@@ -8,11 +8,10 @@ threads a slot of it, between submissions.
 
 from __future__ import annotations
 
-import tempfile
+import atexit
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import nbformat
 
@@ -21,6 +20,7 @@ from autograder.course import SECRET_FILE, Course
 from autograder.execute.runner import Budgets
 from autograder.results import SubmissionResult
 from autograder.submissions import Submission
+from autograder.tempfiles import log_problems, make_temp_dir, remove_tree, sweep_stale
 from autograder.verify.hidden import PROBES_FILE, TESTS_FILE
 
 
@@ -48,6 +48,7 @@ class AssignmentPackage:
 _local = threading.local()  # per Dask worker thread: its warm slot and unpacked assignments
 _server_lock = threading.Lock()
 _server = None  # per Dask worker process: one warm server, a slot of it per thread
+_swept = False  # per Dask worker process: what killed workers left, removed before its first task
 
 
 def _warm_slot():  # -> WarmWorker
@@ -57,13 +58,17 @@ def _warm_slot():  # -> WarmWorker
     with _server_lock:
         if _server is None:
             _server = WarmServer()
+            atexit.register(_server.close)  # and with it the server's own temporary folder
     return WarmWorker(_server)
 
 
 def _unpack(package: AssignmentPackage) -> Assignment:
     cache = _local.__dict__.setdefault("assignments", {})
     if package.fingerprint not in cache:
-        root = Path(tempfile.mkdtemp(prefix="autograder-assignment-"))
+        root = make_temp_dir("assignment")
+        # Kept while the worker process lives (its threads grade from it), removed when it
+        # ends; a killed worker's copy is swept by the next worker's first task.
+        atexit.register(lambda: log_problems(remove_tree(root)))
         course = Course(root=root, course_id="cluster")
         release = course.release_dir(package.name)
         release.mkdir(parents=True)
@@ -83,16 +88,28 @@ def grade_on_worker(package: AssignmentPackage, student_id: str, notebook: bytes
     """Runs on a Dask worker."""
     from autograder.pipeline import grade_submission
 
+    _sweep_once()
     assignment = _unpack(package)
     if getattr(_local, "worker", None) is None:
         _local.worker = _warm_slot()
-    with tempfile.TemporaryDirectory(prefix="autograder-submission-") as folder:
+    folder = make_temp_dir("submission")
+    try:
         path = None
         if notebook is not None:
-            path = Path(folder) / f"{package.notebook_name}.ipynb"
+            path = folder / f"{package.notebook_name}.ipynb"
             path.write_bytes(notebook)
         submission = Submission(student_id, path, timestamp)
         return grade_submission(assignment, submission, timeout, _local.worker).to_dict()
+    finally:
+        log_problems(remove_tree(folder))
+
+
+def _sweep_once() -> None:
+    global _swept
+    with _server_lock:
+        if not _swept:
+            _swept = True
+            log_problems(sweep_stale())
 
 
 def grade_on_cluster(scheduler: str, assignment: Assignment, submissions: list[Submission],

@@ -40,6 +40,7 @@ from autograder.submissions import (
     submitted_in_course,
     write_atomic,
 )
+from autograder.tempfiles import sweep_stale
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -62,8 +63,17 @@ def grade(course: Course, assignment_name: str, source: Path | None = None,
         print("UNSAFE: --unsafe: grading even if a sandbox layer that protects the grader "
               "itself (read-only installation, memory budget) is off", file=out, flush=True)
     with _warming_pool(workers, scheduler, unsafe) as pool:
+        _sweep_leftovers(out)  # while the pool warms up
         return _grade(course, assignment_name, source, student_id, timeout, out, regrade,
                       scheduler, pool, workers, unsafe)
+
+
+def _sweep_leftovers(out: TextIO | None) -> None:
+    """What killed runs left in the host's temporary folder (never a live run's) goes."""
+    problems = sweep_stale()
+    if problems and out is not None:
+        print("WARNING: could not remove what an earlier run left behind:\n  "
+              + "\n  ".join(problems), file=out)
 
 
 @contextmanager
@@ -252,6 +262,7 @@ def doctor(out: TextIO) -> bool:
     """Start a warm worker and report each sandbox layer. True when every layer is on."""
     from autograder.execute.warm import WarmWorker
 
+    _sweep_leftovers(out)
     worker = WarmWorker(unsafe=True)  # it only reports: no student code runs
     try:
         worker.start()

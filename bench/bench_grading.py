@@ -31,15 +31,17 @@ BIN = Path(sys.executable).parent
 KINDS = ("solution", "missing-zero-grad", "step-before-backward", "no-backward", "blank")
 
 
-def make_course(root: Path, n: int) -> dict[str, str]:
-    """A course with the assignment released and n submissions under submitted/."""
+def make_course(root: Path, n: int, tree: Path = REPO,
+                autograder: list[str] | None = None) -> dict[str, str]:
+    """A course with the assignment released and n submissions under submitted/ (the course's
+    files from `tree`, released by `autograder`; the submissions are always this tree's)."""
     for name in ("nbgrader_config.py", "source", "hidden_tests"):
-        source = REPO / name
+        source = tree / name
         if source.is_dir():
             shutil.copytree(source, root / name)
         else:
             shutil.copy(source, root / name)
-    run([str(BIN / "autograder"), "--course", str(root), "release", "backprop"])
+    run([*(autograder or [str(BIN / "autograder")]), "--course", str(root), "release", "backprop"])
     kinds = {}
     for i in range(n):
         kind = KINDS[i % len(KINDS)]

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import nbformat
@@ -14,10 +16,64 @@ from autograder import commands
 from autograder.author import solution_answers, with_answers
 from autograder.course import Course
 from autograder.results import SubmissionResult
+from autograder.tempfiles import PREFIX, owner_pid, pid_alive, temp_root
 
 REPO = Path(__file__).resolve().parent.parent
 AUTOGRADER = [sys.executable, "-m", "autograder.cli"]
 COURSE_FILES = ("nbgrader_config.py", "source", "hidden_tests")
+LAST = "test_zz_leftovers"  # runs after every other test: it checks what they all left
+
+
+def temp_names() -> set[str]:
+    """Our names in the host's temporary folder now."""
+    return {name for name in os.listdir(temp_root()) if name.startswith(PREFIX)}
+
+
+TEMP_AT_START = temp_names()  # conftest is imported before any test runs
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    items.sort(key=lambda item: item.path.stem == LAST)  # stable: the rest keep their order
+
+
+def temp_leftovers(before: set[str], owners: set[int] = frozenset(),
+                   settle: float = 2.0) -> list[str]:
+    """What appeared in the host's temporary folder since `before` and will stay there: this
+    machine is shared, so a folder whose name says its owner is a live process that is not
+    ours (another course's grade, another session's tests) is theirs, and a folder that goes
+    within `settle` seconds was in use. Counted: folders of `owners`, of this process and its
+    descendants, of dead owners, and names without an owner (the names before this issue;
+    nobody can tell whose they are, so while others on this machine still run that code,
+    a folder they leak can show here)."""
+    ours = {os.getpid(), *owners, *descendants(os.getpid())}
+
+    def suspects() -> set[str]:
+        found = set()
+        for name in temp_names() - before:
+            pid = owner_pid(name)
+            if pid is None or pid in ours or not pid_alive(pid):
+                found.add(name)
+        return found
+
+    first = suspects()
+    if first:
+        time.sleep(settle)
+    return sorted(first & suspects())
+
+
+def descendants(pid: int) -> set[int]:
+    found, todo = set(), [pid]
+    while todo:
+        parent = todo.pop()
+        try:
+            for task in os.listdir(f"/proc/{parent}/task"):
+                with open(f"/proc/{parent}/task/{task}/children") as children:
+                    kids = {int(child) for child in children.read().split()}
+                    todo.extend(kids - found)
+                    found |= kids
+        except OSError:
+            pass  # it ended meanwhile
+    return found
 
 
 def train_step_calling(*calls: str) -> str:

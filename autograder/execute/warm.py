@@ -17,10 +17,13 @@ import subprocess
 import sys
 import tempfile
 import threading
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import TracebackType
 from typing import IO
+
+from autograder.tempfiles import log_problems, make_temp_dir, remove_owned_by, remove_tree
 
 
 class WorkerStartError(RuntimeError):
@@ -55,7 +58,6 @@ def server_environment() -> dict[str, str]:
         "OMP_NUM_THREADS": "1",
         "MKL_NUM_THREADS": "1",
         "PYTHONDONTWRITEBYTECODE": "1",
-        "IPYTHONDIR": os.path.join(tempfile.gettempdir(), "autograder-ipython"),
     }
 
 
@@ -67,6 +69,7 @@ class WarmServer:
         self._control: socket.socket | None = None
         self._errors: IO[bytes] | None = None  # its stderr, read if a slot fails to start
         self._lock = threading.Lock()  # slots are asked for from several threads
+        self._ipython: weakref.finalize | None = None  # removes its IPYTHONDIR
 
     @property
     def running(self) -> bool:
@@ -81,11 +84,14 @@ class WarmServer:
             ours, theirs = socket.socketpair()
             # Its stderr goes to a file: a pipe nobody reads would fill up and block it.
             self._errors = tempfile.TemporaryFile()
+            ipython = make_temp_dir("ipython")  # one per server, removed when it stops
+            self._ipython = weakref.finalize(self, lambda: log_problems(remove_tree(ipython)))
             with theirs:
                 self._process = subprocess.Popen(
                     [sys.executable, "-I", "-m", "autograder.execute.forkserver"],
                     stdin=theirs, stdout=subprocess.DEVNULL, stderr=self._errors,
-                    env=server_environment(), start_new_session=True)
+                    env={**server_environment(), "IPYTHONDIR": str(ipython)},
+                    start_new_session=True)
             self._control = ours
 
     def open_slot(self) -> socket.socket:
@@ -123,10 +129,16 @@ class WarmServer:
             except subprocess.TimeoutExpired:
                 self._process.kill()
                 self._process.wait()
+            # Killed (by us or anyone), its slots died with it, perhaps while checking the
+            # sandbox in a folder of the server's.
+            log_problems(remove_owned_by(self._process.pid))
             self._process = None
         if self._errors is not None:
             self._errors.close()
             self._errors = None
+        if self._ipython is not None:
+            self._ipython()
+            self._ipython = None
 
 
 class SlotGone(Exception):
