@@ -48,6 +48,7 @@ class AssignmentPackage:
 _local = threading.local()  # per Dask worker thread: its warm slot and unpacked assignments
 _server_lock = threading.Lock()
 _server = None  # per Dask worker process: one warm server, a slot of it per thread
+_slots: list = []  # its slots: closed first at exit, so that the server ends at once
 _swept = False  # per Dask worker process: what killed workers left, removed before its first task
 
 
@@ -58,8 +59,18 @@ def _warm_slot():  # -> WarmWorker
     with _server_lock:
         if _server is None:
             _server = WarmServer()
-            atexit.register(_server.close)  # and with it the server's own temporary folder
-    return WarmWorker(_server)
+            atexit.register(_close_warm_server)
+        slot = WarmWorker(_server)
+        _slots.append(slot)
+    return slot
+
+
+def _close_warm_server() -> None:
+    """At the worker process's exit, quickly (Dask kills a worker that takes seconds to end,
+    and then nothing is cleaned up): the slots first, then the server and its folder."""
+    for slot in _slots:
+        slot.close()
+    _server.close()
 
 
 def _unpack(package: AssignmentPackage) -> Assignment:
