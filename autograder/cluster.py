@@ -95,7 +95,8 @@ def _unpack(package: AssignmentPackage) -> Assignment:
 
 
 def grade_on_worker(package: AssignmentPackage, student_id: str, notebook: bytes | None,
-                    timestamp: str | None, timeout: float | Budgets) -> dict:
+                    timestamp: str | None, timeout: float | Budgets,
+                    unsafe: bool = False) -> dict:
     """Runs on a Dask worker."""
     from autograder.pipeline import grade_submission
 
@@ -103,6 +104,7 @@ def grade_on_worker(package: AssignmentPackage, student_id: str, notebook: bytes
     assignment = _unpack(package)
     if getattr(_local, "worker", None) is None:
         _local.worker = _warm_slot()
+    _local.worker.unsafe = unsafe
     folder = make_temp_dir("submission")
     try:
         path = None
@@ -124,7 +126,8 @@ def _sweep_once() -> None:
 
 
 def grade_on_cluster(scheduler: str, assignment: Assignment, submissions: list[Submission],
-                     timeout: float | Budgets) -> Iterator[SubmissionResult]:
+                     timeout: float | Budgets,
+                     unsafe: bool = False) -> Iterator[SubmissionResult]:
     """Yield results as the cluster finishes them; a submission whose task fails gets 0."""
     from distributed import Client, as_completed
 
@@ -138,7 +141,7 @@ def grade_on_cluster(scheduler: str, assignment: Assignment, submissions: list[S
         for submission in submissions:
             notebook = submission.notebook.read_bytes() if submission.notebook else None
             future = client.submit(grade_on_worker, package, submission.student_id, notebook,
-                                   submission.timestamp, timeout, pure=False)
+                                   submission.timestamp, timeout, unsafe, pure=False)
             futures[future] = submission
         try:
             for future in as_completed(futures):

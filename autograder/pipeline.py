@@ -150,7 +150,7 @@ def grade_batch(assignment: Assignment, submissions: Iterable[Submission],
     if scheduler:
         from autograder.cluster import grade_on_cluster
 
-        finished = grade_on_cluster(scheduler, assignment, list(submissions), timeout)
+        finished = grade_on_cluster(scheduler, assignment, list(submissions), timeout, unsafe)
     else:
         finished = _grade_on_local_pool(assignment, list(submissions), timeout,
                                         workers or default_workers(), pool, unsafe)
