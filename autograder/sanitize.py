@@ -98,6 +98,13 @@ def sanitize_notebook(notebook: Any, release: Any | None = None) -> Any:
         if kind == "code":
             cell["outputs"] = [_clean_output(output) for output in cell.get("outputs", [])
                                if _known_output(output)]
+            # A count that is not a number makes nbconvert refuse the notebook: the TA could
+            # not open it in formgrader.
+            if type(cell.get("execution_count")) is not int:
+                cell["execution_count"] = None
+            for output in cell["outputs"]:
+                if "execution_count" in output and type(output["execution_count"]) is not int:
+                    output["execution_count"] = None
     return notebook
 
 

@@ -182,7 +182,7 @@ def submitted_in_course(course: Course, assignment: str, notebook_name: str) -> 
         return Collected(found, skipped)
     for student_dir, assignment_dir in _student_folders(root, assignment, skipped):
         sid = student_dir.name
-        if not STUDENT_ID.match(sid):
+        if not STUDENT_ID.fullmatch(sid):
             skipped.append(Skipped(clean_text(student_dir, 300), _bad_id(sid)))
             continue
         try:
@@ -424,7 +424,7 @@ def _usable_ids(candidates: list[_Candidate], skipped: list[Skipped]) -> list[_C
     of the two is theirs cannot be known)."""
     by_id: dict[str, list[_Candidate]] = {}
     for candidate in candidates:
-        if STUDENT_ID.match(candidate.student_id):
+        if STUDENT_ID.fullmatch(candidate.student_id):
             by_id.setdefault(candidate.student_id, []).append(candidate)
         else:
             skipped.append(Skipped(candidate.item, _bad_id(candidate.student_id)))

@@ -1,10 +1,12 @@
 """The grader's folders in the host's temporary folder: made with their owner's pid in the name,
 removed by a clean-up that cannot fail, and swept at the next start when a killed run left them.
 
-    /tmp/autograder-<kind>-<owner pid>-<random>
+    /tmp/autograder-<kind>-<owner pid>.<its start time>-<random>
 
 A folder is the owner's while that process lives (another course's batch, a long-running Dask
-worker): `sweep_stale` removes only those whose owner is gone. Student code writes into job
+worker): `sweep_stale` removes only those whose owner is gone. The start time tells the owner
+from a later process that reuses its pid (they come round within minutes where pids end at
+32768). Student code writes into job
 folders, so `remove_tree` assumes the worst of what it finds there: chains thousands of folders
 deep (no recursion, no paths longer than one name), hundreds of thousands of files, read-only
 folders, files of another uid; it never raises and returns what it could not remove.
@@ -22,7 +24,7 @@ from pathlib import Path
 PREFIX = "autograder-"
 KIND = re.compile(r"[a-z]+")
 # mkdtemp's random part: 8 of [a-z0-9_].
-NAME = re.compile(rf"{PREFIX}(?P<kind>[a-z]+)-(?P<pid>[0-9]+)-[a-z0-9_]+")
+NAME = re.compile(rf"{PREFIX}(?P<kind>[a-z]+)-(?P<pid>[0-9]+)(?:\.(?P<start>[0-9]+))?-[a-z0-9_]+")
 log = logging.getLogger(__name__)
 ERRORS_KEPT = 20  # a bomb of 100,000 unremovable files is reported in 21 lines, not 100,000
 
@@ -38,7 +40,30 @@ def make_temp_dir(kind: str, owner: int | None = None) -> Path:
     if not KIND.fullmatch(kind):
         raise ValueError(f"a temporary folder's kind must be lowercase letters, not {kind!r}")
     pid = os.getpid() if owner is None else owner
-    return Path(tempfile.mkdtemp(prefix=f"{PREFIX}{kind}-{pid}-", dir=temp_root()))
+    start = _start_time(pid)
+    owner_id = f"{pid}.{start}" if start is not None else str(pid)
+    return Path(tempfile.mkdtemp(prefix=f"{PREFIX}{kind}-{owner_id}-", dir=temp_root()))
+
+
+def _start_time(pid: int) -> int | None:
+    """When `pid` started (clock ticks since boot), or None where /proc cannot tell."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as status:
+            return int(status.read().rsplit(b")", 1)[-1].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def owner_alive(path: Path | str) -> bool:
+    """Whether the process that owns a folder of `make_temp_dir` still runs: its pid lives and,
+    where the name records it, started when the owner did (not a later process reusing it)."""
+    match = NAME.fullmatch(os.path.basename(os.fspath(path)))
+    if match is None:
+        return False
+    pid = int(match["pid"])
+    if not pid_alive(pid):
+        return False
+    return match["start"] is None or _start_time(pid) in (None, int(match["start"]))
 
 
 def owner_pid(path: Path | str) -> int | None:
@@ -79,7 +104,7 @@ def sweep_stale(root: Path | None = None) -> list[str]:
         return [f"{root}: {error.strerror or error}"]
     for name in names:
         pid = owner_pid(name)
-        if pid is None or pid == os.getpid() or pid_alive(pid):
+        if pid is None or pid == os.getpid() or owner_alive(name):
             continue
         path = root / name
         try:

@@ -13,7 +13,8 @@ from tests.conftest import grade_answers
 LOOPS_FOREVER = ("def train_step(model, optimizer, criterion, X, y):\n"
                  "    while True:\n        pass\n")
 SWALLOWS_INTERRUPTS = ("def train_step(model, optimizer, criterion, X, y):\n"
-                       "    while True:\n        try:\n            pass\n"
+                       "    while True:\n        try:\n            while True:\n"
+                       "                pass\n"
                        "        except BaseException:\n            pass\n")
 SEGFAULTS = ("import ctypes\n"
              "def train_step(model, optimizer, criterion, X, y):\n"
@@ -24,6 +25,10 @@ SLOW_BUT_FINE = ("import time\n"
                  "    sum(range(1000))\n"
                  "print('slow cell done')\n")
 EXITS_AT_THE_END = "import os\nos._exit(0)\n"
+# A cell that cannot be interrupted (as a long C call would not be, within the grace)
+IGNORES_INTERRUPTS_AT_THE_END = ("import signal, time\n"
+                                 "signal.signal(signal.SIGINT, signal.SIG_IGN)\n"
+                                 "time.sleep(1000)\n")
 
 
 def _appended(release_notebook, answers, code: str) -> str:
@@ -41,6 +46,8 @@ def results(course, release_notebook, solution, tmp_path_factory):
         "segfaults": {**solution, "train_step": SEGFAULTS},
         "slow-but-fine": _appended(release_notebook, solution, SLOW_BUT_FINE),
         "exits-at-the-end": _appended(release_notebook, solution, EXITS_AT_THE_END),
+        "unstoppable-at-the-end": _appended(release_notebook, solution,
+                                            IGNORES_INTERRUPTS_AT_THE_END),
     }, timeout=DEFAULT_TIMEOUT, workers=2)
 
 
@@ -78,3 +85,11 @@ def test_a_crash_in_the_last_cell_keeps_every_point(results) -> None:
     result = results["exits-at-the-end"]
     assert result.score == 10 and result.status == "crashed"
     assert "exit code 0" in result.reason
+
+
+def test_a_cell_that_cannot_be_stopped_costs_nothing_the_probes_need(results) -> None:
+    """It is killed; in the next process every cell that ran before runs again (it holds the
+    answers), the killer is skipped, and the probes find every function."""
+    result = results["unstoppable-at-the-end"]
+    assert result.score == 10 and result.status == "timeout", result.reason
+    assert "did not stop within" in result.reason

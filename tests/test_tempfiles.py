@@ -138,7 +138,7 @@ def test_what_cannot_be_removed_is_reported_not_raised(tmp_path: Path) -> None:
 def test_names_carry_their_owner_and_a_bad_kind_is_refused() -> None:
     folder = make_temp_dir("test")
     try:
-        assert folder.name.startswith(f"autograder-test-{os.getpid()}-")
+        assert folder.name.startswith(f"autograder-test-{os.getpid()}.")
         assert owner_pid(folder) == os.getpid()
         assert owner_pid("autograder-p16517y0") is None  # the old names carried no owner
     finally:

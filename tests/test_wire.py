@@ -57,7 +57,10 @@ def _crafted() -> dict[str, bytes]:
     dtype = json.dumps({wire.TENSOR_KEY: ["object", [1], 0]}).encode()
     wide = json.dumps({f"k{i}": [i] * 10 for i in range(10_000)}).encode()
     long_string = json.dumps(["x" * (room - 10)]).encode()
-    return {"two-million-values": _frame(many), "deep": _frame(deep),
+    aliased = json.dumps([{wire.TENSOR_KEY: ["float32", [1000], 0]}] * 100).encode()
+    strides = json.dumps({wire.TENSOR_KEY: ["float32", [0] + [1_000_000] * 7, 0]}).encode()
+    return {"aliased-tensors": _frame(aliased, b"\0" * 4000), "stride-overflow": _frame(strides),
+            "two-million-values": _frame(many), "deep": _frame(deep),
             "four-million-digits": _frame(digits), "5000-tensors": _frame(tensors),
             "shape-lie": _frame(shape_lie, b"\0" * 64), "offset-lie": _frame(offset_lie),
             "object-dtype": _frame(dtype), "wide": _frame(wide),

@@ -349,4 +349,8 @@ def _finished(pids: set[int]) -> set[int]:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    # No exit handlers: IPython's would write into its folder after the grader removed it.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

@@ -24,7 +24,8 @@ from autograder.results import CRASHED, GRADED, TIMEOUT, clean_text
 
 OUTPUT_CAP = 10_000  # characters of output kept per cell or probe
 LOG_CAP = 20_000  # bytes of the process's own stdout/stderr kept (sandbox errors land there)
-MAX_JOB_BYTES = 16 * 1024 * 1024  # everything one process may send, all frames together
+MAX_JOB_BYTES = 8 * 1024 * 1024  # everything one process may send, all frames together
+MAX_NOTEBOOK_BYTES = 24 * 1024 * 1024  # ... and all the processes of one notebook
 MAX_USED_NAMES = 1_000  # "using" notes per probe
 MAX_ATTEMPTS = 5  # processes started for one notebook: each one after the first skips a step
 START_BUDGET = 10.0  # seconds for a fresh process to say it is ready
@@ -51,7 +52,7 @@ class Budgets:
     notebook: float = 60.0
     locked_cell: float = 10.0  # a release cell (it calls the student's code for show)
     probe: float = 2.0  # one call of the student's functions on the grader's inputs
-    grace: float = 0.5  # after an interrupt, before the process is killed
+    grace: float = 1.0  # after an interrupt, before the process is killed
 
     def probe_reserve(self, probes: int) -> float:
         """Time kept for the probes when a cell the student wrote runs long."""
@@ -98,11 +99,14 @@ class _Ended(Exception):
 class _Conversation:
     """Frames to and from one running job, with deadlines; every byte read is bounded."""
 
-    def __init__(self, job: RunningJob) -> None:
+    def __init__(self, job: RunningJob, budget: list[int]) -> None:
         self.job = job
         self.buffer = bytearray()
+        self.start = 0  # where the next frame begins in `buffer` (compacted now and then)
+        self.budget = budget  # bytes the notebook's processes may still send, all together
         self.received = 0
         self.log = bytearray()
+        self.log_open = True  # until its end is read, or the cap: then it is not watched
         self.used: list[str] = []  # names the current probe looked up, in order
         job.channel.setblocking(False)
 
@@ -111,7 +115,7 @@ class _Conversation:
         while data:
             _, writable, _ = select.select([], [self.job.channel], [], 5.0)
             if not writable:
-                raise _Ended("it stopped reading what the grader sent")
+                raise _Ended("stopped reading what the grader sent")
             try:
                 data = data[self.job.channel.send(data):]
             except BlockingIOError:
@@ -128,12 +132,14 @@ class _Conversation:
                     self._note_use(frame.get("name"))
                     continue
                 if not isinstance(frame, dict):
-                    raise _Ended("it sent something that is not an answer")
+                    raise _Ended("sent something that is not an answer")
                 return frame
             left = deadline - time.monotonic()
             if left <= 0:
                 return None
-            watched = [self.job.channel, self.job.log, self.job.slot]
+            watched = [self.job.channel, self.job.slot]
+            if self.log_open:  # past the cap, a process that floods stdout just blocks
+                watched.append(self.job.log)
             readable, _, _ = select.select(watched, [], [], left)
             if self.job.log in readable:
                 self._drain_log()
@@ -147,7 +153,7 @@ class _Conversation:
 
     def _note_use(self, name: Any) -> None:
         if len(self.used) >= MAX_USED_NAMES:
-            raise _Ended("it sent too many notes")
+            raise _Ended("sent too many notes")
         if isinstance(name, str):
             self.used.append(name[:200])
 
@@ -162,38 +168,46 @@ class _Conversation:
             if not self._next_frame_ready():
                 raise _Ended()
             return
+        self.budget[0] -= len(chunk)
         self.received += len(chunk)
         if self.received > MAX_JOB_BYTES:
-            raise _Ended(f"it sent more than {MAX_JOB_BYTES >> 20} MiB")
+            raise _Ended(f"sent more than {MAX_JOB_BYTES >> 20} MiB")
+        if self.budget[0] < 0:
+            raise _Ended(f"sent more than {MAX_NOTEBOOK_BYTES >> 20} MiB in all")
+        if self.start > len(self.buffer) // 2:  # drop what was read, in amortised linear time
+            del self.buffer[:self.start]
+            self.start = 0
         self.buffer += chunk
 
     def _next_frame_ready(self) -> bool:
-        if len(self.buffer) < 4:
+        start = self.start
+        if len(self.buffer) - start < 4:
             return False
         try:
-            return len(self.buffer) >= 4 + wire.frame_length(bytes(self.buffer[:4]))
+            length = wire.frame_length(bytes(self.buffer[start:start + 4]))
         except wire.WireError as error:
-            raise _Ended(f"it sent {error}") from None
+            raise _Ended(f"sent {error}") from None
+        return len(self.buffer) - start >= 4 + length
 
     def _next_frame(self) -> Any:
         if not self._next_frame_ready():
             return None
-        length = wire.frame_length(bytes(self.buffer[:4]))
-        frame = bytes(self.buffer[4:4 + length])
-        del self.buffer[:4 + length]
+        start = self.start
+        length = wire.frame_length(bytes(self.buffer[start:start + 4]))
+        frame = bytes(self.buffer[start + 4:start + 4 + length])
+        self.start = start + 4 + length
         try:
             return wire.decode(frame)
         except wire.WireError as error:
-            raise _Ended(f"it sent data the grader refuses ({error})") from None
+            raise _Ended(f"sent data the grader refuses ({error})") from None
 
     def _drain_log(self) -> None:
         try:
-            chunk = os.read(self.job.log, 65536)
+            chunk = os.read(self.job.log, LOG_CAP - len(self.log))
         except BlockingIOError:
             return
-        room = LOG_CAP - len(self.log)
-        if room > 0:
-            self.log += chunk[:room]
+        self.log += chunk
+        self.log_open = bool(chunk) and len(self.log) < LOG_CAP
 
 
 @dataclass
@@ -202,6 +216,7 @@ class _Progress:
 
     cells: dict[int, dict[str, Any]] = field(default_factory=dict)  # index -> first report
     skip: set[int] = field(default_factory=set)  # cells never run again
+    seconds: dict[int, float] = field(default_factory=dict)  # how long each finished cell took
     probes: dict[str, ProbeRecord] = field(default_factory=dict)
     avoid: dict[str, str] = field(default_factory=dict)  # student function -> why not again
     problems: list[str] = field(default_factory=list)  # for the result's reason, in order
@@ -220,6 +235,7 @@ def run_job(job: Job, worker: WarmWorker) -> Execution:
     started = time.monotonic()
     deadline = started + job.budgets.notebook
     progress = _Progress()
+    budget = [MAX_NOTEBOOK_BYTES]  # shared by every process started for this notebook
     log = bytearray()
     attempts = 0
     while not progress.finished and attempts < MAX_ATTEMPTS:
@@ -233,7 +249,7 @@ def run_job(job: Job, worker: WarmWorker) -> Execution:
             progress.problems.append("the grader's worker process ended")
             progress.worse(CRASHED)
             continue
-        conversation = _Conversation(running)
+        conversation = _Conversation(running, budget)
         why, ended = "", None
         try:
             _drive(conversation, job, progress, deadline)
@@ -263,19 +279,25 @@ def _drive(conversation: _Conversation, job: Job, progress: _Progress, deadline:
     """One process: its cells (all but those skipped), then the probes still to do."""
     progress.step = None
     if conversation.receive(time.monotonic() + START_BUDGET) is None:
-        raise _Ended("it did not start")
+        raise _Ended("did not start")
     budgets = job.budgets
     reserve = budgets.probe_reserve(len(job.probes))
     for index, cell in enumerate(job.cells):
         if index in progress.skip:
             continue
         progress.step = ("cell", index)
-        left = deadline - time.monotonic() - reserve
-        budget = min(budgets.locked_cell, left) if cell.locked else left
+        now = time.monotonic()
+        if index in progress.seconds:  # it ran before: run again to rebuild what probes need
+            budget = min(deadline - now, 2 * progress.seconds[index] + budgets.grace)
+        else:
+            left = deadline - now - reserve
+            budget = min(budgets.locked_cell, left) if cell.locked else left
         if budget <= 0:
             break  # the cells had their time: the probes get what is left
         reply, cut = _step(conversation, {"op": "cell", "name": cell.name, "source": cell.source,
                                           "cap": OUTPUT_CAP}, budget, budgets.grace)
+        if not cut:
+            progress.seconds.setdefault(index, time.monotonic() - now)
         if cut:
             progress.skip.add(index)  # it would hang again in the next process
             progress.worse(TIMEOUT)
@@ -314,7 +336,7 @@ def _step(conversation: _Conversation, command: dict, budget: float,
     conversation.job.signal(signal.SIGINT)
     reply = conversation.receive(time.monotonic() + grace)
     if reply is None:
-        raise _Ended(f"it did not stop within {grace:g} s of being interrupted")
+        raise _Ended(f"did not stop within {grace:g} s of being interrupted")
     return reply, True
 
 

@@ -16,11 +16,11 @@ from collections.abc import Mapping
 from typing import Any
 
 TENSOR_KEY = "\x00tensor"
-MAX_FRAME_BYTES = 4 * 1024 * 1024
-MAX_VALUES = 100_000  # values in one frame: numbers, strings, containers, tensors
+MAX_FRAME_BYTES = 1024 * 1024  # an honest probe's data is kilobytes; output is capped
+MAX_VALUES = 20_000  # values in one frame: numbers, strings, containers, tensors
 MAX_DEPTH = 32
 MAX_TENSOR_ELEMENTS = 1_000_000
-MAX_TENSORS = 1_000  # in one frame
+MAX_TENSORS = 200  # in one frame; together no larger than the frame's bytes
 MAX_STRING = 20_000  # characters; longer strings are cut (student text is capped again later)
 DTYPES = ("float32", "float64", "float16", "bfloat16", "int64", "int32", "int16", "int8",
           "uint8", "bool")
@@ -100,12 +100,18 @@ def decode(frame: bytes) -> Any:
         tree = _loads(header.decode("utf-8"))
     except (ValueError, RecursionError) as error:  # bad JSON, UTF-8, huge ints, deep nesting
         raise WireError(f"not plain data ({type(error).__name__})") from None
-    return _rebuild(tree, memoryview(frame)[4 + header_length:])
+    try:
+        return _rebuild(tree, memoryview(frame)[4 + header_length:])
+    except WireError:
+        raise
+    except Exception as error:  # anything torch refuses to build (a shape whose strides overflow)
+        raise WireError(f"not plain data ({type(error).__name__})") from None
 
 
 def _rebuild(tree: Any, body: memoryview) -> Any:
     """Walk the parsed header iteratively, counting values and depth, rebuilding tensors."""
     count = tensors = 0
+    claimed: list[tuple[int, int]] = []  # the body's bytes each tensor takes: never shared
     root: list[Any] = [None]
     stack: list[tuple[Any, Any, Any, int]] = [(tree, root, 0, 0)]  # (item, parent, key, depth)
     while stack:
@@ -126,7 +132,7 @@ def _rebuild(tree: Any, body: memoryview) -> Any:
             tensors += 1
             if tensors > MAX_TENSORS:
                 raise WireError(f"more than {MAX_TENSORS} tensors")
-            value = _tensor(item, body)
+            value = _tensor(item, body, claimed)
         elif type(item) is dict:
             value = {}
             stack.extend((child, value, name, depth + 1) for name, child in item.items())
@@ -136,7 +142,7 @@ def _rebuild(tree: Any, body: memoryview) -> Any:
     return root[0]
 
 
-def _tensor(item: Mapping, body: memoryview) -> Any:
+def _tensor(item: Mapping, body: memoryview, claimed: list[tuple[int, int]]) -> Any:
     import torch
 
     spec = item[TENSOR_KEY]
@@ -157,5 +163,9 @@ def _tensor(item: Mapping, body: memoryview) -> Any:
         raise WireError("a tensor outside its frame")
     if numel == 0:
         return torch.empty(shape, dtype=dtype)
+    # Tensors may not share bytes: together they are never larger than the frame itself.
+    if any(offset < end and start < offset + size for start, end in claimed):
+        raise WireError("tensors that share their bytes")
+    claimed.append((offset, offset + size))
     raw = torch.frombuffer(bytearray(body[offset:offset + size]), dtype=torch.uint8)
     return raw.view(dtype).reshape(shape)
