@@ -70,8 +70,12 @@ def world() -> Iterator[Path]:
                         "--without-pip", str(base / "venv")], check=True)
         version = f"python{sys.version_info.major}.{sys.version_info.minor}"
         site_packages = base / "venv" / "lib" / version / "site-packages"
+        # This venv's packages, bound at base/hostvenv in the user's mount namespace: the
+        # checkout holding them may be private to root (a fresh clone in a mktemp folder).
+        packages = Path(sysconfig.get_paths()["purelib"]).relative_to(sys.prefix)
+        (base / "hostvenv").mkdir()
         (site_packages / "autograder-checkout.pth").write_text(
-            f"{base / 'checkout'}\n{sysconfig.get_paths()['purelib']}\n")
+            f"{base / 'checkout'}\n{base / 'hostvenv' / packages}\n")
         shutil.copytree(REPO / "autograder", base / "checkout" / "autograder",
                         ignore=shutil.ignore_patterns("__pycache__"))
         (base / "course").mkdir()
@@ -94,7 +98,8 @@ def grade_as_user(base: Path, incoming: Path, *options: str) -> subprocess.Compl
     pyenv = Path(sys.base_prefix).resolve()
     while pyenv.parent != Path("/root") and pyenv != pyenv.parent:
         pyenv = pyenv.parent
-    script = "set -e\n"
+    script = (f"set -e\nmount --bind -o ro {shlex.quote(sys.prefix)} "
+              f"{shlex.quote(str(base / 'hostvenv'))}\n")
     if pyenv.parent == Path("/root"):  # Python under /root (mode 700): show it, nothing else
         hold = shlex.quote(str(base / "hold"))
         script += (f"mkdir -p {hold}\n"

@@ -374,9 +374,13 @@ def _installation_paths() -> list[str]:
     global _installation
     if _installation is None:
         package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        found = {os.path.realpath(p) for p in (sys.prefix, sys.base_prefix, sys.exec_prefix,
-                                               package, *sys.path) if p}
-        paths = sorted(p for p in found if os.path.isdir(p) and p != "/")
+        needed = {os.path.realpath(p) for p in (sys.prefix, sys.base_prefix, sys.exec_prefix,
+                                                package)}
+        # A folder on the import path that holds one of those (a checkout holding its venv,
+        # perhaps private to its owner) is not bound whole: what the job needs is inside it.
+        extra = {os.path.realpath(p) for p in sys.path if p}
+        extra = {p for p in extra if not any(n.startswith(p.rstrip("/") + "/") for n in needed)}
+        paths = sorted(p for p in needed | extra if os.path.isdir(p) and p != "/")
         _installation = [p for p in paths
                          if not any(p.startswith(q.rstrip("/") + "/") for q in paths)]
     return _installation
