@@ -94,7 +94,7 @@ def pid_alive(pid: int) -> bool:
 
 def sweep_stale(root: Path | None = None) -> list[str]:
     """Remove the folders of `make_temp_dir` whose owner process is gone (a killed grade, a
-    killed Dask worker, a slot killed while it checked the sandbox); never one whose owner
+    killed Dask worker); never one whose owner
     lives. Returns what could not be removed."""
     root = root or temp_root()
     problems: list[str] = []
@@ -117,21 +117,6 @@ def sweep_stale(root: Path | None = None) -> list[str]:
                                                and info.st_uid != os.geteuid()):
             continue
         problems += remove_tree(path)
-    return problems
-
-
-def remove_owned_by(pid: int, root: Path | None = None) -> list[str]:
-    """Remove the folders made for `pid`, a process that has just ended (a warm server that had
-    to be killed, whose slots were checking the sandbox in folders of theirs)."""
-    root = root or temp_root()
-    problems: list[str] = []
-    try:
-        names = os.listdir(root)
-    except OSError as error:
-        return [f"{root}: {error.strerror or error}"]
-    for name in names:
-        if owner_pid(name) == pid:
-            problems += remove_tree(root / name)
     return problems
 
 

@@ -60,7 +60,6 @@ class Server:
     report: dict[str, str]  # the slot-wide layers (the PID namespace)
     in_pid_namespace: bool
     channel: int | None = None  # the slot's socket: watched, to stop when the grader is gone
-    server_pid: int = field(default_factory=os.getppid)  # made in the slot: the warm server
     jobs: itertools.count = field(default_factory=itertools.count)
 
 

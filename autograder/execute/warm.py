@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from types import TracebackType
 from typing import IO
 
-from autograder.tempfiles import log_problems, make_temp_dir, remove_owned_by, remove_tree
+from autograder.tempfiles import log_problems, make_temp_dir, remove_tree
 
 
 class WorkerStartError(RuntimeError):
@@ -129,9 +129,6 @@ class WarmServer:
             except subprocess.TimeoutExpired:
                 self._process.kill()
                 self._process.wait()
-            # Killed (by us or anyone), its slots died with it, perhaps while checking the
-            # sandbox in a folder of the server's.
-            log_problems(remove_owned_by(self._process.pid))
             self._process = None
         if self._errors is not None:
             self._errors.close()
