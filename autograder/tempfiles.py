@@ -94,8 +94,7 @@ def pid_alive(pid: int) -> bool:
 
 def sweep_stale(root: Path | None = None) -> list[str]:
     """Remove the folders of `make_temp_dir` whose owner process is gone (a killed grade, a
-    killed Dask worker); never one whose owner
-    lives. Returns what could not be removed."""
+    killed Dask worker); never one whose owner lives. Returns what could not be removed."""
     root = root or temp_root()
     problems: list[str] = []
     try:
