@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 CONFIG_FILE = "nbgrader_config.py"
 DEFAULT_TIMEOUT = 60.0
@@ -26,6 +27,9 @@ class Course:
     scheduler: str | None = None  # a Dask scheduler's address: grade there, not locally
     locked_cell_timeout: float = DEFAULT_LOCKED_CELL_TIMEOUT  # one release cell
     probe_timeout: float = DEFAULT_PROBE_TIMEOUT  # one call of the student's code by a probe
+    # The whole traitlets Config read from nbgrader_config.py: settings declared as traits of a
+    # traitlets Configurable elsewhere are read with `TheirClass(config=course.config)`.
+    config: Any = field(default=None, compare=False, repr=False)
 
     @classmethod
     def load(cls, root: str | Path = ".") -> Course:
@@ -56,7 +60,7 @@ class Course:
                 raise CourseError(f"{config_path}: c.Autograder.{name} must be a positive "
                                   f"number of seconds, got {config.Autograder.get(name)!r}")
         scheduler = config.Autograder.get("scheduler") or None
-        return cls(root=root, course_id=course_id, scheduler=scheduler, **seconds)
+        return cls(root=root, course_id=course_id, scheduler=scheduler, config=config, **seconds)
 
     def secret(self) -> bytes:
         """The course's secret (made on first use, readable by its owner only): with each

@@ -42,6 +42,13 @@ class SubmissionResult:
     sandbox_off: list[str] = field(default_factory=list)  # layers that were not on, and why
     fingerprint: str = ""  # of the notebook and the grader: unchanged means no need to regrade
     graded_on: dict = field(default_factory=dict)  # instructor only: inputs, expected values
+    # Late work (see autograder/late.py): the due date that applied to this student (their
+    # extension included), how late the submission was, and what nbgrader's
+    # LateSubmissionPlugin took off. Times are ISO 8601 in UTC; None where unknown.
+    due: str | None = None
+    seconds_late: float = 0.0
+    late_penalty: float = 0.0  # points taken off the score (never below zero in all)
+    lms_late: bool = False  # the LMS marked the submission late (e.g. Canvas's _LATE_)
 
     @property
     def score(self) -> float:
@@ -65,7 +72,7 @@ class SubmissionResult:
 
     @classmethod
     def from_dict(cls, data: dict) -> SubmissionResult:
-        data = dict(data)
+        data = {key: value for key, value in data.items() if key in _FIELDS}
         data["tests"] = [TestResult(**test) for test in data.get("tests", [])]
         return cls(**data)
 
@@ -126,6 +133,8 @@ def cleaned(result: SubmissionResult) -> SubmissionResult:
         test.title = clean_text(test.title, 500)
     return result
 
+
+_FIELDS = set(SubmissionResult.__dataclass_fields__)
 
 RESULT_FILE = "results.json"
 
