@@ -6,6 +6,10 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from autograder.course import Course
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,9 +49,85 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--format", choices=("csv", "canvas"), default="csv")
     export.add_argument("--output", type=Path, help="file to write (default: exports/...)")
 
+    _add_late_parsers(commands)
     commands.add_parser("demo", help="release, grade the shipped examples, print the gradebook")
     commands.add_parser("doctor", help="report which sandbox layers are active on this machine")
     return parser
+
+
+def _add_late_parsers(commands: argparse._SubParsersAction) -> None:
+    """`roster` and `extension` (autograder/roster.py, autograder/late.py)."""
+    roster = commands.add_parser(
+        "roster", help="list the roster (gradebook.db's students), or import one")
+    roster_commands = roster.add_subparsers(dest="roster_command", metavar="import")
+    roster_import = roster_commands.add_parser(
+        "import", help="add or update students from nbgrader's student CSV, Canvas's gradebook "
+                       "CSV or Moodle's grading worksheet")
+    roster_import.add_argument("file", type=Path)
+
+    extension = commands.add_parser(
+        "extension", help="per-student extensions of an assignment's due date")
+    actions = extension.add_subparsers(dest="extension_command", required=True,
+                                       metavar="add|import|list|remove")
+    add = actions.add_parser("add", help="give (or replace) one student's extension")
+    add.add_argument("assignment")
+    add.add_argument("student")
+    length = add.add_mutually_exclusive_group(required=True)
+    length.add_argument("--days", type=float, help="days past the due date")
+    length.add_argument("--hours", type=float, help="hours past the due date")
+    length.add_argument("--until", metavar="DATE",
+                        help="a new due date for this student (no zone given: UTC, as "
+                             "nbgrader reads --duedate)")
+    imported = actions.add_parser(
+        "import", help="extensions from a CSV: student_id and one of days, hours, until a row")
+    imported.add_argument("assignment")
+    imported.add_argument("file", type=Path)
+    listed = actions.add_parser("list", help="the extensions of an assignment")
+    listed.add_argument("assignment")
+    removed = actions.add_parser("remove", help="take one student's extension back")
+    removed.add_argument("assignment")
+    removed.add_argument("student")
+
+
+def _run_late(args: argparse.Namespace, course: Course) -> None:
+    from autograder.results import clean_text
+
+    if args.command == "roster":
+        from autograder import roster
+
+        if args.roster_command == "import":
+            done = roster.import_roster(course, args.file)
+            print(f"imported {len(done.students)} students from {clean_text(args.file, 300)} "
+                  f"({done.kind})")
+            for item in done.skipped:
+                print(f"skipped {item}")
+        students = roster.roster_students(course)
+        if args.roster_command is None:
+            for student in students:
+                print(" | ".join(clean_text(value or "", 128).replace("\n", " ")
+                                 for value in (student.id, student.last_name,
+                                               student.first_name, student.email,
+                                               student.lms_user_id)))
+        print(f"{len(students)} students in the roster")
+        return
+    from autograder import late
+
+    note = "applied to gradebook.db and feedback by the next `autograder grade`"
+    if args.extension_command == "add":
+        extension = late.make_extension(args.student, args.days, args.hours, args.until)
+        late.save_extensions(course, args.assignment, [extension])
+        print(f"{args.student}: {extension.describe()} on {args.assignment} ({note})")
+    elif args.extension_command == "import":
+        extensions = late.read_extensions_csv(args.file)
+        late.save_extensions(course, args.assignment, extensions)
+        print(f"{len(extensions)} extensions on {args.assignment} ({note})")
+    elif args.extension_command == "list":
+        for extension in late.list_extensions(course, args.assignment):
+            print(f"{extension.student_id}: {extension.describe()}")
+    elif args.extension_command == "remove":
+        found = late.remove_extension(course, args.assignment, args.student)
+        print(f"{args.student}: " + (f"extension removed ({note})" if found
+                                     else "had no extension"))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -87,6 +167,8 @@ def _run(args: argparse.Namespace) -> int:
         print(f"wrote {commands.export(course, args.assignment)}")
     elif args.command == "export":
         print(f"wrote {commands.export(course, args.assignment, args.format, args.output)}")
+    elif args.command in ("roster", "extension"):
+        _run_late(args, course)
     elif args.command == "demo":
         from autograder.demo import run_demo
 

@@ -122,15 +122,18 @@ def _grade(course: Course, assignment_name: str, source: Path | None, student_id
             not_kept = _keep_graded_notebook(course, assignment, result.student_id, autograded)
             if not_kept:
                 result.reason = clean_text("; ".join(filter(None, [result.reason, not_kept])))
-            write_feedback(result, course.feedback_dir(result.student_id, assignment_name))
-            try:
+            try:  # first: it fills the late fields the feedback shows
                 gradebook.record(result)
             except Exception as error:  # not done: graded again on the next run
+                write_feedback(result, course.feedback_dir(result.student_id, assignment_name))
                 unrecorded.append(f"{result.student_id} ({type(error).__name__}: {error})")
                 progress.done(result)
                 return
+            write_feedback(result, course.feedback_dir(result.student_id, assignment_name))
             save_result(result, autograded)  # last: its presence means "done"
             progress.done(result)
+
+        _record_late_again(course, assignment_name, gradebook, kept, unrecorded)
 
         if pending:
             import pandas  # noqa: F401  (for the table after the batch: 0.4 s, paid while the
@@ -151,6 +154,23 @@ def _grade(course: Course, assignment_name: str, source: Path | None, student_id
         raise GradebookError("graded, but not written to gradebook.db (their feedback is "
                              "written; run again to record them): " + "; ".join(unrecorded))
     return sorted(kept + results, key=lambda result: result.student_id)
+
+
+def _record_late_again(course: Course, assignment_name: str, gradebook: NbgraderGradebook,
+                       kept: list[SubmissionResult], unrecorded: list[str]) -> None:
+    """Kept results are not graded again, but their lateness is judged again on every run (a
+    due date, an extension, the penalty settings or a TA's manual score may have changed since):
+    a few SQL statements each, in gradebook.db; feedback and the stored result are rewritten
+    only where a late field changed."""
+    for result in kept:
+        try:
+            changed = gradebook.record_late(result)
+        except Exception as error:
+            unrecorded.append(f"{result.student_id} ({type(error).__name__}: {error})")
+            continue
+        if changed:
+            write_feedback(result, course.feedback_dir(result.student_id, assignment_name))
+            save_result(result, course.autograded_dir(result.student_id, assignment_name))
 
 
 class Progress:

@@ -5,9 +5,11 @@ from autograder.assignment import AssignmentError
 from autograder.course import CourseError
 from autograder.execute.warm import UnsafeSandboxError
 from autograder.gradebook_db import GradebookError
+from autograder.late import LateError
 from autograder.release import ReleaseError
+from autograder.roster import RosterError
 from autograder.submissions import SubmissionError
 from autograder.verify.hidden import HiddenTestsError
 
 USER_ERRORS = (CourseError, AssignmentError, HiddenTestsError, SubmissionError, ReleaseError,
-               InvalidNotebook, GradebookError, UnsafeSandboxError)
+               InvalidNotebook, GradebookError, UnsafeSandboxError, LateError, RosterError)

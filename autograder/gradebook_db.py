@@ -15,6 +15,7 @@ import uuid
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from autograder.late import LateRules, iso_utc, load_extensions
 from autograder.results import SubmissionResult
 
 if TYPE_CHECKING:
@@ -83,6 +84,9 @@ class NbgraderGradebook:
                 self._task_cells = self._cells(db, "task_cells")
                 self._students = set(db.scalars(select(tables["student"].c.id)))
                 self._submissions = self._existing_submissions(db)
+                due = db.scalar(select(tables["assignment"].c.duedate)
+                                .where(tables["assignment"].c.id == self._assignment_id))
+                extensions = load_extensions(db, assignment.name)
         except SQLAlchemyError as error:
             self._engine.dispose()
             raise GradebookError(f"{path} is not a gradebook this version of nbgrader reads "
@@ -92,6 +96,8 @@ class NbgraderGradebook:
             self._engine.dispose()
             raise GradebookError(f"gradebook.db does not know assignment '{assignment.name}': "
                                  f"run `autograder release {assignment.name}` first")
+        # Read now, once a run: a changed due date or extension applies from the next run.
+        self.late = LateRules(course, assignment.name, due, extensions)
 
     def _cells(self, db: Any, kind: str) -> dict[str, str]:
         """{cell name: id} of this notebook's cells of one kind."""
@@ -117,33 +123,82 @@ class NbgraderGradebook:
                 for student, assignment_id, notebook_id in rows.all()}
 
     def record(self, result: SubmissionResult) -> None:
+        """Write the result's scores and its late-work rows in one transaction, and fill the
+        result's late fields (due, seconds_late, late_penalty, lms_late)."""
         scores = result.cell_scores()
         unknown = sorted(set(scores) - set(self._grade_cells))
         if unknown:
             raise GradebookError(f"gradebook.db has no grade cell {', '.join(unknown)} in "
                                  f"{self.assignment.notebook_name}: release the assignment again")
-        timestamp = parse_utc(result.timestamp) if result.timestamp else None
+        self._write(result, scores)
+
+    def record_late(self, result: SubmissionResult) -> bool:
+        """For a result kept from an earlier run: judge its lateness again (the due date, an
+        extension or the penalty settings may have changed; so may a TA's manual scores) and
+        write only the late-work rows, without touching its scores. A result gradebook.db does
+        not hold (e.g. a new gradebook.db) is recorded whole. True when a late field of the
+        result changed."""
+        before = (result.due, result.seconds_late, result.late_penalty, result.lms_late)
+        if result.student_id in self._submissions:
+            self._write(result, None)
+        else:
+            self.record(result)
+        return before != (result.due, result.seconds_late, result.late_penalty, result.lms_late)
+
+    def _write(self, result: SubmissionResult, scores: dict[str, float] | None) -> None:
+        from sqlalchemy import Interval, type_coerce
+
+        lateness = self.late.judge(result.student_id, result.timestamp)
+        # The time judged is what nbgrader is told, so its own total_seconds_late agrees (for
+        # the flag rule: one second past the due date, or none); a result without any time
+        # leaves what gradebook.db holds.
+        timestamp = lateness.submitted
+        keep_timestamp = timestamp is None and not lateness.flag_only
         tables, student = self._tables, result.student_id
+        submitted = tables["submitted_assignment"]
         with self._engine.begin() as db:  # one transaction: all of it, or none of it
             if student not in self._students:
                 db.execute(tables["student"].insert().values(id=student))
             if student in self._submissions:
                 assignment_id, notebook_id = self._submissions[student]
-                if timestamp is not None:
-                    submitted = tables["submitted_assignment"]
-                    db.execute(submitted.update().where(submitted.c.id == assignment_id)
-                               .values(timestamp=timestamp))
             else:
                 assignment_id, notebook_id = _new_id(), _new_id()
                 self._add_submission(db, student, assignment_id, notebook_id, timestamp)
+            values: dict[str, Any] = {
+                # nbgrader's Interval column, stored as SQLAlchemy stores an Interval in SQLite
+                "extension": type_coerce(lateness.extension, Interval())}
+            if not keep_timestamp:
+                values["timestamp"] = timestamp
+            db.execute(submitted.update().where(submitted.c.id == assignment_id).values(**values))
             grade = tables["grade"]
-            for cell, score in scores.items():
+            for cell, score in (scores or {}).items():
                 db.execute(grade.update()
                            .where(grade.c.notebook_id == notebook_id,
                                   grade.c.cell_id == self._grade_cells[cell])
                            .values(auto_score=score, needs_manual_grade=False))
+            penalty = self.late.penalty(student, self._notebook_score(db, notebook_id),
+                                        lateness.seconds_late)
+            notebook = tables["submitted_notebook"]
+            db.execute(notebook.update().where(notebook.c.id == notebook_id)
+                       .values(late_submission_penalty=penalty))
         self._students.add(student)
         self._submissions[student] = (assignment_id, notebook_id)
+        result.due = iso_utc(lateness.due)
+        result.seconds_late = lateness.seconds_late
+        result.late_penalty = penalty or 0.0
+        result.lms_late = lateness.lms_late
+
+    def _notebook_score(self, db: Any, notebook_id: str) -> float:
+        """nbgrader's SubmittedNotebook.score: per grade, the manual score if a TA gave one,
+        else the autograded one, plus extra credit (what its AssignLatePenalties passes to the
+        plugin), as the grades now stand in this transaction."""
+        from sqlalchemy import text
+
+        return float(db.scalar(text(
+            "SELECT coalesce(sum(CASE WHEN manual_score IS NOT NULL "
+            "THEN manual_score + coalesce(extra_credit, 0) "
+            "WHEN auto_score IS NOT NULL THEN auto_score + coalesce(extra_credit, 0) "
+            "ELSE 0 END), 0) FROM grade WHERE notebook_id = :id"), {"id": notebook_id}))
 
     def _add_submission(self, db: Any, student: str, assignment_id: str, notebook_id: str,
                         timestamp: datetime | None) -> None:
