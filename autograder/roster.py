@@ -200,6 +200,9 @@ def _upsert(course: Course, students: list[RosterStudent]) -> None:
     if not (course.root / "gradebook.db").is_file():
         from nbgrader.api import Gradebook
 
+        from autograder.release import put_nbgrader_tools_on_path
+
+        put_nbgrader_tools_on_path()  # nbgrader runs `alembic` to stamp a new gradebook.db
         Gradebook(course.db_url).close()  # nbgrader makes its tables, as its import would
     engine = create_engine(course.db_url)
     try:
