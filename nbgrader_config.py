@@ -9,3 +9,15 @@ c.CourseDirectory.course_id = "backprop-course"
 # The autograder's own settings (read by `autograder`, ignored by nbgrader).
 c.Autograder.timeout = 60  # seconds per submission, wall clock
 # c.Autograder.scheduler = "tcp://scheduler:8786"  # grade on an existing Dask cluster
+
+# Late work (autograder/late.py). The due date is nbgrader's own:
+#   nbgrader db assignment add backprop --duedate="2026-11-20 17:00:00 UTC"
+# and extensions are given with `autograder extension add|import`. The penalty is nbgrader's
+# LateSubmissionPlugin, computed when a result is recorded and written to gradebook.db, so
+# `nbgrader export` shows it too:
+# c.LateSubmissionPlugin.penalty_method = "zero"  # "none" (the default) or "zero"
+# c.AssignLatePenalties.plugin_class = "late_penalty.PerDay"  # or a class of your own, in a
+#                                                             # module of this folder
+# A submission from an LMS download with the LMS's late flag but no usable time: "late"
+# counts it one second past its due date, "ignore" counts it on time.
+# c.LatePolicy.lms_flag_rule = "late"
