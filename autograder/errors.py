@@ -4,10 +4,11 @@ from autograder.assemble import InvalidNotebook
 from autograder.assignment import AssignmentError
 from autograder.course import CourseError
 from autograder.execute.warm import UnsafeSandboxError
+from autograder.export import ExportError
 from autograder.gradebook_db import GradebookError
 from autograder.release import ReleaseError
 from autograder.submissions import SubmissionError
 from autograder.verify.hidden import HiddenTestsError
 
 USER_ERRORS = (CourseError, AssignmentError, HiddenTestsError, SubmissionError, ReleaseError,
-               InvalidNotebook, GradebookError, UnsafeSandboxError)
+               InvalidNotebook, GradebookError, UnsafeSandboxError, ExportError)
