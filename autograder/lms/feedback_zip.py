@@ -47,11 +47,11 @@ _DIGITS = re.compile(r"[0-9]+")
 def safe_part(text: object, cap: int = 80) -> str:
     """`text` as one path-safe name part: cleaned; only letters, digits, `-`, `.` and spaces
     (anything else, `_` `/` `\\` included, becomes `-`); no run of dots, no leading or trailing
-    dot or space; at most `cap` characters; never empty."""
+    dot, dash or space; at most `cap` characters; never empty."""
     text = clean_text(text, cap * 4)
     text = "".join(ch if ch.isalnum() or ch in "-. " else "-" for ch in text)
-    text = re.sub(r"\.{2,}", ".", " ".join(text.split())).strip(" .")
-    return text[:cap].strip(" .") or "-"
+    text = re.sub(r"\.{2,}", ".", " ".join(text.split())).strip(" .-")
+    return text[:cap].strip(" .-") or "-"
 
 
 def canvas_name(meta: dict[str, Any], student: str) -> str:
