@@ -19,6 +19,7 @@ import sys
 import warnings
 import zipfile
 from dataclasses import replace
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -44,6 +45,7 @@ MANUAL = ("check_train", 3.0)  # formgrader: Mary's training cell regraded by ha
 EXTRA = ("check_forward_backward", 0.5)  # and extra credit on another cell
 CANVAS_POINTS = 20  # the Canvas assignment is out of 20, ours out of 10
 BOM = "\ufeff"
+EXTENSION = timedelta(hours=6)  # 10020 submitted a day late, with a six-hour extension
 
 
 @pytest.fixture(scope="module")
@@ -65,6 +67,8 @@ def graded(tmp_path_factory, release_notebook, solution) -> dict:
             gradebook.update_or_create_student(student, first_name=first, last_name=last,
                                                email=email)
         gradebook.update_or_create_assignment("backprop", duedate="2026-11-20 12:00:00 UTC")
+        larry = gradebook.find_submission("backprop", "10020")
+        larry.extension = EXTENSION  # stored as nbgrader stores an Interval in SQLite
         manual = gradebook.find_grade(MANUAL[0], "backprop", "backprop", "10030")
         manual.manual_score = MANUAL[1]  # what formgrader's score box does
         extra = gradebook.find_grade(EXTRA[0], "backprop", "backprop", "10030")
@@ -122,7 +126,10 @@ def test_final_scores_are_nbgrader_exports_for_every_rostered_student(graded, tm
     mary = ours["10030"]
     assert (mary.autograded, mary.manual_adjustment, mary.extra_credit) == (6.0, 3.0, 0.5)
     larry = ours["10020"]
-    assert larry.late_penalty == PENALTY and larry.seconds_late == 24 * 3600 and larry.late
+    assert larry.late_penalty == PENALTY and larry.late
+    with Gradebook(course.db_url, course_id=course.course_id) as gradebook:
+        late_by_nbgrader = gradebook.find_submission("backprop", "10020").total_seconds_late
+    assert larry.seconds_late == late_by_nbgrader == 18 * 3600
     assert not ours["10001"].late and ours["10001"].seconds_late == 0
     mo = ours["10040"]
     assert mo.missing and mo.status == "missing" and mo.raw_score is None
