@@ -21,3 +21,12 @@ c.Autograder.timeout = 60  # seconds per submission, wall clock
 # A submission from an LMS download with the LMS's late flag but no usable time: "late"
 # counts it one second past its due date, "ignore" counts it on time.
 # c.LatePolicy.lms_flag_rule = "late"
+
+# Exports (`autograder export`): final scores read from gradebook.db, as nbgrader computes them.
+# c.ScoreSettings.missing = "zero"  # a rostered student with no submission: "zero" or "blank"
+# Canvas's gradebook import (`--format canvas`; best with `--template <gradebook CSV from Canvas>`):
+# c.CanvasExport.assignment_id = "123456"  # the number in the assignment's Canvas URL
+# c.CanvasExport.assignment_name = "Backprop"  # its name in Canvas (default: the assignment's)
+# c.CanvasExport.points_possible = 20  # Canvas's points when no template gives them (scaled)
+# Moodle's grading worksheet (`--format moodle --template worksheet.csv`):
+# c.MoodleExport.feedback_comments = True  # also fill "Feedback comments" with a summary

@@ -44,10 +44,29 @@ def build_parser() -> argparse.ArgumentParser:
                             "(read-only installation, memory budget) is off, e.g. without "
                             "root; the output says so")
 
-    export = commands.add_parser("export", help="write the gradebook as CSV or Canvas CSV")
+    export = commands.add_parser(
+        "export", help="write the final scores (gradebook.db's, manual grades and late "
+                       "penalties included) as CSV, Canvas's gradebook import or Moodle's "
+                       "grading worksheet")
     export.add_argument("assignment")
-    export.add_argument("--format", choices=("csv", "canvas"), default="csv")
+    export.add_argument("--format", choices=("csv", "canvas", "moodle"), default="csv")
     export.add_argument("--output", type=Path, help="file to write (default: exports/...)")
+    export.add_argument("--template", type=Path,
+                        help="the gradebook CSV downloaded from Canvas, or Moodle's grading "
+                             "worksheet: its assignment column is filled, the rest kept")
+    export.add_argument("--missing", choices=("zero", "blank"),
+                        help="a rostered student with no submission: 0, as nbgrader export "
+                             "does, or blank (default: c.ScoreSettings.missing, else zero)")
+    export.add_argument("--feedback-comments", action="store_true", default=None,
+                        help="moodle: also fill 'Feedback comments' with a one-line summary "
+                             "(default: c.MoodleExport.feedback_comments)")
+
+    feedback_zip = commands.add_parser(
+        "feedback-zip", help="zip every student's feedback for the LMS's bulk upload (Canvas "
+                             "'Re-upload submissions', Moodle 'Upload multiple feedback files')")
+    feedback_zip.add_argument("assignment")
+    feedback_zip.add_argument("--output", type=Path,
+                              help="zip to write (default: exports/<assignment>-feedback.zip)")
 
     _add_late_parsers(commands)
     commands.add_parser("demo", help="release, grade the shipped examples, print the gradebook")
@@ -166,7 +185,14 @@ def _run(args: argparse.Namespace) -> int:
         print(commands.show_table(course, args.assignment))
         print(f"wrote {commands.export(course, args.assignment)}")
     elif args.command == "export":
-        print(f"wrote {commands.export(course, args.assignment, args.format, args.output)}")
+        path = commands.export(course, args.assignment, args.format, args.output,
+                               template=args.template, missing=args.missing,
+                               feedback_comments=args.feedback_comments, out=sys.stdout)
+        print(f"wrote {path}")
+    elif args.command == "feedback-zip":
+        from autograder.lms.feedback_zip import write_feedback_zip
+
+        print(f"wrote {write_feedback_zip(course, args.assignment, args.output, sys.stdout)}")
     elif args.command in ("roster", "extension"):
         _run_late(args, course)
     elif args.command == "demo":

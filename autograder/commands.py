@@ -17,9 +17,9 @@ from autograder.assignment import Assignment
 from autograder.course import Course
 from autograder.execute.runner import Budgets
 from autograder.execute.warm import WarmPool
-from autograder.export import write_export
+from autograder.export import FORMATS, ExportError, write_csv
 from autograder.feedback import write_feedback
-from autograder.gradebook import by_cell, gradebook_frame
+from autograder.gradebook import by_cell, scores_frame
 from autograder.gradebook_db import GradebookError, NbgraderGradebook
 from autograder.pipeline import default_workers, fingerprint, grade_batch
 from autograder.results import (
@@ -31,6 +31,7 @@ from autograder.results import (
     load_results,
     save_result,
 )
+from autograder.scores import final_scores
 from autograder.submissions import (
     MAX_NOTEBOOK_BYTES,
     Skipped,
@@ -295,22 +296,62 @@ def doctor(out: TextIO) -> bool:
     return not worker.layers_off
 
 
-def gradebook_table(course: Course, assignment_name: str) -> pd.DataFrame:
-    """The pandas table of every stored result of the assignment."""
-    return _stored_table(course, assignment_name)[1]
+def gradebook_table(course: Course, assignment_name: str,
+                    missing: str | None = None) -> pd.DataFrame:
+    """One row per student of the roster and per stored result: the test columns of our
+    results next to the final scores of gradebook.db (autograder.scores)."""
+    return _stored_table(course, assignment_name, missing)[1]
 
 
-def _stored_table(course: Course, assignment_name: str) -> tuple[Assignment, pd.DataFrame]:
+def _stored_table(course: Course, assignment_name: str,
+                  missing: str | None = None) -> tuple[Assignment, pd.DataFrame]:
     assignment = Assignment.load(course, assignment_name)
-    return assignment, gradebook_frame(load_results(course.root, assignment_name), assignment)
+    results = load_results(course.root, assignment_name)
+    scores = final_scores(course, assignment_name, results, missing)
+    return assignment, scores_frame(scores, results, assignment)
 
 
 def export(course: Course, assignment_name: str, fmt: str = "csv",
-           path: Path | None = None) -> Path:
-    table = gradebook_table(course, assignment_name)
+           path: Path | None = None, template: Path | None = None,
+           missing: str | None = None, feedback_comments: bool | None = None,
+           out: TextIO | None = None) -> Path:
+    """Write the final scores as the plain CSV, Canvas's gradebook import or Moodle's grading
+    worksheet (`template`: the file downloaded from the LMS, filled). What the instructor
+    should know (students not in the template, ...) is printed to `out`."""
+    from autograder.lms.gradebook_files import (
+        CanvasExport,
+        MoodleExport,
+        write_canvas,
+        write_moodle,
+    )
+
+    if fmt not in FORMATS:
+        raise ExportError(f"unknown export format '{fmt}'; choose one of {', '.join(FORMATS)}")
+    if template is not None and fmt == "csv":
+        raise ExportError("--template is for --format canvas or moodle")
+    if fmt == "moodle" and template is None:
+        raise ExportError("a Moodle export fills the grading worksheet downloaded from Moodle "
+                          "(View all submissions > Grading action > Download grading "
+                          "worksheet): pass it with --template")
     suffix = "" if fmt == "csv" else f"-{fmt}"
     path = path or course.exports_dir() / f"{assignment_name}{suffix}.csv"
-    return write_export(table, assignment_name, fmt, path)
+    if fmt == "csv":
+        return write_csv(gradebook_table(course, assignment_name, missing), path)
+    Assignment.load(course, assignment_name)  # a clear error for an unknown assignment
+    scores = final_scores(course, assignment_name, missing=missing)
+    if fmt == "canvas":
+        filled = write_canvas(scores, assignment_name, path, CanvasExport(config=course.config),
+                              template)
+    else:
+        settings = MoodleExport(config=course.config)
+        if feedback_comments is not None:
+            settings.feedback_comments = feedback_comments
+        filled = write_moodle(scores, path, template, settings)
+    if out is not None:
+        for warning in filled.warnings:
+            print_safely(f"WARNING: {warning}", out)
+        print_safely(f"{filled.filled} score(s) filled", out)
+    return filled.path
 
 
 def show_table(course: Course, assignment_name: str, students: list[str] | None = None) -> str:

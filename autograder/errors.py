@@ -4,6 +4,7 @@ from autograder.assemble import InvalidNotebook
 from autograder.assignment import AssignmentError
 from autograder.course import CourseError
 from autograder.execute.warm import UnsafeSandboxError
+from autograder.export import ExportError
 from autograder.gradebook_db import GradebookError
 from autograder.late import LateError
 from autograder.release import ReleaseError
@@ -12,4 +13,5 @@ from autograder.submissions import SubmissionError
 from autograder.verify.hidden import HiddenTestsError
 
 USER_ERRORS = (CourseError, AssignmentError, HiddenTestsError, SubmissionError, ReleaseError,
-               InvalidNotebook, GradebookError, UnsafeSandboxError, LateError, RosterError)
+               InvalidNotebook, GradebookError, UnsafeSandboxError, LateError, RosterError,
+               ExportError)

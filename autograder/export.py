@@ -1,4 +1,4 @@
-"""Gradebook exports: the full table as CSV, and the CSV that Canvas imports.
+"""Gradebook exports: the full table as CSV (the LMSs' own files: autograder.lms.gradebook_files).
 
 Student ids and reasons come from students. A spreadsheet runs a cell that starts with = + - @
 (or a tab or carriage return before one) as a formula (`=HYPERLINK(...)` phones home), so every
@@ -8,17 +8,24 @@ injection; the numbers we computed are written as numbers, a negative one includ
 
 from __future__ import annotations
 
-import csv
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from autograder.results import clean_text
+from autograder.submissions import write_atomic
 
 if TYPE_CHECKING:
     import pandas as pd
 
-FORMATS = ("csv", "canvas")
+FORMATS = ("csv", "canvas", "moodle")
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
+
+
+class ExportError(Exception):
+    """An export cannot be written as asked (a template that is not what it should be, a
+    setting that is missing): the message names the file or the setting and what is wrong."""
 
 
 def neutralised(value: Any) -> Any:
@@ -30,17 +37,31 @@ def neutralised(value: Any) -> Any:
     return "'" + value if value.startswith(_FORMULA_START) else value
 
 
-def write_export(table: pd.DataFrame, assignment: str, fmt: str, path: Path) -> Path:
-    if fmt not in FORMATS:
-        raise ValueError(f"unknown export format '{fmt}'; choose one of {', '.join(FORMATS)}")
+def neutralised_cell(text: str) -> str:
+    """A cell of a file someone else wrote (an LMS template): a plain number ("-1.5") stays a
+    number; any other text is neutralised."""
+    return text if _NUMBER.fullmatch(text) else neutralised(text)
+
+
+def number_cell(value: float) -> str:
+    """A score as a CSV number: at most two decimals, no exponent, no trailing zeros."""
+    text = format(round(float(value), 2), ".2f").rstrip("0").rstrip(".")
+    return "0" if text in ("-0", "") else text
+
+
+def write_csv(table: pd.DataFrame, path: Path) -> Path:
+    """The full table (autograder.gradebook.scores_frame) as CSV, written atomically."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    if fmt == "csv":
-        _safe_table(table).to_csv(partial)
-    else:
-        _write_canvas(table, assignment, partial)
-    partial.replace(path)
+    write_atomic(path, _safe_table(table).to_csv().encode("utf-8"))
     return path
+
+
+def write_export(table: pd.DataFrame, assignment: str, fmt: str, path: Path) -> Path:
+    """The plain CSV of `table`; the LMS formats are filled from final scores by
+    autograder.lms.gradebook_files (see autograder.commands.export)."""
+    if fmt != "csv":
+        raise ExportError(f"write_export writes the plain CSV only, not '{fmt}'")
+    return write_csv(table, path)
 
 
 def _safe_table(table: pd.DataFrame) -> pd.DataFrame:
@@ -54,16 +75,3 @@ def _safe_table(table: pd.DataFrame) -> pd.DataFrame:
         if not is_numeric_dtype(safe[column]):
             safe[column] = safe[column].map(neutralised)
     return safe
-
-
-def _write_canvas(table: pd.DataFrame, assignment: str, path: Path) -> None:
-    """Canvas's gradebook import: Student, ID, SIS User ID, SIS Login ID, Section, <assignment>;
-    the second row gives the points possible, with Canvas's four leading spaces."""
-    max_score = float(table["max_score"].max()) if len(table) else 0.0
-    with open(path, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["Student", "ID", "SIS User ID", "SIS Login ID", "Section", assignment])
-        writer.writerow(["    Points Possible", "", "", "", "", f"{max_score:g}"])
-        for student_id, row in table.iterrows():
-            student = neutralised(str(student_id))
-            writer.writerow([student, "", "", student, "", f"{row['total']:g}"])

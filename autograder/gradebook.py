@@ -1,8 +1,10 @@
-"""Scores as tables (pandas), from the stored results.
+"""Scores as tables (pandas).
 
 `tests_frame` has one row per student and test; `gradebook_frame` one row per student with a
-column per test and the totals. gradebook_db writes the same per-cell sums into nbgrader's
-gradebook.db, so nbgrader export, formgrader and our CSV agree.
+column per test and the totals of our stored results alone; `scores_frame` the same test
+columns next to the final scores read from gradebook.db (autograder.scores: manual scores,
+extra credit and late penalty included, every rostered student listed), which is what every
+export shows, so nbgrader export, formgrader and our CSVs agree.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from autograder.assignment import Assignment
+    from autograder.scores import StudentScore
 
 
 def tests_frame(results: list[SubmissionResult]) -> pd.DataFrame:
@@ -54,12 +57,55 @@ def gradebook_frame(results: list[SubmissionResult], assignment: Assignment) -> 
     return table.sort_index()
 
 
+SCORE_COLUMNS = ["autograded", "manual_adjustment", "extra_credit", "late_penalty", "total",
+                 "max_score", "percent", "status", "reason", "late", "seconds_late", "missing",
+                 "timestamp", "first_name", "last_name", "email", "lms_user_id"]
+
+
+def scores_frame(scores: list[StudentScore], results: list[SubmissionResult],
+                 assignment: Assignment) -> pd.DataFrame:
+    """student x test points (our stored results), then the final scores: `total` is the
+    score nbgrader's export gives (blank for a missing student exported blank)."""
+    import pandas as pd
+
+    test_names = [test.name for test in assignment.hidden.tests]
+    long = tests_frame(results)
+    if long.empty:
+        points = pd.DataFrame(columns=test_names, dtype=float)
+    else:
+        points = long.pivot(index="student_id", columns="test", values="points")
+        points = points.reindex(columns=test_names)
+    points = points.astype(float)
+    summary = pd.DataFrame(
+        [{"student_id": s.student_id, "autograded": s.autograded,
+          "manual_adjustment": s.manual_adjustment, "extra_credit": s.extra_credit,
+          "late_penalty": s.late_penalty, "total": s.score, "max_score": s.max_score,
+          "status": s.status, "reason": s.reason, "late": s.late,
+          "seconds_late": s.seconds_late, "missing": s.missing, "timestamp": s.timestamp,
+          "first_name": s.first_name, "last_name": s.last_name, "email": s.email,
+          "lms_user_id": s.lms_user_id} for s in scores],
+        columns=["student_id", *[c for c in SCORE_COLUMNS if c != "percent"]],
+    ).set_index("student_id")
+    for column in ("autograded", "total", "max_score"):
+        summary[column] = summary[column].astype(float)
+    table = points.join(summary, how="right")
+    table["percent"] = (100 * table["total"] / table["max_score"]).round(1)
+    table = table[[*test_names, *SCORE_COLUMNS]]
+    table.index.name = "student_id"
+    return table.sort_index()
+
+
 def by_cell(table: pd.DataFrame, assignment: Assignment) -> pd.DataFrame:
-    """The gradebook with test columns summed per nbgrader grade cell: a terminal-wide view."""
+    """The gradebook with test columns summed per nbgrader grade cell: a terminal-wide view
+    (with the manual adjustment, extra credit and late penalty when the table has them)."""
     cells: dict[str, list[str]] = {}
     for test in assignment.hidden.tests:
         cells.setdefault(test.cell, []).append(test.name)
     summary = table[[]].copy()
     for cell, tests in cells.items():
         summary[cell] = table[tests].sum(axis=1, min_count=1)
+    extra = [c for c in ("manual_adjustment", "extra_credit", "late_penalty")
+             if c in table.columns]
+    summary = summary.join(table[extra].rename(columns={
+        "manual_adjustment": "manual", "extra_credit": "extra", "late_penalty": "penalty"}))
     return summary.join(table[["total", "max_score", "percent", "status", "reason"]])

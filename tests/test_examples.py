@@ -3,11 +3,13 @@ same scores in our CSV, our pandas table and nbgrader's own export."""
 
 from __future__ import annotations
 
+import copy
 import csv
 import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -67,11 +69,14 @@ def test_csv_pandas_and_nbgrader_export_agree(course: Course, graded, tmp_path: 
 
 
 def test_canvas_export_has_points_possible_row(course: Course, graded) -> None:
-    path = commands.export(course, "backprop", "canvas")
+    config = copy.deepcopy(course.config)
+    config.CanvasExport.assignment_id = "4242"  # Canvas matches the column by this id
+    path = commands.export(replace(course, config=config), "backprop", "canvas")
     rows = list(csv.reader(path.open()))
-    assert rows[0] == ["Student", "ID", "SIS User ID", "SIS Login ID", "Section", "backprop"]
+    assert rows[0] == ["Student", "ID", "SIS User ID", "SIS Login ID", "Section",
+                       "backprop (4242)"]
     assert rows[1][0] == "    Points Possible" and rows[1][-1] == "10"
-    scores = {row[3]: float(row[5]) for row in rows[2:]}
+    scores = {row[1]: float(row[5]) for row in rows[2:]}
     for student, expected in EXPECTED.items():
         assert scores[student] == expected["score"]
 

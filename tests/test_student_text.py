@@ -6,6 +6,7 @@ message, show `<script>`, and a run on an ASCII terminal."""
 from __future__ import annotations
 
 import codecs
+import copy
 import csv
 import io
 import json
@@ -13,6 +14,7 @@ import os
 import re
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import mistune
@@ -150,7 +152,9 @@ def test_both_csvs_neutralise_formulas_and_hold_clean_text(graded, course: Cours
     save_result(hostile, folder)
     try:
         plain = commands.export(course, "backprop", "csv")
-        canvas = commands.export(course, "backprop", "canvas")
+        config = copy.deepcopy(course.config)
+        config.CanvasExport.assignment_id = "4242"
+        canvas = commands.export(replace(course, config=config), "backprop", "canvas")
     finally:
         (folder / "results.json").unlink()
     for path in (plain, canvas):
