@@ -76,7 +76,8 @@ def _grade(assignment: Assignment, submission: Submission, budgets: Budgets,
                               timestamp=submission.timestamp)
     if submission.notebook is None:
         result.fingerprint = _fingerprint(assignment, None)
-        return _zero(result, assignment, INVALID, "no notebook was submitted")
+        return _zero(result, assignment, INVALID,
+                     submission.reason or "no notebook was submitted")
     try:
         content = read_notebook_bytes(submission.notebook)  # once: hashed, seeded, parsed
     except SubmissionError as error:
