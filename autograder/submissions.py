@@ -409,7 +409,8 @@ def _zip_candidate(sid: str, owned: list[_Member], shape: str, zip_name: str,
     the LMS's submission time, else Canvas's submission id and -N suffix, else the member's
     time); each file not graded is listed with the reason. None: the student is skipped."""
     records = [m for m in owned if m.owner.record]
-    notebooks = [m for m in owned if not m.owner.record and reading.is_notebook(m.owner.file)]
+    notebooks = [m for m in owned
+                 if not m.owner.record and reading.is_notebook(m.info.filename)]
     others = [m for m in owned if not m.owner.record and m not in notebooks]
     if shape == downloads.NBGRADER and len(notebooks) > 1:  # a folder: nothing says which
         skipped.append(Skipped(f"{zip_name}:{clean_text(notebooks[0].owner.folder, 300)}",

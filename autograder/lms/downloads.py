@@ -217,12 +217,15 @@ def _by_pattern(path: str, pattern: re.Pattern[str]) -> Owner | None:
     groups = match.groupdict()
     stamp = None
     if groups.get("timestamp"):
-        from dateutil.parser import ParserError, parse
+        # Blackboard's stamp (nbgrader's own example), else whatever dateutil reads.
+        stamp = _blackboard_stamp(groups["timestamp"])
+        if stamp is None:
+            from dateutil.parser import ParserError, parse
 
-        try:
-            stamp = parse(groups["timestamp"])
-        except (ParserError, ValueError, OverflowError):
-            stamp = None
+            try:
+                stamp = parse(groups["timestamp"])
+            except (ParserError, ValueError, OverflowError):
+                stamp = None
     late = str(groups.get("late") or "").strip().lower() not in ("", "0", "false", "no")
     return Owner(NAMED_REGEXP, match["student_id"],
                  groups.get("file_id") or PurePosixPath(path).name,
