@@ -144,6 +144,7 @@ class _Candidate:
     timestamp: str | None
     lms: dict | None = None  # lms.json, for a member of an LMS download
     reason: str | None = None  # why there is no notebook
+    stated: bool = False  # the time is the LMS's submission time, not a file's time
 
 
 def collect(course: Course, assignment: str, notebook_name: str, source: Path,
@@ -354,8 +355,8 @@ def _from_zip(path: Path, assignment: str, notebook_name: str, reading: Reading,
             continue
         if member.is_dir():
             continue
-        if any(part.startswith((".", "__MACOSX")) for part in parts):
-            archiver += 1  # macOS "__MACOSX/", "._x.ipynb", ".DS_Store": not anyone's work
+        if _archiver(member.filename):
+            archiver += 1
             continue
         # A Unix zip records each member's file type; a link's "content" is its target.
         mode = member.external_attr >> 16 if member.create_system == 3 else 0
@@ -366,7 +367,8 @@ def _from_zip(path: Path, assignment: str, notebook_name: str, reading: Reading,
     if archiver:
         skipped.append(Skipped(name, f"{archiver} archiver metadata member(s) (__MACOSX/, dot "
                                      "files): not submissions"))
-    if not any(reading.is_notebook(member.filename) for member in files) and not skipped:
+    if not any(reading.is_notebook(member.filename) and not _archiver(member.filename)
+               for member in members):  # no student is graded: a wrong download?
         raise SubmissionError(f"{name} contains no notebook "
                               f"({', '.join(reading.valid_ext)} file)")
     shape = (downloads.NAMED_REGEXP if reading.pattern is not None
@@ -395,6 +397,11 @@ def _from_zip(path: Path, assignment: str, notebook_name: str, reading: Reading,
     return found
 
 
+def _archiver(path: str) -> bool:
+    """macOS's "__MACOSX/", "._x.ipynb", ".DS_Store" and other dot files: nobody's work."""
+    return any(part.startswith((".", "__MACOSX")) for part in PurePosixPath(path).parts)
+
+
 @dataclass(frozen=True)
 class _Member:
     info: zipfile.ZipInfo
@@ -419,15 +426,20 @@ def _zip_candidate(sid: str, owned: list[_Member], shape: str, zip_name: str,
     else:
         winner = _latest(sid, notebooks, zip_name, notebook_name, reading, skipped)
     for other in others:
-        skipped.append(Skipped(other.item, "not a notebook (only "
-                               f"{', '.join(reading.valid_ext)} files are graded): "
-                               + (f"{winner.item} is graded instead" if winner is not None
-                                  else f"'{sid}' has no notebook in this download")))
+        if winner is not None:
+            then = f"{winner.item} is graded instead"
+        elif notebooks:
+            then = f"'{sid}' is not graded (see their notebooks)"
+        else:
+            then = f"'{sid}' has no notebook in this download"
+        skipped.append(Skipped(other.item, f"not a notebook (only "
+                                           f"{', '.join(reading.valid_ext)} files are graded): "
+                                           f"{then}"))
     if notebooks and winner is None:
         return None
     chosen = winner or max(owned, key=lambda m: _recency(m, reading))
-    moment = (reading.to_utc(chosen.owner.stamp) if chosen.owner.stamp is not None else None) \
-        or _member_time(chosen.info, reading)
+    stated = reading.to_utc(chosen.owner.stamp) if chosen.owner.stamp is not None else None
+    moment = stated or _member_time(chosen.info, reading)
     timestamp = moment.isoformat() if moment is not None else None
     lms = None
     if shape != downloads.NBGRADER:
@@ -441,9 +453,10 @@ def _zip_candidate(sid: str, owned: list[_Member], shape: str, zip_name: str,
                "submitted_at": timestamp}
     if winner is None:
         return _Candidate(sid, f"{zip_name}:{sid}", lambda: None, timestamp, lms,
-                          _no_notebook([m.owner.file for m in others]))
+                          _no_notebook([m.owner.file for m in others]), stated is not None)
     return _Candidate(sid, winner.item, _member_reader(archive, winner.info, winner.item,
-                                                       budget), timestamp, lms)
+                                                       budget), timestamp, lms,
+                      stated=stated is not None)
 
 
 def _latest(sid: str, notebooks: list[_Member], zip_name: str, notebook_name: str,
@@ -633,7 +646,8 @@ def _store(course: Course, assignment: str, notebook_name: str, candidate: _Cand
            content: bytes | None) -> Submission:
     """Write one submission under submitted/<sid>/<assignment>/: the notebook, timestamp.txt
     and, for an LMS download, lms.json. The same notebook imported again (a later download)
-    keeps the time it was first stored with, so nothing about it looks new."""
+    keeps the time it was first stored with (a zip made later has later member times), unless
+    the download states the LMS's submission time."""
     sid = candidate.student_id
     target = course.submitted_dir(sid, assignment)
     for folder in (target.parent, target):  # submitted/<sid>, submitted/<sid>/<assignment>
@@ -643,7 +657,7 @@ def _store(course: Course, assignment: str, notebook_name: str, candidate: _Cand
     target.mkdir(parents=True, exist_ok=True)
     notebook = target / f"{notebook_name}.ipynb"
     timestamp = candidate.timestamp or _now()
-    if content is not None and _holds(notebook, content):
+    if content is not None and not candidate.stated and _holds(notebook, content):
         timestamp = _read_timestamp(target) or timestamp
     lms = dict(candidate.lms) if candidate.lms else None
     if lms is not None and lms["submitted_at"] is not None:

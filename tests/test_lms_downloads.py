@@ -359,3 +359,32 @@ def test_the_shape_of_a_download_is_what_most_of_its_files_carry() -> None:
     assert record.record and record.stamp == datetime(2026, 11, 20, 12)
     assert downloads.recognise("Backprop_asmith_attempt_2026-13-20-12-00-00.txt",
                                downloads.BLACKBOARD, "backprop") is None
+
+
+def test_a_stated_submission_time_is_taken_again_a_member_time_is_not(
+        lms_course: Course, notebooks: dict[str, str], tmp_path: Path) -> None:
+    """The same notebook imported again keeps its first time when that came from the zip's
+    member time (a later zip has later times), but takes the time the LMS states."""
+    course = _course_with(tmp_path, lms_course, "")
+    canvas, board = "x_30001_1_backprop.ipynb", "Backprop_zed_attempt_{}_backprop.ipynb"
+    solved, later = notebooks["solved"], (2026, 12, 1, 0, 0, 0)
+    for download in ({canvas: solved}, {board.format("2026-11-20-12-00-00"): solved}):
+        collect(course, "backprop", "backprop", write_zip(tmp_path / "first.zip", download))
+    found = [s for download in ({canvas: (later, solved)},
+                                {board.format("2026-11-20-13-00-00"): (later, solved)})
+             for s in collect(course, "backprop", "backprop",
+                              write_zip(tmp_path / "again.zip", download)).submissions]
+    assert {s.student_id: s.timestamp for s in found} == {
+        "30001": NOON_UTC, "zed": "2026-11-20T18:00:00+00:00"}
+    assert lms_json(course, "30001")["submitted_at"] == NOON_UTC
+
+
+def test_a_download_without_any_notebook_is_refused_whole(lms_course: Course,
+                                                          tmp_path: Path) -> None:
+    """Every student would be invalid: the wrong assignment's download, most likely."""
+    course = _course_with(tmp_path, lms_course, "")
+    download = write_zip(tmp_path / "essays.zip", {"a_1_2_essay.pdf": b"%PDF",
+                                                   "__MACOSX/._a_1_2_x.ipynb": b"\x00"})
+    with pytest.raises(SubmissionError, match=r"essays.zip contains no notebook \(.ipynb file\)"):
+        collect(course, "backprop", "backprop", download)
+    assert not (course.root / "submitted").exists()
