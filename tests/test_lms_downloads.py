@@ -22,7 +22,12 @@ from autograder import commands
 from autograder.author import with_answers
 from autograder.course import Course
 from autograder.lms import downloads
-from autograder.submissions import MAX_NOTEBOOK_BYTES, SubmissionError, collect
+from autograder.submissions import (
+    MAX_NOTEBOOK_BYTES,
+    SubmissionError,
+    collect,
+    submitted_in_course,
+)
 from tests.conftest import make_course, write_submissions
 
 ZONE = "America/Toronto"
@@ -133,6 +138,7 @@ def test_a_canvas_zip_with_every_bad_case_grades_every_good_student(
         "name": "smithjohn", "user_id": "10011", "submission_id": "678905", "late": True,
         "submitted_at": NOON_UTC}
     assert lms_json(lms_course, "10010")["late"] is False
+    assert {sid for sid, r in results.items() if r.lms_late} == {"10011"}
     assert lms_json(lms_course, "10030")["name"] == "müllerjosé"
     assert lms_json(lms_course, "10020")["submitted_at"] == "2026-11-20T14:30:00+00:00"
     assert results["10001"].timestamp == NOON_UTC
@@ -237,7 +243,11 @@ def test_a_later_download_grades_only_what_changed(lms_course: Course,
     # The unchanged notebooks keep the time they were first stored with.
     assert (lms_course.submitted_dir("20002", "backprop") / "timestamp.txt").read_text() \
         == NOON_UTC
-    assert lms_json(lms_course, "20001")["late"] is True
+    assert lms_json(lms_course, "20001")["late"] is True and results["20001"].lms_late
+    # Graded again from submitted/, the flag is read back from lms.json.
+    stored = {s.student_id: s for s in submitted_in_course(lms_course, "backprop",
+                                                             "backprop").submissions}
+    assert stored["20001"].lms_late and not stored["20002"].lms_late
     assert results["20001"].timestamp == "2026-11-21T13:00:00+00:00"
 
 
