@@ -30,3 +30,14 @@ c.Autograder.timeout = 60  # seconds per submission, wall clock
 # c.CanvasExport.points_possible = 20  # Canvas's points when no template gives them (scaled)
 # Moodle's grading worksheet (`--format moodle --template worksheet.csv`):
 # c.MoodleExport.feedback_comments = True  # also fill "Feedback comments" with a summary
+
+# LMS downloads (`autograder grade backprop submissions.zip`): Canvas, Moodle and Blackboard zips
+# are recognised by their file names; students are keyed by the LMS's id. Their times are the
+# LMS server's local time, converted to UTC from this zone (an IANA name; default UTC):
+# c.LmsDownload.timezone = "America/Toronto"
+# Another naming: nbgrader's own zip-collect settings, which then decide alone (re.match on the
+# path in the zip; groups student_id (required), file_id, timestamp, and ours: late, name,
+# submission_id):
+# c.FileNameCollectorPlugin.named_regexp = (
+#     r".*_(?P<student_id>\w+)_attempt_(?P<timestamp>[0-9\-]+)_(?P<file_id>\w+)")
+# c.FileNameCollectorPlugin.valid_ext = [".ipynb"]  # what is graded; other files are listed

@@ -28,9 +28,11 @@ def build_parser() -> argparse.ArgumentParser:
         "grade", help="grade a submitted/ folder, an LMS zip, or one notebook")
     grade.add_argument("assignment")
     grade.add_argument("source", nargs="?", type=Path,
-                       help="folder in nbgrader's <student>/<assignment>/ layout, .zip of "
-                            "notebooks, or one .ipynb (default: the course's submitted/)")
-    grade.add_argument("--student", help="student id, when SOURCE is one notebook")
+                       help="folder in nbgrader's <student>/<assignment>/ layout, a "
+                            "Canvas, Moodle or Blackboard download (.zip), or one .ipynb "
+                            "with --student (default: the course's submitted/)")
+    grade.add_argument("--student", help="student id (the LMS's id), when SOURCE is one "
+                                          "notebook")
     grade.add_argument("--workers", type=int, help="submissions graded at once (default: cores)")
     grade.add_argument("--timeout", type=float, help="seconds per submission (default: "
                                                      "c.Autograder.timeout, else 60)")

@@ -96,7 +96,8 @@ def _unpack(package: AssignmentPackage) -> Assignment:
 
 def grade_on_worker(package: AssignmentPackage, student_id: str, notebook: bytes | None,
                     timestamp: str | None, timeout: float | Budgets,
-                    unsafe: bool = False) -> dict:
+                    unsafe: bool = False, reason: str | None = None,
+                    lms_late: bool = False) -> dict:
     """Runs on a Dask worker."""
     from autograder.pipeline import grade_submission
 
@@ -111,7 +112,7 @@ def grade_on_worker(package: AssignmentPackage, student_id: str, notebook: bytes
         if notebook is not None:
             path = folder / f"{package.notebook_name}.ipynb"
             path.write_bytes(notebook)
-        submission = Submission(student_id, path, timestamp)
+        submission = Submission(student_id, path, timestamp, lms_late=lms_late, reason=reason)
         return grade_submission(assignment, submission, timeout, _local.worker).to_dict()
     finally:
         log_problems(remove_tree(folder))
@@ -141,7 +142,9 @@ def grade_on_cluster(scheduler: str, assignment: Assignment, submissions: list[S
         for submission in submissions:
             notebook = submission.notebook.read_bytes() if submission.notebook else None
             future = client.submit(grade_on_worker, package, submission.student_id, notebook,
-                                   submission.timestamp, timeout, unsafe, pure=False)
+                                   submission.timestamp, timeout, unsafe,
+                                   reason=submission.reason, lms_late=submission.lms_late,
+                                   pure=False)
             futures[future] = submission
         try:
             for future in as_completed(futures):

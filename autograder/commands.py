@@ -99,7 +99,7 @@ def _grade(course: Course, assignment_name: str, source: Path | None, student_id
                                                    assignment.notebook_name)
     else:
         submissions, skipped = collect(course, assignment_name, assignment.notebook_name,
-                                       source, student_id)
+                                       source, student_id, out=out)
     stored = {result.student_id: result for result in load_results(course.root, assignment_name)}
     # Kept: same notebook, same grader, and a final verdict. A timeout or a crash may be
     # the machine's doing (or a shorter --timeout): those are graded again.

@@ -73,10 +73,11 @@ def _grade(assignment: Assignment, submission: Submission, budgets: Budgets,
            worker: WarmWorker) -> SubmissionResult:
     result = SubmissionResult(student_id=submission.student_id, assignment=assignment.name,
                               notebook=assignment.notebook_name, status=GRADED,
-                              timestamp=submission.timestamp)
+                              timestamp=submission.timestamp, lms_late=submission.lms_late)
     if submission.notebook is None:
         result.fingerprint = _fingerprint(assignment, None)
-        return _zero(result, assignment, INVALID, "no notebook was submitted")
+        return _zero(result, assignment, INVALID,
+                     submission.reason or "no notebook was submitted")
     try:
         content = read_notebook_bytes(submission.notebook)  # once: hashed, seeded, parsed
     except SubmissionError as error:
@@ -194,7 +195,7 @@ def failed_result(assignment: Assignment, submission: Submission,
     log.error("grading %s failed: %r", submission.student_id, error)
     result = SubmissionResult(student_id=submission.student_id, assignment=assignment.name,
                               notebook=assignment.notebook_name, status=ERROR,
-                              timestamp=submission.timestamp)
+                              timestamp=submission.timestamp, lms_late=submission.lms_late)
     return _zero(result, assignment, ERROR,
                  f"the grader failed on this submission ({type(error).__name__}); "
                  "it has been logged for the instructor")

@@ -1,22 +1,27 @@
 """Collect submissions into the course's `submitted/<student_id>/<assignment>/` folders.
 
-Three sources: a folder in nbgrader's layout (`<student_id>/<assignment>/*.ipynb`), a zip of
-notebooks as an LMS downloads them, or one notebook. These hold what students sent, so every
-file is read as hostile: no symbolic link is followed (a link to the hidden tests or to
-/etc/shadow is not copied anywhere), only regular files are read (a FIFO or /dev/zero cannot
-hang or exhaust the grader), every read is bounded, and a zip is read member by member within
-caps on count, size, total and compression ratio. One bad student or member is skipped and
-reported (`Skipped`), never the whole batch; only a source holding nothing usable is an error.
-Each notebook is stored under submitted/ (atomically) before it is graded, so nothing is lost.
+Three sources: a folder in nbgrader's layout (`<student_id>/<assignment>/*.ipynb`), a zip as
+Canvas, Moodle or Blackboard download it (or in nbgrader's layout; `autograder.lms.downloads`
+says whose each member is), or one notebook with the student's id. These hold what students
+sent, so every file is read as hostile: no symbolic link is followed (a link to the hidden
+tests or to /etc/shadow is not copied anywhere), only regular files are read (a FIFO or
+/dev/zero cannot hang or exhaust the grader), every read is bounded, and a zip is read member
+by member within caps on count, size, total and compression ratio. One bad student or member
+is skipped and reported (`Skipped`), never the whole batch: a file that is not a notebook, an
+older submission of a student (the latest wins), an odd id, an oversize member. Only a source
+holding nothing usable is an error. Each notebook is stored under submitted/ (atomically)
+before it is graded, so nothing is lost.
 """
 
 from __future__ import annotations
 
 import errno
+import json
 import os
 import re
 import stat
 import tempfile
+import unicodedata
 import zipfile
 import zlib
 from collections.abc import Callable
@@ -24,15 +29,19 @@ from contextlib import ExitStack, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
-from typing import NamedTuple
+from typing import NamedTuple, TextIO
 
 from autograder.course import Course
+from autograder.lms import downloads
+from autograder.lms.downloads import DownloadSettingsError, Owner, Reading
 from autograder.results import clean_text
 
-STUDENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,99}$")
-# Canvas names downloads "<name>[_LATE]_<user id>_<submission id>_<file>".
-CANVAS_NAME = re.compile(r"^(?P<student>[^_]+)(?:_late)?_\d+_\d+_.+\.ipynb$", re.IGNORECASE)
+# Letters of any script (nbgrader takes "josé"), digits and ._@+-: never a slash, a space, a
+# control character or a leading dot. Ids are compared in Unicode's NFC form (macOS zips NFD).
+STUDENT_ID = re.compile(r"^[^\W_][\w.@+-]{0,99}$")
 TIMESTAMP_FILE = "timestamp.txt"
+LMS_FILE = "lms.json"  # beside an LMS download's notebook: which member, name, late flag
+MAX_LMS_FILE_BYTES = 64 * 1024  # lms.json, and a Blackboard attempt's .txt
 
 # The limits on what is read from instructor inputs (which hold what students sent).
 MAX_NOTEBOOK_BYTES = 20 * 1024 * 1024  # one notebook, on disk or uncompressed from a zip
@@ -54,6 +63,8 @@ class Submission:
     student_id: str
     notebook: Path | None  # None: the student's folder holds no notebook
     timestamp: str | None = None
+    lms_late: bool = False  # the LMS marked it late (Canvas's LATE; lms.json "late")
+    reason: str | None = None  # why there is no notebook: "... (found: report.pdf)"
 
 
 @dataclass(frozen=True)
@@ -131,26 +142,34 @@ class _Candidate:
     item: str  # how the instructor finds it: a path, or zip:member
     read: Callable[[], bytes | None]  # None: no notebook; raises SubmissionError
     timestamp: str | None
+    lms: dict | None = None  # lms.json, for a member of an LMS download
+    reason: str | None = None  # why there is no notebook
+    stated: bool = False  # the time is the LMS's submission time, not a file's time
 
 
 def collect(course: Course, assignment: str, notebook_name: str, source: Path,
-            student_id: str | None = None) -> Collected:
+            student_id: str | None = None, out: TextIO | None = None) -> Collected:
     """Store every usable submission found in `source` under submitted/; return them, sorted,
     and what was skipped, with reasons. A source holding nothing usable is an error, and
-    then nothing is written."""
+    then nothing is written. What kind of download `source` was recognised as is printed
+    to `out`."""
     source = Path(source)
     if not source.exists() and not source.is_symlink():
         raise SubmissionError(f"{clean_text(source, 300)} does not exist")
     skipped: list[Skipped] = []
     with ExitStack() as stack:
         if source.suffix == ".ipynb" and not source.is_dir():
-            candidates = [_Candidate(student_id or source.stem, clean_text(source, 300),
+            if student_id is None:  # a name made up from the file would be nobody's id
+                raise SubmissionError(f"one notebook needs --student ID (whose is "
+                                      f"{clean_text(source.name, 200)}?)")
+            candidates = [_Candidate(student_id, clean_text(source, 300),
                                      lambda: read_regular_file(source, MAX_NOTEBOOK_BYTES),
                                      _now())]
         elif source.is_dir():
             candidates = _from_layout(source, assignment, skipped)
         elif source.suffix == ".zip":
-            candidates = _from_zip(source, assignment, skipped, stack)
+            candidates = _from_zip(source, assignment, notebook_name, _reading(course),
+                                   skipped, stack, out)
         else:
             raise SubmissionError(f"{clean_text(source, 300)} is neither a folder, a .zip nor "
                                   "an .ipynb file")
@@ -162,14 +181,20 @@ def collect(course: Course, assignment: str, notebook_name: str, source: Path,
         for candidate in candidates:
             try:
                 content = candidate.read()
-                stored.append(_store(course, assignment, notebook_name, candidate.student_id,
-                                     content, candidate.timestamp))
+                stored.append(_store(course, assignment, notebook_name, candidate, content))
             except SubmissionError as error:
                 skipped.append(Skipped(candidate.item, str(error)))
     if not stored:
         raise SubmissionError(f"{clean_text(source, 300)} holds no usable submission: "
                               + "; ".join(str(s) for s in skipped[:10]))
     return Collected(sorted(stored, key=lambda s: s.student_id), skipped)
+
+
+def _reading(course: Course) -> Reading:
+    try:
+        return downloads.reading(course.config)
+    except DownloadSettingsError as error:
+        raise SubmissionError(f"{course.root / 'nbgrader_config.py'}: {error}") from None
 
 
 def submitted_in_course(course: Course, assignment: str, notebook_name: str) -> Collected:
@@ -182,7 +207,7 @@ def submitted_in_course(course: Course, assignment: str, notebook_name: str) -> 
         return Collected(found, skipped)
     for student_dir, assignment_dir in _student_folders(root, assignment, skipped):
         sid = student_dir.name
-        if not STUDENT_ID.fullmatch(sid):
+        if not _usable_id(sid):
             skipped.append(Skipped(clean_text(student_dir, 300), _bad_id(sid)))
             continue
         try:
@@ -190,8 +215,21 @@ def submitted_in_course(course: Course, assignment: str, notebook_name: str) -> 
         except SubmissionError as error:
             skipped.append(Skipped(clean_text(student_dir, 300), str(error)))
             continue
-        found.append(Submission(sid, notebook, _read_timestamp(assignment_dir)))
+        reason = None if notebook else _no_notebook(_other_files(assignment_dir))
+        found.append(Submission(sid, notebook, _read_timestamp(assignment_dir),
+                                lms_late=_stored_lms_late(assignment_dir), reason=reason))
     return Collected(found, skipped)
+
+
+def _stored_lms_late(folder: Path) -> bool:
+    """The LMS's late flag kept in lms.json; False when there is none or it is unreadable."""
+    if not os.path.lexists(folder / LMS_FILE):
+        return False
+    try:
+        record = json.loads(read_regular_file(folder / LMS_FILE, MAX_LMS_FILE_BYTES))
+    except (SubmissionError, ValueError):
+        return False
+    return isinstance(record, dict) and record.get("late") is True
 
 
 def _stored_notebook(folder: Path, notebook_name: str) -> Path | None:
@@ -203,8 +241,7 @@ def _stored_notebook(folder: Path, notebook_name: str) -> Path | None:
     else:
         candidates = _notebooks_in(folder)
         if len(candidates) > 1:
-            raise SubmissionError(f"{clean_text(folder, 300)} holds {len(candidates)} "
-                                  "notebooks; one is expected")
+            raise SubmissionError(_several(candidates))
         if not candidates:
             return None
         notebook = candidates[0]
@@ -249,6 +286,25 @@ def _notebooks_in(folder: Path) -> list[Path]:
                   if entry.name.endswith(".ipynb") and not entry.name.startswith("."))
 
 
+def _other_files(folder: Path) -> list[str]:
+    """What else a student's folder holds (a PDF, a .py): named when there is no notebook."""
+    ours = {TIMESTAMP_FILE, LMS_FILE}
+    return sorted(entry.name for entry in os.scandir(folder)
+                  if not entry.name.startswith(".") and entry.name not in ours
+                  and not entry.name.endswith(".ipynb") and entry.is_file(follow_symlinks=False))
+
+
+def _several(notebooks: list[Path] | list[str]) -> str:
+    names = [PurePosixPath(str(path)).name for path in notebooks]
+    return (f"holds {len(names)} notebooks ({clean_text(', '.join(names), 300)}); one is "
+            "expected")
+
+
+def _no_notebook(found: list[str]) -> str:
+    shown = clean_text(", ".join(found), 300)
+    return f"no notebook was submitted (found: {shown})" if found else "no notebook was submitted"
+
+
 def _from_layout(folder: Path, assignment: str, skipped: list[Skipped]) -> list[_Candidate]:
     pairs = _student_folders(folder, assignment, skipped)
     if not pairs and not skipped:
@@ -258,12 +314,13 @@ def _from_layout(folder: Path, assignment: str, skipped: list[Skipped]) -> list[
     for student_dir, assignment_dir in pairs:
         notebooks = _notebooks_in(assignment_dir)
         if len(notebooks) > 1:
-            skipped.append(Skipped(clean_text(assignment_dir, 300),
-                                   f"holds {len(notebooks)} notebooks; one is expected"))
+            skipped.append(Skipped(clean_text(assignment_dir, 300), _several(notebooks)))
             continue
         read = _notebook_reader(notebooks[0]) if notebooks else (lambda: None)
-        found.append(_Candidate(student_dir.name, clean_text(student_dir, 300), read,
-                                _read_timestamp(assignment_dir)))
+        reason = None if notebooks else _no_notebook(_other_files(assignment_dir))
+        sid = unicodedata.normalize("NFC", student_dir.name)  # the id is stored in NFC
+        found.append(_Candidate(sid, clean_text(student_dir, 300), read,
+                                _read_timestamp(assignment_dir), reason=reason))
     return found
 
 
@@ -278,8 +335,8 @@ class _Budget:
         self.left = total
 
 
-def _from_zip(path: Path, assignment: str, skipped: list[Skipped],
-              stack: ExitStack) -> list[_Candidate]:
+def _from_zip(path: Path, assignment: str, notebook_name: str, reading: Reading,
+              skipped: list[Skipped], stack: ExitStack, out: TextIO | None) -> list[_Candidate]:
     name = clean_text(path.name, 200)
     archive = _open_zip(path)
     stack.enter_context(archive)
@@ -289,28 +346,179 @@ def _from_zip(path: Path, assignment: str, skipped: list[Skipped],
                                      f"{len(members) - MAX_ZIP_MEMBERS} after the first "
                                      f"{MAX_ZIP_MEMBERS} are skipped"))
         members = members[:MAX_ZIP_MEMBERS]
-    budget = _Budget(MAX_ZIP_TOTAL_BYTES)
-    found = []
+    files, archiver = [], 0
     for member in members:
         item = f"{name}:{clean_text(member.filename, 300)}"
         parts = PurePosixPath(member.filename).parts
         if member.filename.startswith("/") or ".." in parts:
             skipped.append(Skipped(item, "an unsafe path (absolute or with '..') in the zip"))
             continue
-        if (member.is_dir() or not member.filename.endswith(".ipynb")
-                or any(part.startswith((".", "__MACOSX")) for part in parts)):
-            continue  # not a notebook, or an archiver's metadata (macOS "._x.ipynb")
+        if member.is_dir():
+            continue
+        if _archiver(member.filename):
+            archiver += 1
+            continue
         # A Unix zip records each member's file type; a link's "content" is its target.
         mode = member.external_attr >> 16 if member.create_system == 3 else 0
         if stat.S_IFMT(mode) not in (0, stat.S_IFREG):
             skipped.append(Skipped(item, f"{_kind(mode)} in the zip: not read"))
             continue
-        found.append(_Candidate(_student_of_member(parts, assignment), item,
-                                _member_reader(archive, member, item, budget),
-                                _zip_time(member)))
-    if not found and not skipped:
-        raise SubmissionError(f"{name} contains no .ipynb file")
+        files.append(member)
+    if archiver:
+        skipped.append(Skipped(name, f"{archiver} archiver metadata member(s) (__MACOSX/, dot "
+                                     "files): not submissions"))
+    if not any(reading.is_notebook(member.filename) and not _archiver(member.filename)
+               for member in members):  # no student is graded: a wrong download?
+        raise SubmissionError(f"{name} contains no notebook "
+                              f"({', '.join(reading.valid_ext)} file)")
+    shape = (downloads.NAMED_REGEXP if reading.pattern is not None
+             else downloads.detect([member.filename for member in files], assignment))
+    if out is not None:
+        print(f"{name}: read as {downloads.LABELS[shape]}", file=out, flush=True)
+    by_student: dict[str, list[_Member]] = {}
+    for member in files:
+        item = f"{name}:{clean_text(member.filename, 300)}"
+        owner = downloads.recognise(member.filename, shape, assignment, reading.pattern)
+        if owner is None:
+            skipped.append(Skipped(item, _unrecognised(shape)))
+            continue
+        sid = unicodedata.normalize("NFC", owner.student_id)
+        if not _usable_id(sid):
+            skipped.append(Skipped(item, _bad_id(sid)))
+            continue
+        by_student.setdefault(sid, []).append(_Member(member, item, owner))
+    budget = _Budget(MAX_ZIP_TOTAL_BYTES)
+    found = []
+    for sid, owned in by_student.items():
+        candidate = _zip_candidate(sid, owned, shape, name, notebook_name, reading, archive,
+                                   budget, skipped)
+        if candidate is not None:
+            found.append(candidate)
     return found
+
+
+def _archiver(path: str) -> bool:
+    """macOS's "__MACOSX/", "._x.ipynb", ".DS_Store" and other dot files: nobody's work."""
+    return any(part.startswith((".", "__MACOSX")) for part in PurePosixPath(path).parts)
+
+
+@dataclass(frozen=True)
+class _Member:
+    info: zipfile.ZipInfo
+    item: str  # zip:member, cleaned
+    owner: Owner
+
+
+def _zip_candidate(sid: str, owned: list[_Member], shape: str, zip_name: str,
+                   notebook_name: str, reading: Reading, archive: zipfile.ZipFile,
+                   budget: _Budget, skipped: list[Skipped]) -> _Candidate | None:
+    """One student's submission among their files in the zip: the latest notebook wins (by
+    the LMS's submission time, else Canvas's submission id and -N suffix, else the member's
+    time); each file not graded is listed with the reason. None: the student is skipped."""
+    records = [m for m in owned if m.owner.record]
+    notebooks = [m for m in owned
+                 if not m.owner.record and reading.is_notebook(m.info.filename)]
+    others = [m for m in owned if not m.owner.record and m not in notebooks]
+    if shape == downloads.NBGRADER and len(notebooks) > 1:  # a folder: nothing says which
+        skipped.append(Skipped(f"{zip_name}:{clean_text(notebooks[0].owner.folder, 300)}",
+                               _several([m.owner.file for m in notebooks])))
+        winner = None
+    else:
+        winner = _latest(sid, notebooks, zip_name, notebook_name, reading, skipped)
+    for other in others:
+        if winner is not None:
+            then = f"{winner.item} is graded instead"
+        elif notebooks:
+            then = f"'{sid}' is not graded (see their notebooks)"
+        else:
+            then = f"'{sid}' has no notebook in this download"
+        skipped.append(Skipped(other.item, f"not a notebook (only "
+                                           f"{', '.join(reading.valid_ext)} files are graded): "
+                                           f"{then}"))
+    if notebooks and winner is None:
+        return None
+    chosen = winner or max(owned, key=lambda m: _recency(m, reading))
+    stated = reading.to_utc(chosen.owner.stamp) if chosen.owner.stamp is not None else None
+    moment = stated or _member_time(chosen.info, reading)
+    timestamp = moment.isoformat() if moment is not None else None
+    lms = None
+    if shape != downloads.NBGRADER:
+        display = chosen.owner.name
+        record = [m for m in records if m.owner.stamp == chosen.owner.stamp]
+        if display is None and record:
+            display = _blackboard_name(archive, record[0], budget)
+        lms = {"lms": chosen.owner.lms, "file": clean_text(chosen.info.filename, 300),
+               "name": clean_text(display, 200) if display else None, "user_id": sid,
+               "submission_id": chosen.owner.submission_id, "late": chosen.owner.late,
+               "submitted_at": timestamp}
+    if winner is None:
+        return _Candidate(sid, f"{zip_name}:{sid}", lambda: None, timestamp, lms,
+                          _no_notebook([m.owner.file for m in others]), stated is not None)
+    return _Candidate(sid, winner.item, _member_reader(archive, winner.info, winner.item,
+                                                       budget), timestamp, lms,
+                      stated=stated is not None)
+
+
+def _latest(sid: str, notebooks: list[_Member], zip_name: str, notebook_name: str,
+            reading: Reading, skipped: list[Skipped]) -> _Member | None:
+    """The student's latest notebook; the others are listed as superseded. Two sent at once
+    (nothing orders them): the one named like the assignment, else none (listed)."""
+    if not notebooks:
+        return None
+    latest = max(_recency(m, reading) for m in notebooks)
+    top = [m for m in notebooks if _recency(m, reading) == latest]
+    if len(top) > 1:
+        named = [m for m in top if _named_like(m.owner.file, notebook_name)]
+        if len(named) != 1:
+            skipped.append(Skipped(f"{zip_name}:{sid}",
+                                   f"'{sid}' sent {_several([m.owner.file for m in top])[6:]} "
+                                   f"at once, and not exactly one is named {notebook_name}.ipynb"))
+            return None
+        top = named
+    winner = top[0]
+    for other in notebooks:
+        if other is winner:
+            continue
+        if _recency(other, reading) < latest:
+            reason = f"older submission of '{sid}' superseded by {winner.item}"
+        else:
+            reason = f"sent with {winner.item}, which is graded (named {notebook_name}.ipynb)"
+        skipped.append(Skipped(other.item, reason))
+    return winner
+
+
+def _recency(member: _Member, reading: Reading) -> tuple:
+    owner = member.owner
+    stated = reading.to_utc(owner.stamp) if owner.stamp is not None else None
+    number = (int(owner.submission_id) if owner.submission_id and owner.submission_id.isdigit()
+              else -1)
+    return ((1, stated) if stated else (0, _EPOCH), number, owner.resubmission,
+            member.info.date_time)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _named_like(file: str, notebook_name: str) -> bool:
+    """backprop.ipynb, or backprop-1.ipynb as Canvas renames a resubmitted file."""
+    return re.fullmatch(re.escape(notebook_name) + r"(-\d+)?\.ipynb", file) is not None
+
+
+def _unrecognised(shape: str) -> str:
+    if shape == downloads.NBGRADER:
+        return "not in a student's folder, and not named as an LMS names its downloads: whose " \
+               "it is cannot be known"
+    return (f"not named as the rest of the zip ({downloads.LABELS[shape]}): whose it is cannot "
+            "be known")
+
+
+def _blackboard_name(archive: zipfile.ZipFile, record: _Member, budget: _Budget) -> str | None:
+    """The display name in a Blackboard attempt's .txt; None if it cannot be read."""
+    try:
+        text = _read_member(archive, record.info, record.item, budget, MAX_LMS_FILE_BYTES)
+    except SubmissionError:
+        return None
+    return downloads.blackboard_record(text.decode("utf-8", errors="replace"))[0]
 
 
 def _open_zip(path: Path) -> zipfile.ZipFile:
@@ -339,17 +547,17 @@ def _open_zip(path: Path) -> zipfile.ZipFile:
 def _member_reader(archive: zipfile.ZipFile, member: zipfile.ZipInfo, item: str,
                    budget: _Budget) -> Callable[[], bytes]:
     def read() -> bytes:
-        return _read_member(archive, member, item, budget)
+        return _read_member(archive, member, item, budget, MAX_NOTEBOOK_BYTES)
 
     return read
 
 
 def _read_member(archive: zipfile.ZipFile, member: zipfile.ZipInfo, item: str,
-                 budget: _Budget) -> bytes:
+                 budget: _Budget, cap: int) -> bytes:
     """A member's bytes, read through zipfile in chunks: its declared size is not trusted,
     the read stops at whichever cap it meets first."""
-    if member.file_size > MAX_NOTEBOOK_BYTES:
-        raise SubmissionError(f"{item} is larger than {MAX_NOTEBOOK_BYTES} bytes: not read")
+    if member.file_size > cap:
+        raise SubmissionError(f"{item} is larger than {cap} bytes: not read")
     ratio_cap = max(_ZIP_RATIO_FREE_BYTES, MAX_ZIP_RATIO * member.compress_size)
     chunks, total = [], 0
     try:
@@ -357,9 +565,9 @@ def _read_member(archive: zipfile.ZipFile, member: zipfile.ZipInfo, item: str,
             while chunk := stream.read(_CHUNK):
                 total += len(chunk)
                 budget.left -= len(chunk)
-                if total > MAX_NOTEBOOK_BYTES:
-                    raise SubmissionError(f"{item} is larger than {MAX_NOTEBOOK_BYTES} bytes "
-                                          "uncompressed: not read")
+                if total > cap:
+                    raise SubmissionError(f"{item} is larger than {cap} bytes uncompressed: "
+                                          "not read")
                 if total > ratio_cap:
                     raise SubmissionError(f"{item} is compressed more than {MAX_ZIP_RATIO} "
                                           "times (a zip bomb?): not read")
@@ -376,24 +584,10 @@ def _read_member(archive: zipfile.ZipFile, member: zipfile.ZipInfo, item: str,
     return b"".join(chunks)
 
 
-def _student_of_member(parts: tuple[str, ...], assignment: str) -> str:
-    """The folder holding the notebook (or the one above it, if that one is named after the
-    assignment: nbgrader's <student>/<assignment>/ layout); a file at the top of the zip is
-    named by Canvas's pattern, else by its stem."""
-    folders = list(parts[:-1])
-    if folders and folders[-1] == assignment and len(folders) > 1:
-        folders.pop()
-    if folders:
-        return folders[-1]
-    name = PurePosixPath(parts[-1])
-    match = CANVAS_NAME.match(name.name)
-    return match.group("student") if match else name.stem
-
-
-def _zip_time(member: zipfile.ZipInfo) -> str | None:
-    # Zip times carry no time zone; like nbgrader's own timestamps they are read as UTC.
+def _member_time(member: zipfile.ZipInfo, reading: Reading) -> datetime | None:
+    """A member's time (the LMS server's local time: zips carry no zone), in UTC."""
     try:
-        return datetime(*member.date_time, tzinfo=UTC).isoformat()
+        return reading.to_utc(datetime(*member.date_time))
     except ValueError:  # e.g. a zeroed DOS date
         return None
 
@@ -414,8 +608,12 @@ def _read_timestamp(folder: Path) -> str | None:
     return text
 
 
+def _usable_id(sid: str) -> bool:
+    return STUDENT_ID.fullmatch(sid) is not None and unicodedata.is_normalized("NFC", sid)
+
+
 def _bad_id(sid: str) -> str:
-    return (f"'{clean_text(sid, 120)}' is not a usable student id (letters, digits and ._@+- "
+    return (f"'{clean_text(sid, 120)}' is not a usable student id (letters, digits and _.@+- "
             "only, starting with a letter or digit)")
 
 
@@ -424,7 +622,7 @@ def _usable_ids(candidates: list[_Candidate], skipped: list[Skipped]) -> list[_C
     of the two is theirs cannot be known)."""
     by_id: dict[str, list[_Candidate]] = {}
     for candidate in candidates:
-        if STUDENT_ID.fullmatch(candidate.student_id):
+        if _usable_id(candidate.student_id):
             by_id.setdefault(candidate.student_id, []).append(candidate)
         else:
             skipped.append(Skipped(candidate.item, _bad_id(candidate.student_id)))
@@ -444,21 +642,46 @@ def read_notebook_bytes(path: Path) -> bytes:
     return read_regular_file(path, MAX_NOTEBOOK_BYTES)
 
 
-def _store(course: Course, assignment: str, notebook_name: str, sid: str, content: bytes | None,
-           timestamp: str | None) -> Submission:
+def _store(course: Course, assignment: str, notebook_name: str, candidate: _Candidate,
+           content: bytes | None) -> Submission:
+    """Write one submission under submitted/<sid>/<assignment>/: the notebook, timestamp.txt
+    and, for an LMS download, lms.json. The same notebook imported again (a later download)
+    keeps the time it was first stored with (a zip made later has later member times), unless
+    the download states the LMS's submission time."""
+    sid = candidate.student_id
     target = course.submitted_dir(sid, assignment)
     for folder in (target.parent, target):  # submitted/<sid>, submitted/<sid>/<assignment>
         if folder.is_symlink():
             raise SubmissionError(f"{clean_text(folder, 300)} is a symbolic link: "
                                   "nothing is written through it")
     target.mkdir(parents=True, exist_ok=True)
-    timestamp = timestamp or _now()
-    write_atomic(target / TIMESTAMP_FILE, timestamp.encode("utf-8"))
-    if content is None:  # an empty submission: graded as such, whatever an older one held
-        return Submission(sid, None, timestamp)
     notebook = target / f"{notebook_name}.ipynb"
+    timestamp = candidate.timestamp or _now()
+    if content is not None and not candidate.stated and _holds(notebook, content):
+        timestamp = _read_timestamp(target) or timestamp
+    lms = dict(candidate.lms) if candidate.lms else None
+    if lms is not None and lms["submitted_at"] is not None:
+        lms["submitted_at"] = timestamp  # as kept above
+    write_atomic(target / TIMESTAMP_FILE, timestamp.encode("utf-8"))
+    if lms is not None:
+        write_atomic(target / LMS_FILE, json.dumps(lms, indent=1, ensure_ascii=False)
+                     .encode("utf-8"))
+    else:  # an earlier LMS import's flag is not this submission's
+        (target / LMS_FILE).unlink(missing_ok=True)
+    late = bool(lms and lms["late"])
+    if content is None:  # an empty submission: graded as such, whatever an older one held
+        notebook.unlink(missing_ok=True)
+        return Submission(sid, None, timestamp, late, candidate.reason)
     write_atomic(notebook, content)
-    return Submission(sid, notebook, timestamp)
+    return Submission(sid, notebook, timestamp, late)
+
+
+def _holds(path: Path, content: bytes) -> bool:
+    """Whether `path` is a regular file holding exactly `content`."""
+    try:
+        return read_regular_file(path, MAX_NOTEBOOK_BYTES) == content
+    except SubmissionError:
+        return False
 
 
 def write_atomic(path: Path, data: bytes) -> None:

@@ -46,32 +46,34 @@ def _zip(path: Path, members: dict[str, str]) -> Path:
     return path
 
 
-def test_a_student_named_twice_is_skipped_and_reported_not_the_batch(empty_course: Course,
-                                                                     tmp_path: Path) -> None:
+def test_two_notebooks_in_one_students_folder_skip_that_student_not_the_batch(
+        empty_course: Course, tmp_path: Path) -> None:
     download = _zip(tmp_path / "d.zip", {"alice/a.ipynb": "{}", "bob/b.ipynb": "{}",
                                          "alice/again.ipynb": "{}"})
     found, skipped = collect(empty_course, "backprop", "backprop", download)
     assert [s.student_id for s in found] == ["bob"]
-    assert [(s.item, "appears more than once" in s.reason) for s in skipped] == [("alice", True)]
+    assert [(s.item, s.reason) for s in skipped] == [
+        ("d.zip:alice", "holds 2 notebooks (a.ipynb, again.ipynb); one is expected")]
     assert sorted(p.name for p in (empty_course.root / "submitted").iterdir()) == ["bob"]
 
 
 def test_unsafe_student_ids_are_skipped_and_reported(empty_course: Course,
                                                      tmp_path: Path) -> None:
-    download = _zip(tmp_path / "d.zip", {"ok_1_2_backprop.ipynb": "{}",
-                                         "bad id!.ipynb": "{}"})
+    download = _zip(tmp_path / "d.zip", {"ok/backprop.ipynb": "{}", "bad id!/b.ipynb": "{}",
+                                         "tab\tid/b.ipynb": "{}", "josé/b.ipynb": "{}"})
     found, skipped = collect(empty_course, "backprop", "backprop", download)
-    assert [s.student_id for s in found] == ["ok"]
-    assert len(skipped) == 1 and "not a usable student id" in skipped[0].reason
-    assert skipped[0].item == "d.zip:bad id!.ipynb"
+    assert [s.student_id for s in found] == ["josé", "ok"]  # nbgrader takes letters like é
+    assert [s.item for s in skipped] == ["d.zip:bad id!/b.ipynb", "d.zip:tab\tid/b.ipynb"]
+    assert all("not a usable student id" in s.reason for s in skipped)
 
 
 def test_a_source_with_nothing_usable_writes_nothing(empty_course: Course,
                                                      tmp_path: Path) -> None:
-    download = _zip(tmp_path / "d.zip", {"bad id!.ipynb": "{}", "x/a.ipynb": "{}",
-                                         "x/b.ipynb": "{}"})
+    download = _zip(tmp_path / "d.zip", {"bad id!/a.ipynb": "{}", "x/a.ipynb": "{}",
+                                         "x/b.ipynb": "{}", "top.ipynb": "{}"})
     with pytest.raises(SubmissionError, match="holds no usable submission: .*not a usable "
-                                              "student id.*appears more than once"):
+                                              "student id.*not in a student's folder.*holds "
+                                              "2 notebooks"):
         collect(empty_course, "backprop", "backprop", download)
     assert _nothing_submitted(empty_course)
 

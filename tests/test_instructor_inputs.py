@@ -351,7 +351,7 @@ def test_a_zip_bomb_is_skipped_member_by_member_in_bounded_memory_and_disk(
                            ("linked/backprop.ipynb", "a symbolic link"),
                            ("oversize/backprop.ipynb", "larger than"),
                            ("=HYPERLINK(1)/backprop.ipynb", "not a usable student id"),
-                           ("twice", "appears more than once")]:
+                           ("twice", "holds 2 notebooks (a.ipynb, b.ipynb); one is expected")]:
         assert any(member in line and reason in line for line in skipped), (member, skipped)
     submitted = own_course.root / "submitted"
     assert not list(submitted.glob("bomb*")) and not (submitted / "oversize").exists()
