@@ -15,18 +15,27 @@ def build_parser() -> argparse.ArgumentParser:
                     "judge each submission outside the student's process.")
     parser.add_argument("--course", type=Path, default=Path("."),
                         help="course directory, holding nbgrader_config.py (default: .)")
+    # --course is accepted after the subcommand too; there it is only set when given, so the
+    # default above stands otherwise.
+    anywhere = argparse.ArgumentParser(add_help=False)
+    anywhere.add_argument("--course", type=Path, default=argparse.SUPPRESS,
+                          help="course directory (also accepted before the command)")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    release = commands.add_parser("release", help="make release/<assignment>/ with nbgrader")
+    def command(name: str, **kwargs: str) -> argparse.ArgumentParser:
+        return commands.add_parser(name, parents=[anywhere], **kwargs)
+
+    release = command("release", help="make release/<assignment>/ with nbgrader")
     release.add_argument("assignment")
 
-    grade = commands.add_parser(
-        "grade", help="grade a submitted/ folder, an LMS zip, or one notebook")
+    grade = command("grade", help="grade a submitted/ folder, an LMS zip, or one notebook")
     grade.add_argument("assignment")
     grade.add_argument("source", nargs="?", type=Path,
                        help="folder in nbgrader's <student>/<assignment>/ layout, .zip of "
                             "notebooks, or one .ipynb (default: the course's submitted/)")
-    grade.add_argument("--student", help="student id, when SOURCE is one notebook")
+    grade.add_argument("--student",
+                       help="whose notebook SOURCE is (required for one .ipynb); without "
+                            "SOURCE, grade again this student's submission in submitted/")
     grade.add_argument("--workers", type=int, help="submissions graded at once (default: cores)")
     grade.add_argument("--timeout", type=float, help="seconds per submission (default: "
                                                      "c.Autograder.timeout, else 60)")
@@ -40,17 +49,31 @@ def build_parser() -> argparse.ArgumentParser:
                             "(read-only installation, memory budget) is off, e.g. without "
                             "root; the output says so")
 
-    export = commands.add_parser("export", help="write the gradebook as CSV or Canvas CSV")
+    export = command("export", help="write the gradebook as CSV or Canvas CSV")
     export.add_argument("assignment")
     export.add_argument("--format", choices=("csv", "canvas"), default="csv")
     export.add_argument("--output", type=Path, help="file to write (default: exports/...)")
 
-    commands.add_parser("demo", help="release, grade the shipped examples, print the gradebook")
-    commands.add_parser("doctor", help="report which sandbox layers are active on this machine")
+    demo = command("demo", help="the instructor's cycle on the shipped examples, in a scratch "
+                                "copy of the course (this course's files are left alone)")
+    demo.add_argument("--into", type=Path, help="folder for the scratch course (default: a new "
+                                                "folder in the system's temporary folder)")
+    handout = command("handout", help="handout/<assignment>/: what a student gets (the release "
+                                      "notebook and a README)")
+    handout.add_argument("assignment")
+    command("doctor", help="report which sandbox layers are active on this machine")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:  # before or after grading: nothing half-done to report
+        print("interrupted: run the same command again to resume", file=sys.stderr)
+        return 130
+
+
+def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     _skip_grammar_nobody_uses()
     for stream in (sys.stdout, sys.stderr):  # an ASCII terminal shows "?", never raises
@@ -61,11 +84,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "grade" and args.timeout is not None and args.timeout <= 0:
         return _fail("--timeout must be positive")
     from autograder.errors import USER_ERRORS
+    from autograder.interrupts import Interrupted
 
     try:
         return _run(args)
     except USER_ERRORS as error:
         return _fail(str(error))
+    except Interrupted as interrupted:
+        print(interrupted, file=sys.stderr)
+        return 130
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -75,22 +102,35 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "doctor":
         return 0 if commands.doctor(sys.stdout) else 1
     course = Course.load(args.course)
+    if getattr(args, "assignment", None) is not None:
+        commands.check_assignment_name(course, args.assignment)
     if args.command == "release":
         from autograder.release import release
 
         print(f"released {release(course, args.assignment)}")
     elif args.command == "grade":
-        commands.grade(course, args.assignment, args.source, args.student, args.workers,
-                       args.timeout, out=sys.stdout, regrade=args.regrade,
-                       scheduler=args.scheduler, unsafe=args.unsafe)
-        print(commands.show_table(course, args.assignment))
+        from autograder.summary import render
+
+        run = commands.grade_run(course, args.assignment, args.source, args.student,
+                                 args.workers, args.timeout, out=sys.stdout,
+                                 regrade=args.regrade, scheduler=args.scheduler,
+                                 unsafe=args.unsafe)
+        if run.results:
+            print(commands.show_table(course, args.assignment,
+                                      [result.student_id for result in run.results]))
         print(f"wrote {commands.export(course, args.assignment)}")
+        commands.print_safely(render(run), sys.stdout)  # the run ends with its summary
+    elif args.command == "handout":
+        from autograder.handout import build_handout
+
+        print(f"wrote {build_handout(course, args.assignment)}: give students this folder "
+              "(or its notebook); it holds nothing else of the course")
     elif args.command == "export":
         print(f"wrote {commands.export(course, args.assignment, args.format, args.output)}")
     elif args.command == "demo":
         from autograder.demo import run_demo
 
-        run_demo(course, out=sys.stdout)
+        run_demo(course, out=sys.stdout, into=args.into)
     return 0
 
 

@@ -5,9 +5,10 @@ from autograder.assignment import AssignmentError
 from autograder.course import CourseError
 from autograder.execute.warm import UnsafeSandboxError
 from autograder.gradebook_db import GradebookError
+from autograder.lock import CourseBusy
 from autograder.release import ReleaseError
 from autograder.submissions import SubmissionError
 from autograder.verify.hidden import HiddenTestsError
 
 USER_ERRORS = (CourseError, AssignmentError, HiddenTestsError, SubmissionError, ReleaseError,
-               InvalidNotebook, GradebookError, UnsafeSandboxError)
+               InvalidNotebook, GradebookError, UnsafeSandboxError, CourseBusy)

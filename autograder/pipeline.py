@@ -181,6 +181,9 @@ def _grade_on_local_pool(assignment: Assignment, submissions: list[Submission],
         futures = [threads.submit(grade_one, submission) for submission in submissions]
         for future in as_completed(futures):
             yield future.result()
+    except BaseException:  # Ctrl-C, or the consumer stopped: end the jobs in flight now
+        warm.cancel()
+        raise
     finally:
         threads.shutdown(wait=False, cancel_futures=True)
         if pool is None:
