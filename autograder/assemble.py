@@ -75,14 +75,17 @@ def part_titles(release: Any) -> dict[str, str]:
     """grade_id of each graded test cell -> the heading above it in the release notebook
     (e.g. "Part 1: Watching gradients"): what students call that part."""
     titles: dict[str, str] = {}
-    heading = ""
+    major = minor = ""  # the last heading of level 1 or 2 ("## Part 1: ..."), of any level
     for cell in release.cells:
         if cell.get("cell_type") == "markdown":
             for line in _source(cell).splitlines():
-                if line.startswith("#"):
-                    heading = line.lstrip("#").strip() or heading
-        elif is_test(cell) and grade_id(cell) and heading:
-            titles[grade_id(cell)] = heading
+                text = line.lstrip("#").strip()
+                if line.startswith("#") and text:
+                    minor = text
+                    if len(line) - len(line.lstrip("#")) <= 2:
+                        major = text
+        elif is_test(cell) and grade_id(cell) and (major or minor):
+            titles[grade_id(cell)] = major or minor
     return titles
 
 

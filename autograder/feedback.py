@@ -52,6 +52,9 @@ def _notebook_wide(result: SubmissionResult) -> list[str]:
 
 
 def _unless_told_above(message: str, echoes: list[str]) -> str:
+    """A failure that only follows from the notebook-wide reason points to it."""
+    if echoes and message.startswith("not run: "):
+        return "not run: see above"
     if not any(echo in message for echo in echoes):
         return message
     return "not run: see above" if message.startswith(_FOLLOWING) or any(

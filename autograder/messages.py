@@ -46,18 +46,44 @@ def cells_with_syntax_errors(cells: Iterable[Cell],
     return undefined
 
 
-def explain_undefined(failures: dict[str, str], cells: Iterable[Cell],
+def cells_not_run(cells: Iterable[Cell], reports: Iterable[dict[str, Any]]) -> dict[str, str]:
+    """function name -> the cell that defines it and never ran (the notebook's time ran out
+    before it)."""
+    ran = {report.get("name") for report in reports}
+    return {function: cell.name for cell in cells if cell.name not in ran
+            for function in _DEFINED.findall(cell.source)}
+
+
+def _explained(why: str, broken: dict[str, str], not_run: dict[str, str]) -> str:
+    match = _UNDEFINED.search(why)
+    function = match.group(1) if match else None
+    if function in broken:
+        cell = broken[function]
+        where = "its cell" if cell == function else f"its cell '{cell}'"
+        why = f"{function} is not defined because {where} has a syntax error {SEE_ABOVE}"
+    elif function in not_run:
+        cell = not_run[function]
+        where = "its cell" if cell == function else f"its cell '{cell}'"
+        why = f"not run: {function} is not defined because {where} never ran {SEE_ABOVE}"
+    return without_ipython_names(why)
+
+
+def explain_undefined(failures: dict[str, str], cells: list[Cell],
                       reports: list[dict[str, Any]]) -> dict[str, str]:
     """`failures` (probe -> why it has no value), where a NameError for a function whose cell
-    has a syntax error says so instead; IPython's cell names replaced throughout."""
+    has a syntax error, or never ran, says so instead; IPython's cell names replaced."""
     broken = cells_with_syntax_errors(cells, reports)
-    explained = {}
-    for probe, why in failures.items():
-        match = _UNDEFINED.search(why)
-        if match and match.group(1) in broken:
-            function, cell = match.group(1), broken[match.group(1)]
-            where = "its cell" if cell == function else f"its cell '{cell}'"
-            why = f"{function} is not defined because {where} has a syntax error {SEE_ABOVE}"
-        explained[probe] = without_ipython_names(why)
-    return explained
+    not_run = cells_not_run(cells, reports)
+    return {probe: _explained(why, broken, not_run) for probe, why in failures.items()}
+
+
+def explain_cell_errors(reports: list[dict[str, Any]],
+                        cells: list[Cell]) -> list[dict[str, str]]:
+    """The errors of the cells that ran, [{"cell", "error"}] in order: the syntax error is
+    told where it is; a later cell that failed only because of it (calling the function it
+    would have defined) points there."""
+    broken = cells_with_syntax_errors(cells, reports)
+    not_run = cells_not_run(cells, reports)
+    return [{"cell": report["name"], "error": _explained(report["error"], broken, not_run)}
+            for report in reports if report.get("error")]
 

@@ -19,7 +19,7 @@ from autograder.assemble import InvalidNotebook, assemble, parse_notebook, part_
 from autograder.assignment import Assignment
 from autograder.execute.runner import Budgets, Execution, Job, ProbeCall, run_job
 from autograder.execute.warm import WarmPool, WarmWorker
-from autograder.messages import explain_undefined, without_ipython_names
+from autograder.messages import explain_cell_errors, explain_undefined
 from autograder.results import (
     ERROR,
     GRADED,
@@ -111,8 +111,7 @@ def _grade(assignment: Assignment, submission: Submission, budgets: Budgets,
     result.tests = judge(hidden, values, failures, declared)
     result.status = execution.status
     result.reason = "; ".join(filter(None, [execution.reason, *plan.notes]))
-    result.cell_errors = [{"cell": cell["name"], "error": without_ipython_names(cell["error"])}
-                          for cell in execution.cells if cell.get("error")]
+    result.cell_errors = explain_cell_errors(execution.cells, plan.cells)
     printed = [cell["output"] for cell in execution.cells]
     printed += [record.output for record in execution.probes.values()]
     result.output = "".join(printed)[:OUTPUT_SHOWN]
