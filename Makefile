@@ -21,8 +21,11 @@ test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 
+# The student's view: the handout folder (release notebook + README), not this repository.
 lab: $(STAMP)
-	$(BIN)/jupyter lab --allow-root release/backprop/backprop.ipynb
+	$(BIN)/autograder release backprop
+	$(BIN)/autograder handout backprop
+	cd handout/backprop && $(abspath $(BIN))/jupyter lab --allow-root backprop.ipynb
 
 clean:
-	rm -rf gradebook.db submitted autograded feedback exports .pytest_cache
+	rm -rf gradebook.db submitted autograded feedback exports handout .pytest_cache

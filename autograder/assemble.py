@@ -8,6 +8,7 @@ student added run where the student put them.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -70,6 +71,24 @@ def grade_id(cell: Any) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
+def part_titles(release: Any) -> dict[str, str]:
+    """grade_id of each graded test cell -> the heading above it in the release notebook
+    (e.g. "Part 1: Watching gradients"): what students call that part."""
+    titles: dict[str, str] = {}
+    major = minor = ""  # the last heading of level 1 or 2 ("## Part 1: ..."), of any level
+    for cell in release.cells:
+        if cell.get("cell_type") == "markdown":
+            for line in _source(cell).splitlines():
+                text = line.lstrip("#").strip()
+                if line.startswith("#") and text:
+                    minor = text
+                    if len(line) - len(line.lstrip("#")) <= 2:
+                        major = text
+        elif is_test(cell) and grade_id(cell) and (major or minor):
+            titles[grade_id(cell)] = major or minor
+    return titles
+
+
 def assemble(release: Any, submission: Any) -> Plan:
     """The cells to run, in the student's order, as Jupyter's "run all" would run them, except:
 
@@ -78,13 +97,14 @@ def assemble(release: Any, submission: Any) -> Plan:
     * a locked release cell the student deleted runs anyway, after the release cell before it.
     """
     release_code = {grade_id(c): c for c in release.cells if c.cell_type == "code" and grade_id(c)}
+    inferred = _matched_by_content(release_code, submission)
     plan = Plan(cells=[])
     placed: dict[str, int] = {}  # release grade_id -> position of its last cell in the plan
     previous_label = "the top of your notebook"
-    for cell in submission.cells:
+    for index, cell in enumerate(submission.cells):
         if cell.get("cell_type") != "code":
             continue
-        gid = grade_id(cell)
+        gid = inferred.get(index, grade_id(cell))
         released = release_code.get(gid) if gid else None
         if released is None:  # a cell the student added: it runs as written
             if _source(cell).strip():
@@ -102,6 +122,48 @@ def assemble(release: Any, submission: Any) -> Plan:
     return plan
 
 
+_DEFINES = re.compile(r"^(?:async[ \t]+)?def[ \t]+([A-Za-z_][A-Za-z0-9_]*)", re.MULTILINE)
+
+
+def _defined_functions(source: str) -> set[str]:
+    """Names of the functions a cell defines at its top level (read, never run)."""
+    return set(_DEFINES.findall(source))
+
+
+def _matched_by_content(release_code: dict[str, Any], submission: Any) -> dict[int, str]:
+    """Code cells that lost their nbgrader metadata (cells copied into a fresh notebook), each
+    matched to the release cell it stands for: a locked or self-check cell by its source, an
+    answer cell by the functions it defines. Only for release cells the submission does not
+    hold under their own grade_id; each matched once, the first cell in order."""
+    present = {grade_id(cell) for cell in submission.cells if grade_id(cell) in release_code}
+    by_source: dict[str, str] = {}
+    by_functions: dict[str, set[str]] = {}
+    for gid, cell in release_code.items():
+        if gid in present:
+            continue
+        if is_solution(cell):
+            functions = _defined_functions(_source(cell))
+            if functions:
+                by_functions[gid] = functions
+        else:
+            by_source.setdefault(_source(cell).strip(), gid)
+    matched: dict[int, str] = {}
+    taken: set[str] = set()
+    for index, cell in enumerate(submission.cells):
+        if cell.get("cell_type") != "code" or grade_id(cell) in release_code:
+            continue
+        source = _source(cell)
+        gid = by_source.get(source.strip())
+        if gid is None:
+            defined = _defined_functions(source)
+            gid = next((g for g, functions in by_functions.items()
+                        if g not in taken and functions <= defined), None)
+        if gid is not None and gid not in taken:
+            matched[index] = gid
+            taken.add(gid)
+    return matched
+
+
 def _restore_deleted_cells(plan: Plan, release: Any, placed: dict[str, int]) -> None:
     """Locked cells the student deleted run anyway; a deleted answer cell is only reported."""
     insert_at, inserted = 0, 0
@@ -112,7 +174,9 @@ def _restore_deleted_cells(plan: Plan, release: Any, placed: dict[str, int]) -> 
         if gid in placed:
             insert_at = placed[gid] + inserted
         elif is_solution(cell):
-            plan.notes.append(f"The answer cell '{gid}' is missing from your notebook; "
+            functions = " or ".join(sorted(_defined_functions(_source(cell))))
+            defines = f" (no cell of yours defines {functions})" if functions else ""
+            plan.notes.append(f"The answer cell '{gid}' is missing from your notebook{defines}; "
                               "only the cells you wrote yourself ran in its place.")
         else:
             plan.cells.insert(insert_at, Cell(gid, _source(cell), locked=True))

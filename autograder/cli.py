@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -19,20 +20,28 @@ def build_parser() -> argparse.ArgumentParser:
                     "judge each submission outside the student's process.")
     parser.add_argument("--course", type=Path, default=Path("."),
                         help="course directory, holding nbgrader_config.py (default: .)")
+    # --course is accepted after the subcommand too; there it is only set when given, so the
+    # default above stands otherwise.
+    anywhere = argparse.ArgumentParser(add_help=False)
+    anywhere.add_argument("--course", type=Path, default=argparse.SUPPRESS,
+                          help="course directory (also accepted before the command)")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    release = commands.add_parser("release", help="make release/<assignment>/ with nbgrader")
+    def command(name: str, **kwargs: str) -> argparse.ArgumentParser:
+        return commands.add_parser(name, parents=[anywhere], **kwargs)
+
+    release = command("release", help="make release/<assignment>/ with nbgrader")
     release.add_argument("assignment")
 
-    grade = commands.add_parser(
-        "grade", help="grade a submitted/ folder, an LMS zip, or one notebook")
+    grade = command("grade", help="grade a submitted/ folder, an LMS zip, or one notebook")
     grade.add_argument("assignment")
     grade.add_argument("source", nargs="?", type=Path,
                        help="folder in nbgrader's <student>/<assignment>/ layout, a "
                             "Canvas, Moodle or Blackboard download (.zip), or one .ipynb "
                             "with --student (default: the course's submitted/)")
-    grade.add_argument("--student", help="student id (the LMS's id), when SOURCE is one "
-                                          "notebook")
+    grade.add_argument("--student", help="student id (the LMS's id), required for one "
+                                          ".ipynb SOURCE; without SOURCE, grade again this "
+                                          "student's submission in submitted/")
     grade.add_argument("--workers", type=int, help="submissions graded at once (default: cores)")
     grade.add_argument("--timeout", type=float, help="seconds per submission (default: "
                                                      "c.Autograder.timeout, else 60)")
@@ -46,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "(read-only installation, memory budget) is off, e.g. without "
                             "root; the output says so")
 
-    export = commands.add_parser(
+    export = command(
         "export", help="write the final scores (gradebook.db's, manual grades and late "
                        "penalties included) as CSV, Canvas's gradebook import or Moodle's "
                        "grading worksheet")
@@ -63,34 +72,43 @@ def build_parser() -> argparse.ArgumentParser:
                         help="moodle: also fill 'Feedback comments' with a one-line summary "
                              "(default: c.MoodleExport.feedback_comments)")
 
-    feedback_zip = commands.add_parser(
+    feedback_zip = command(
         "feedback-zip", help="zip every student's feedback for the LMS's bulk upload (Canvas "
                              "'Re-upload submissions', Moodle 'Upload multiple feedback files')")
     feedback_zip.add_argument("assignment")
     feedback_zip.add_argument("--output", type=Path,
                               help="zip to write (default: exports/<assignment>-feedback.zip)")
 
-    _add_late_parsers(commands)
-    commands.add_parser("demo", help="release, grade the shipped examples, print the gradebook")
-    commands.add_parser("doctor", help="report which sandbox layers are active on this machine")
+    _add_late_parsers(command, anywhere)
+    demo = command("demo", help="the instructor's cycle on the shipped examples, in a scratch "
+                                "copy of the course (this course's files are left alone)")
+    demo.add_argument("--into", type=Path, help="folder for the scratch course (default: a new "
+                                                "folder in the system's temporary folder)")
+    handout = command("handout", help="handout/<assignment>/: what a student gets (the release "
+                                      "notebook and a README)")
+    handout.add_argument("assignment")
+    command("doctor", help="report which sandbox layers are active on this machine")
     return parser
 
 
-def _add_late_parsers(commands: argparse._SubParsersAction) -> None:
+def _add_late_parsers(command: Callable[..., argparse.ArgumentParser],
+                      anywhere: argparse.ArgumentParser) -> None:
     """`roster` and `extension` (autograder/roster.py, autograder/late.py)."""
-    roster = commands.add_parser(
+    roster = command(
         "roster", help="list the roster (gradebook.db's students), or import one")
     roster_commands = roster.add_subparsers(dest="roster_command", metavar="import")
     roster_import = roster_commands.add_parser(
-        "import", help="add or update students from nbgrader's student CSV, Canvas's gradebook "
-                       "CSV or Moodle's grading worksheet")
+        "import", parents=[anywhere],
+        help="add or update students from nbgrader's student CSV, Canvas's gradebook CSV or "
+             "Moodle's grading worksheet")
     roster_import.add_argument("file", type=Path)
 
-    extension = commands.add_parser(
+    extension = command(
         "extension", help="per-student extensions of an assignment's due date")
     actions = extension.add_subparsers(dest="extension_command", required=True,
                                        metavar="add|import|list|remove")
-    add = actions.add_parser("add", help="give (or replace) one student's extension")
+    add = actions.add_parser("add", parents=[anywhere],
+                             help="give (or replace) one student's extension")
     add.add_argument("assignment")
     add.add_argument("student")
     length = add.add_mutually_exclusive_group(required=True)
@@ -100,12 +118,14 @@ def _add_late_parsers(commands: argparse._SubParsersAction) -> None:
                         help="a new due date for this student (no zone given: UTC, as "
                              "nbgrader reads --duedate)")
     imported = actions.add_parser(
-        "import", help="extensions from a CSV: student_id and one of days, hours, until a row")
+        "import", parents=[anywhere],
+        help="extensions from a CSV: student_id and one of days, hours, until a row")
     imported.add_argument("assignment")
     imported.add_argument("file", type=Path)
-    listed = actions.add_parser("list", help="the extensions of an assignment")
+    listed = actions.add_parser("list", parents=[anywhere], help="the extensions of an assignment")
     listed.add_argument("assignment")
-    removed = actions.add_parser("remove", help="take one student's extension back")
+    removed = actions.add_parser("remove", parents=[anywhere],
+                                 help="take one student's extension back")
     removed.add_argument("assignment")
     removed.add_argument("student")
 
@@ -152,6 +172,14 @@ def _run_late(args: argparse.Namespace, course: Course) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:  # before or after grading: nothing half-done to report
+        print("interrupted: run the same command again to resume", file=sys.stderr)
+        return 130
+
+
+def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     _skip_grammar_nobody_uses()
     for stream in (sys.stdout, sys.stderr):  # an ASCII terminal shows "?", never raises
@@ -162,11 +190,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "grade" and args.timeout is not None and args.timeout <= 0:
         return _fail("--timeout must be positive")
     from autograder.errors import USER_ERRORS
+    from autograder.interrupts import Interrupted
 
     try:
         return _run(args)
     except USER_ERRORS as error:
         return _fail(str(error))
+    except Interrupted as interrupted:
+        print(interrupted, file=sys.stderr)
+        return 130
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -176,16 +208,29 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "doctor":
         return 0 if commands.doctor(sys.stdout) else 1
     course = Course.load(args.course)
+    if getattr(args, "assignment", None) is not None:
+        commands.check_assignment_name(course, args.assignment)
     if args.command == "release":
         from autograder.release import release
 
         print(f"released {release(course, args.assignment)}")
     elif args.command == "grade":
-        commands.grade(course, args.assignment, args.source, args.student, args.workers,
-                       args.timeout, out=sys.stdout, regrade=args.regrade,
-                       scheduler=args.scheduler, unsafe=args.unsafe)
-        print(commands.show_table(course, args.assignment))
+        from autograder.summary import render
+
+        run = commands.grade_run(course, args.assignment, args.source, args.student,
+                                 args.workers, args.timeout, out=sys.stdout,
+                                 regrade=args.regrade, scheduler=args.scheduler,
+                                 unsafe=args.unsafe)
+        if run.results:
+            print(commands.show_table(course, args.assignment,
+                                      [result.student_id for result in run.results]))
         print(f"wrote {commands.export(course, args.assignment)}")
+        commands.print_safely(render(run), sys.stdout)  # the run ends with its summary
+    elif args.command == "handout":
+        from autograder.handout import build_handout
+
+        print(f"wrote {build_handout(course, args.assignment)}: give students this folder "
+              "(or its notebook); it holds nothing else of the course")
     elif args.command == "export":
         path = commands.export(course, args.assignment, args.format, args.output,
                                template=args.template, missing=args.missing,
@@ -200,7 +245,7 @@ def _run(args: argparse.Namespace) -> int:
     elif args.command == "demo":
         from autograder.demo import run_demo
 
-        run_demo(course, out=sys.stdout)
+        run_demo(course, out=sys.stdout, into=args.into)
     return 0
 
 

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
-from autograder.assignment import Assignment
+from autograder.assignment import Assignment, AssignmentError
 from autograder.course import Course
 from autograder.execute.runner import Budgets
 from autograder.execute.warm import WarmPool
@@ -21,10 +21,14 @@ from autograder.export import FORMATS, ExportError, write_csv
 from autograder.feedback import write_feedback
 from autograder.gradebook import by_cell, scores_frame
 from autograder.gradebook_db import GradebookError, NbgraderGradebook
+from autograder.interrupts import Interrupted, StoringGuard
+from autograder.lock import course_lock
 from autograder.pipeline import default_workers, fingerprint, grade_batch
 from autograder.results import (
+    CRASHED,
     GRADED,
     INVALID,
+    TIMEOUT,
     SubmissionResult,
     clean_text,
     cleaned,
@@ -34,13 +38,14 @@ from autograder.results import (
 from autograder.scores import final_scores
 from autograder.submissions import (
     MAX_NOTEBOOK_BYTES,
-    Skipped,
     SubmissionError,
     collect,
     read_regular_file,
     submitted_in_course,
     write_atomic,
 )
+from autograder.summary import GradeRun
+from autograder.summary import render as render_summary
 from autograder.tempfiles import sweep_stale
 
 if TYPE_CHECKING:
@@ -54,19 +59,73 @@ def grade(course: Course, assignment_name: str, source: Path | None = None,
           timeout: float | None = None, out: TextIO | None = None,
           regrade: bool = False, scheduler: str | None = None,
           unsafe: bool = False) -> list[SubmissionResult]:
+    """`grade_run`, ending with its summary on `out`; returns every result it covered."""
+    run = grade_run(course, assignment_name, source, student_id, workers, timeout, out,
+                    regrade, scheduler, unsafe)
+    if out is not None:
+        print_safely(render_summary(run), out)
+    return run.results
+
+
+def grade_run(course: Course, assignment_name: str, source: Path | None = None,
+              student_id: str | None = None, workers: int | None = None,
+              timeout: float | None = None, out: TextIO | None = None,
+              regrade: bool = False, scheduler: str | None = None,
+              unsafe: bool = False) -> GradeRun:
     """Collect, grade and record. Each result is stored (feedback, gradebook.db, then
     results.json, which marks it done) as soon as it is known; a submission whose notebook and
     grader are unchanged since its stored result is not graded again, so a batch that was
-    killed midway resumes where it stopped. Refuses to start (UnsafeSandboxError) where a
-    sandbox layer that protects the grader itself is off, unless `unsafe`."""
+    killed or interrupted midway resumes where it stopped. Without `source`, grades what is
+    under submitted/ (only `student_id`, if given: graded again, its files untouched).
+    One run per course at a time (CourseBusy). Ctrl-C ends the run at once with Interrupted.
+    Refuses to start (UnsafeSandboxError) where a sandbox layer that protects the grader
+    itself is off, unless `unsafe`."""
+    _check_source(source, student_id)
     scheduler = scheduler or course.scheduler
-    if unsafe and out is not None:
-        print("UNSAFE: --unsafe: grading even if a sandbox layer that protects the grader "
-              "itself (read-only installation, memory budget) is off", file=out, flush=True)
-    with _warming_pool(workers, scheduler, unsafe) as pool:
-        _sweep_leftovers(out)  # while the pool warms up
-        return _grade(course, assignment_name, source, student_id, timeout, out, regrade,
-                      scheduler, pool, workers, unsafe)
+    with course_lock(course.root):
+        if unsafe and out is not None:
+            print("UNSAFE: --unsafe: grading even if a sandbox layer that protects the grader "
+                  "itself (read-only installation, memory budget) is off", file=out, flush=True)
+        with _warming_pool(workers, scheduler, unsafe) as pool:
+            _sweep_leftovers(out)  # while the pool warms up
+            return _grade(course, assignment_name, source, student_id, timeout, out, regrade,
+                          scheduler, pool, workers, unsafe)
+
+
+def known_assignments(course: Course) -> list[str]:
+    """The assignments of the course: folders in source/ or release/."""
+    names: set[str] = set()
+    for folder in (course.root / "source", course.root / "release"):
+        if folder.is_dir():
+            names |= {entry.name for entry in os.scandir(folder)
+                      if entry.is_dir(follow_symlinks=False) and not entry.name.startswith(".")}
+    return sorted(names)
+
+
+def check_assignment_name(course: Course, name: str) -> None:
+    """AssignmentError naming the known assignments, for a name that is none of them (a typo
+    is told as such, not as an assignment to release)."""
+    known = known_assignments(course)
+    if name not in known:
+        raise AssignmentError(f"unknown assignment '{clean_text(name, 100)}' (known: "
+                              f"{', '.join(known) or 'none: no folder in source/ or release/'})")
+
+
+def _check_source(source: Path | None, student_id: str | None) -> None:
+    """What was meant, when it cannot be what was typed: a student id given as a source, or
+    one notebook with nobody to credit it to (a name made up from the file would be nobody's
+    LMS id)."""
+    if source is None:
+        return
+    shown = clean_text(str(source), 200)
+    if not source.exists() and not source.is_symlink():
+        if len(source.parts) == 1 and not source.suffix:
+            raise SubmissionError(f"'{shown}' is not a file or folder; to grade one student "
+                                  f"from submitted/, use --student {shown}")
+        raise SubmissionError(f"'{shown}' is not a file or folder")
+    if source.suffix == ".ipynb" and not source.is_dir() and student_id is None:
+        raise SubmissionError(f"{shown} is one notebook: say whose it is with --student ID "
+                              "(the student's id in the LMS)")
 
 
 def _sweep_leftovers(out: TextIO | None) -> None:
@@ -89,22 +148,36 @@ def _warming_pool(workers: int | None, scheduler: str | None,
         yield pool
 
 
+# Verdicts kept on a plain rerun when notebook and grader are unchanged. A timeout or a crash
+# is a verdict too (a notebook that hung once hangs again, at the full timeout each time);
+# `--regrade` grades them again, as after a change of --timeout. A grader error is not the
+# student's: graded again.
+FINAL = (GRADED, INVALID, TIMEOUT, CRASHED)
+
+
 def _grade(course: Course, assignment_name: str, source: Path | None, student_id: str | None,
            timeout: float | None, out: TextIO | None, regrade: bool, scheduler: str | None,
-           pool: WarmPool | None, workers: int | None,
-           unsafe: bool = False) -> list[SubmissionResult]:
+           pool: WarmPool | None, workers: int | None, unsafe: bool = False) -> GradeRun:
     assignment = Assignment.load(course, assignment_name)
     if source is None:
         submissions, skipped = submitted_in_course(course, assignment_name,
                                                    assignment.notebook_name)
+        if student_id is not None:  # one student, as stored: their timestamp is theirs
+            submissions = [s for s in submissions if s.student_id == student_id]
+            skipped = [item for item in skipped
+                       if Path(item.item).name == student_id or student_id in Path(item.item).parts]
+            if not submissions:
+                why = f": {skipped[0].reason}" if skipped else ""
+                raise SubmissionError(f"no submission of '{clean_text(student_id, 100)}' for "
+                                      f"{assignment_name} under {course.root / 'submitted'}"
+                                      + why)
+            regrade = True  # asked for by name: graded again
     else:
         submissions, skipped = collect(course, assignment_name, assignment.notebook_name,
                                        source, student_id, out=out)
     stored = {result.student_id: result for result in load_results(course.root, assignment_name)}
-    # Kept: same notebook, same grader, and a final verdict. A timeout or a crash may be
-    # the machine's doing (or a shorter --timeout): those are graded again.
     unchanged = [s for s in submissions if s.student_id in stored
-                 and stored[s.student_id].status in (GRADED, INVALID)
+                 and stored[s.student_id].status in FINAL
                  and stored[s.student_id].fingerprint == fingerprint(assignment, s)]
     kept = [] if regrade else [stored[s.student_id] for s in unchanged]
     kept_ids = {result.student_id for result in kept}
@@ -113,10 +186,16 @@ def _grade(course: Course, assignment_name: str, source: Path | None, student_id
         print(f"{len(kept)} already graded and unchanged: kept (--regrade grades them again)",
               file=out)
     unrecorded: list[str] = []
+    recorded: list[SubmissionResult] = []
+    guard = StoringGuard()
 
     with NbgraderGradebook(course, assignment) as gradebook, \
-            Progress(len(pending), out) as progress:
+            Progress(len(pending), out) as progress, guard.installed():
         def record(result: SubmissionResult) -> None:
+            with guard.storing():  # Ctrl-C waits for this student to be stored whole
+                _record(result)
+
+        def _record(result: SubmissionResult) -> None:
             cleaned(result)  # again, whoever graded it: nothing raw reaches files or people
             autograded = course.autograded_dir(result.student_id, assignment_name)
             autograded.mkdir(parents=True, exist_ok=True)
@@ -132,6 +211,7 @@ def _grade(course: Course, assignment_name: str, source: Path | None, student_id
                 return
             write_feedback(result, course.feedback_dir(result.student_id, assignment_name))
             save_result(result, autograded)  # last: its presence means "done"
+            recorded.append(result)
             progress.done(result)
 
         _record_late_again(course, assignment_name, gradebook, kept, unrecorded)
@@ -141,20 +221,23 @@ def _grade(course: Course, assignment_name: str, source: Path | None, student_id
             # warm server is still starting and this process would only wait)
         budgets = Budgets(notebook=timeout or course.timeout,
                           locked_cell=course.locked_cell_timeout, probe=course.probe_timeout)
-        results = grade_batch(assignment, pending, budgets, workers,
-                              on_result=record, scheduler=scheduler, pool=pool,
-                              unsafe=unsafe)
-    weak = sorted({layer for result in results for layer in result.sandbox_off})
-    if weak and out is not None:
-        print("WARNING: student code ran with these sandbox layers off (see `autograder "
-              "doctor`):\n  " + "\n  ".join(weak), file=out)
-    _report_skipped(skipped, out)
-    if unsafe and out is not None:
-        print("UNSAFE: graded with --unsafe (layers off are listed above, if any)", file=out)
+        try:
+            results = grade_batch(assignment, pending, budgets, workers,
+                                  on_result=record, scheduler=scheduler, pool=pool,
+                                  unsafe=unsafe)
+        except KeyboardInterrupt:
+            raise Interrupted(len(kept) + len(recorded), len(submissions)) from None
     if unrecorded:
         raise GradebookError("graded, but not written to gradebook.db (their feedback is "
                              "written; run again to record them): " + "; ".join(unrecorded))
-    return sorted(kept + results, key=lambda result: result.student_id)
+    for item in skipped:
+        log.warning("skipped: %s", item)
+    return GradeRun(assignment=assignment_name,
+                    results=sorted(kept + results, key=lambda result: result.student_id),
+                    graded_now=len(results), kept=len(kept), skipped=skipped,
+                    sandbox_off=sorted({layer for result in results
+                                        for layer in result.sandbox_off}),
+                    unsafe=unsafe)
 
 
 def _record_late_again(course: Course, assignment_name: str, gradebook: NbgraderGradebook,
@@ -233,18 +316,6 @@ def print_safely(text: str, out: TextIO) -> None:
         print(printable(text, out), file=out, flush=True)
     except Exception:
         log.exception("could not print a line")
-
-
-def _report_skipped(skipped: list[Skipped], out: TextIO | None) -> None:
-    """What collection left out, at the end of the run, where the instructor sees it."""
-    for item in skipped:
-        log.warning("skipped: %s", item)
-    if out is None or not skipped:
-        return
-    print_safely(f"{len(skipped)} not graded (skipped while collecting):", out)
-    for item in skipped:
-        print_safely(f"skipped: {_one_line(item.item, 300)}: {_one_line(item.reason, 500)}",
-                     out)
 
 
 def _keep_graded_notebook(course: Course, assignment: Assignment, student_id: str,

@@ -7,6 +7,7 @@ from autograder.execute.warm import UnsafeSandboxError
 from autograder.export import ExportError
 from autograder.gradebook_db import GradebookError
 from autograder.late import LateError
+from autograder.lock import CourseBusy
 from autograder.release import ReleaseError
 from autograder.roster import RosterError
 from autograder.submissions import SubmissionError
@@ -14,4 +15,4 @@ from autograder.verify.hidden import HiddenTestsError
 
 USER_ERRORS = (CourseError, AssignmentError, HiddenTestsError, SubmissionError, ReleaseError,
                InvalidNotebook, GradebookError, UnsafeSandboxError, LateError, RosterError,
-               ExportError)
+               ExportError, CourseBusy)

@@ -1,7 +1,10 @@
 """Feedback for one student, as Markdown and HTML, from their result only.
 
-It shows each test's title, points and, on failure, its student-facing message: never test code,
-tracebacks of the grader, or expected values (those never leave the hidden tests).
+It shows the due date and lateness where known, a notebook-wide reason (a timeout, an invalid
+notebook) once at the top, the errors of the notebook's cells, then each part of the notebook
+under its title, with each test's title, points and, on failure, its student-facing message:
+never test code, tracebacks of the grader, or expected values (those never leave the hidden
+tests).
 """
 
 from __future__ import annotations
@@ -14,17 +17,93 @@ from autograder.results import GRADED, SubmissionResult, clean_text
 
 
 def _sections(result: SubmissionResult) -> list[tuple[str, list[tuple[bool, str, str]]]]:
-    """[(grade cell, [(passed, "title (p / m points)", message)])], in test order."""
+    """[(part title, [(passed, "title (p / m points)", message)])], in test order. A part is
+    headed by its title in the notebook ("Part 1: ..."), else by its grade cell's id."""
     sections: dict[str, list[tuple[bool, str, str]]] = {}
+    echoes = _notebook_wide(result)
     for test in result.tests:
         line = f"{test.title} ({test.points:g} / {test.max_points:g})"
-        sections.setdefault(test.cell, []).append((test.passed, line, test.message))
+        message = test.message if test.passed else _unless_told_above(test.message, echoes)
+        heading = _one_line(getattr(test, "part", "") or test.cell)
+        sections.setdefault(heading, []).append((test.passed, line, message))
     return list(sections.items())
+
+
+def _one_line(text: str) -> str:
+    return clean_text(text, 300).replace("\n", " ").replace("\t", " ").strip()
+
+
+# How a failure that follows from the notebook-wide reason begins (runner and pipeline).
+_FOLLOWING = ("not run: ", "not called again: ", "stopped: ")
+
+
+def _notebook_wide(result: SubmissionResult) -> list[str]:
+    """The parts of a notebook-wide reason (a timeout, a crash, an invalid notebook) that
+    tests repeat: told once at the top, not under every test."""
+    if result.status == GRADED or not result.reason:
+        return []
+    parts = []
+    for part in result.reason.split("; "):
+        for prefix in _FOLLOWING:
+            part = part.removeprefix(prefix)
+        if len(part) >= 12:  # long enough to be that reason, not a word of another
+            parts.append(part.rstrip("."))
+    return parts
+
+
+def _unless_told_above(message: str, echoes: list[str]) -> str:
+    """A failure that only follows from the notebook-wide reason points to it."""
+    if echoes and message.startswith("not run: "):
+        return "not run: see above"
+    if not any(echo in message for echo in echoes):
+        return message
+    return "not run: see above" if message.startswith(_FOLLOWING) or any(
+        message.rstrip(".") == echo for echo in echoes) else "stopped here: see above"
 
 
 def _score_line(result: SubmissionResult) -> str:
     percent = 100 * result.score / result.max_score if result.max_score else 0.0
     return f"Score: {result.score:g} / {result.max_score:g} ({percent:.0f} %)"
+
+
+def _when(iso: str) -> str:
+    """An ISO 8601 time as students read it: "2025-03-01 23:59 UTC"."""
+    from datetime import UTC, datetime
+
+    try:
+        moment = datetime.fromisoformat(iso)
+    except ValueError:
+        return clean_text(iso, 60)
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(UTC)
+    return moment.strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _duration(seconds: float) -> str:
+    minutes = max(1, round(seconds / 60))
+    days, rest = divmod(minutes, 24 * 60)
+    hours, minutes = divmod(rest, 60)
+    parts = [f"{days} day{'s' * (days != 1)}" if days else "",
+             f"{hours} h" if hours else "", f"{minutes} min" if minutes and not days else ""]
+    return " ".join(part for part in parts if part)
+
+
+def _late_lines(result: SubmissionResult) -> list[str]:
+    """The due date, how late the submission was and what that cost, where known."""
+    lines = []
+    if result.due:
+        lines.append(f"Due: {_when(result.due)}")
+    if result.seconds_late > 0:
+        lines.append(f"Submitted {_duration(result.seconds_late)} late")
+    elif result.lms_late:
+        lines.append("Marked late by the LMS")
+    elif result.due:
+        lines.append("Submitted on time")
+    if result.late_penalty:
+        final = max(0.0, result.score - result.late_penalty)
+        lines.append(f"Late penalty: {result.late_penalty:g} points off, "
+                     f"{final:g} / {result.max_score:g} after it")
+    return lines
 
 
 def _longest_backtick_run(text: str) -> int:
@@ -63,19 +142,22 @@ def render_markdown(result: SubmissionResult) -> str:
     cannot add a heading, a score line, a link, an image or HTML."""
     lines = [f"# Feedback: {result.assignment}, {_code_span(clean_text(result.student_id))}",
              "", f"**{_score_line(result)}**", ""]
+    late = _late_lines(result)
+    if late:
+        lines += [f"- {line}" for line in late] + [""]
     if result.status != GRADED or result.reason:
         lines += [*_student_text(f"**{result.status}**:", result.reason), ""]
-    for cell, tests in _sections(result):
-        lines += [f"## {cell}", ""]
-        for passed, line, message in tests:
-            lines += _student_text(f"- {'PASS' if passed else 'FAIL'} {line}"
-                                   + (":" if message else ""), message)
-        lines.append("")
-    if result.cell_errors:
+    if result.cell_errors:  # before the tests: failures further down may follow from these
         lines += ["## Errors in your notebook", ""]
         for error in result.cell_errors:
             lines += _student_text(f"- cell {_code_span(clean_text(error.get('cell', '')))}:",
                                    error.get("error", ""))
+        lines.append("")
+    for part, tests in _sections(result):
+        lines += [f"## {_code_span(part) if '`' in part else part}", ""]
+        for passed, line, message in tests:
+            lines += _student_text(f"- {'PASS' if passed else 'FAIL'} {line}"
+                                   + (":" if message else ""), message)
         lines.append("")
     return "\n".join(lines)
 
@@ -91,22 +173,26 @@ def render_html(result: SubmissionResult) -> str:
         f"<h1>Feedback: {e(result.assignment)}, {e(result.student_id)}</h1>",
         f"<p><strong>{e(_score_line(result))}</strong></p>",
     ]
+    late = _late_lines(result)
+    if late:
+        parts.append("<ul class='late'>" + "".join(f"<li>{e(line)}</li>" for line in late)
+                     + "</ul>")
     if result.status != GRADED or result.reason:
         parts.append(f"<p class='reason'><strong>{e(result.status)}</strong>: "
                      f"{e(result.reason)}</p>")
-    for cell, tests in _sections(result):
-        parts.append(f"<h2>{e(cell)}</h2><ul>")
+    if result.cell_errors:
+        parts.append("<h2>Errors in your notebook</h2><ul>")
+        parts += [f"<li>cell <code>{e(err['cell'])}</code>: {e(err['error'])}</li>"
+                  for err in result.cell_errors]
+        parts.append("</ul>")
+    for part, tests in _sections(result):
+        parts.append(f"<h2>{e(part)}</h2><ul>")
         for passed, line, message in tests:
             kind = "pass" if passed else "fail"
             parts.append(f"<li class='{kind}'>{'PASS' if passed else 'FAIL'} {e(line)}")
             if message:
                 parts.append(f"<br><span>{e(message)}</span>")
             parts.append("</li>")
-        parts.append("</ul>")
-    if result.cell_errors:
-        parts.append("<h2>Errors in your notebook</h2><ul>")
-        parts += [f"<li>cell <code>{e(err['cell'])}</code>: {e(err['error'])}</li>"
-                  for err in result.cell_errors]
         parts.append("</ul>")
     parts.append("</body></html>")
     return "\n".join(parts)

@@ -15,10 +15,11 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import Any
 
-from autograder.assemble import InvalidNotebook, assemble, parse_notebook
+from autograder.assemble import InvalidNotebook, assemble, parse_notebook, part_titles
 from autograder.assignment import Assignment
 from autograder.execute.runner import Budgets, Execution, Job, ProbeCall, run_job
 from autograder.execute.warm import WarmPool, WarmWorker
+from autograder.messages import explain_cell_errors, explain_undefined
 from autograder.results import (
     ERROR,
     GRADED,
@@ -63,10 +64,19 @@ def grade_submission(assignment: Assignment, submission: Submission, timeout: fl
     """`timeout`: the notebook's limit in seconds, or every budget (see runner.Budgets)."""
     budgets = timeout if isinstance(timeout, Budgets) else Budgets(notebook=timeout)
     try:
-        return cleaned(_grade(assignment, submission, budgets, worker))
+        return cleaned(_with_parts(_grade(assignment, submission, budgets, worker),
+                                   assignment))
     except Exception as error:  # one submission's trouble must not stop the batch
         log.exception("grading %s failed", submission.student_id)
-        return failed_result(assignment, submission, error)
+        return _with_parts(failed_result(assignment, submission, error), assignment)
+
+
+def _with_parts(result: SubmissionResult, assignment: Assignment) -> SubmissionResult:
+    """Each test named by its part's title, as the student knows it (feedback headings)."""
+    titles = part_titles(assignment.release_notebook)
+    for test in result.tests:
+        test.part = titles.get(test.cell, "")
+    return result
 
 
 def _grade(assignment: Assignment, submission: Submission, budgets: Budgets,
@@ -98,11 +108,11 @@ def _grade(assignment: Assignment, submission: Submission, budgets: Budgets,
               probes_source=hidden.probes_source, budgets=budgets)
     execution = run_job(job, worker)
     values, failures = _probe_outcomes(execution, declared)
+    failures = explain_undefined(failures, plan.cells, execution.cells)
     result.tests = judge(hidden, values, failures, declared)
     result.status = execution.status
     result.reason = "; ".join(filter(None, [execution.reason, *plan.notes]))
-    result.cell_errors = [{"cell": cell["name"], "error": cell["error"]}
-                          for cell in execution.cells if cell.get("error")]
+    result.cell_errors = explain_cell_errors(execution.cells, plan.cells)
     printed = [cell["output"] for cell in execution.cells]
     printed += [record.output for record in execution.probes.values()]
     result.output = "".join(printed)[:OUTPUT_SHOWN]
@@ -182,6 +192,9 @@ def _grade_on_local_pool(assignment: Assignment, submissions: list[Submission],
         futures = [threads.submit(grade_one, submission) for submission in submissions]
         for future in as_completed(futures):
             yield future.result()
+    except BaseException:  # Ctrl-C, or the consumer stopped: end the jobs in flight now
+        warm.cancel()
+        raise
     finally:
         threads.shutdown(wait=False, cancel_futures=True)
         if pool is None:

@@ -25,6 +25,7 @@ class TestResult:
     passed: bool
     message: str = ""  # student-facing; never contains test code or expected values
     title: str = ""
+    part: str = ""  # the title of the notebook's part this test's grade cell closes
 
 
 @dataclass
@@ -131,6 +132,7 @@ def cleaned(result: SubmissionResult) -> SubmissionResult:
     for test in result.tests:
         test.message = clean_text(test.message)
         test.title = clean_text(test.title, 500)
+        test.part = clean_text(test.part, 200)
     return result
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import signal
 import sys
 import traceback
@@ -105,8 +106,16 @@ class StudentNamespace(Mapping):
 
 
 def describe_error(error: BaseException, cell_names: dict[int, str]) -> str:
-    """`Name: message (cell 'x', line n)`: enough to find the mistake, nothing of the grader's."""
+    """`Name: message (cell 'x', line n)`: enough to find the mistake, nothing of the grader's.
+    A cell that does not parse: `SyntaxError at line n of your cell: message` (the report
+    names the cell)."""
+    if isinstance(error, SyntaxError) and error.filename \
+            and _cell_of_filename(error.filename, cell_names) is not None:
+        where = f" at line {error.lineno} of your cell" if error.lineno else " in your cell"
+        return f"{type(error).__name__}{where}: {error.msg or 'invalid syntax'}"[
+            :MAX_ERROR_CHARS]
     text = f"{type(error).__name__}: {error}".strip().rstrip(":")
+    text = _IPYTHON_FILE.sub("your cell", text)
     where = ""
     for frame in traceback.extract_tb(error.__traceback__):
         name = _cell_of_filename(frame.filename, cell_names)
@@ -117,6 +126,9 @@ def describe_error(error: BaseException, cell_names: dict[int, str]) -> str:
         if name is not None:
             where = f" (cell '{name}', line {error.lineno})"
     return (text + where)[:MAX_ERROR_CHARS]
+
+
+_IPYTHON_FILE = re.compile(r"<ipython-input-\d+-[0-9a-f]+>")
 
 
 def _cell_of_filename(filename: str, cell_names: dict[int, str]) -> str | None:

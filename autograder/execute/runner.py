@@ -238,7 +238,7 @@ def run_job(job: Job, worker: WarmWorker) -> Execution:
     budget = [MAX_NOTEBOOK_BYTES]  # shared by every process started for this notebook
     log = bytearray()
     attempts = 0
-    while not progress.finished and attempts < MAX_ATTEMPTS:
+    while not progress.finished and attempts < MAX_ATTEMPTS and not worker.cancelled:
         left = deadline - time.monotonic()
         if left <= 0:
             break

@@ -167,6 +167,8 @@ class RunningJob:
         """Wait for the slot to say how the job ended (it answers once every process the job
         started is gone), killing the job first if `kill` or if it does not end by itself
         within a second."""
+        if self.worker.job is self:
+            self.worker.job = None
         if self.ended is None:
             if not kill and not select.select([self.slot], [], [], 1.0)[0]:
                 kill = True
@@ -189,6 +191,19 @@ class WarmWorker:
         self.slot: socket.socket | None = None
         self._ready = False
         self.sandbox: dict[str, str] = {}  # layer -> "on (...)" or "off (why)", when started
+        self.job: RunningJob | None = None  # the job in flight, if any
+        self.cancelled = False  # the run was stopped: no job starts again
+
+    def cancel(self) -> None:
+        """Stop now (the instructor pressed Ctrl-C): the job in flight is killed and no job
+        starts after it. Called from another thread than the one running the job."""
+        self.cancelled = True
+        job = self.job
+        if job is not None:
+            try:
+                job.signal(signal.SIGKILL)
+            except OSError:
+                pass  # it finished meanwhile and its pidfd is closed
 
     @property
     def layers_off(self) -> list[str]:
@@ -229,7 +244,10 @@ class WarmWorker:
 
     def start_job(self, timeout: float) -> RunningJob:
         """A fresh sandboxed process, ready to be sent steps; killed by the slot after
-        `timeout` s whatever happens. Raises SlotGone if the slot died meanwhile."""
+        `timeout` s whatever happens. Raises SlotGone if the slot died meanwhile, or the run
+        was cancelled."""
+        if self.cancelled:
+            raise SlotGone
         self.start()
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         log_read, log_write = os.pipe()
@@ -250,7 +268,10 @@ class WarmWorker:
             self._drop_slot()
             raise SlotGone
         os.set_blocking(log_read, False)
-        return RunningJob(self, ours, fds[0], log_read)
+        self.job = RunningJob(self, ours, fds[0], log_read)
+        if self.cancelled:  # cancelled while it started: it ends like a killed job
+            self.job.signal(signal.SIGKILL)
+        return self.job
 
     def read_end(self, patience: float) -> tuple[int | None, bool]:
         """The slot's word on how the job ended; a slot that says nothing is dropped."""
@@ -322,6 +343,11 @@ class WarmPool:
         self.launch()
         for worker in self._workers:
             worker.start()
+
+    def cancel(self) -> None:
+        """Kill the jobs in flight and start no more (Ctrl-C): their threads end at once."""
+        for worker in self._workers:
+            worker.cancel()
 
     def close(self) -> None:
         for worker in self._workers:

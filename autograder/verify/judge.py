@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from autograder.messages import SEE_ABOVE
 from autograder.results import TestResult
 from autograder.verify.hidden import HiddenTests, Probe, ProbeFailed, Probes
 
@@ -40,6 +41,8 @@ def _run_one(check, probes: Probes) -> tuple[bool, str, bool]:
         reason = str(error)
         if "NotImplementedError" in reason:
             return False, f"{reason}: {NOT_DONE_HINT}", False
+        if SEE_ABOVE in reason:  # an echo of an error told at its cell: no hint about the test
+            return False, reason, False
         return False, reason, True
     except Exception:
         # A bug in the test or data it did not expect: the student sees no test internals.

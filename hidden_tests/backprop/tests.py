@@ -245,7 +245,19 @@ def _chain_rule_gradient(out, x_value):
     return as_number(out["x_grad"], "x.grad")
 
 
+IGNORES_X_VALUE = ("chain_rule ignores its x_value argument: it always computes at x = 2. "
+                   "Create x from x_value: x = torch.tensor(x_value, requires_grad=True)")
+
+
+def _at_two(got, x_value):
+    """The answer for x = 2, given at another x: x_value was not used."""
+    return abs(x_value - 2.0) > 1e-6 and close(got, chain_rule_gradient(2.0))
+
+
 def _wrong_gradient(out, x_value, got):
+    if _at_two(got, x_value) and out.get("backpropagations") != 0:
+        return f"At x = {x_value:g} your x.grad is {got:g}, the gradient at x = 2: " \
+               + IGNORES_X_VALUE
     if out.get("backpropagations") == 0:
         return (f"At x = {x_value:g} your x.grad is {got:g}, set without calling "
                 "loss.backward(): let PyTorch compute it")
@@ -273,6 +285,9 @@ def graph_values(probes):
                                        f"{out.get('returned')}, not the four values "
                                        "(x, y, z, loss)")
         x = as_number(out["x"], "x")
+        if close(x, 2.0) and not close(x, x_value):
+            raise AssertionError(f"chain_rule({x_value:g}) returned x = {x:g}: "
+                                 + IGNORES_X_VALUE)
         assert close(x, x_value), (f"chain_rule({x_value:g}) returned x = {x:g}: x should "
                                    "hold x_value")
         y = x_value**2
@@ -291,6 +306,9 @@ def gradient_at_unseen_inputs(probes):
     gots = [(probes.inputs(name)["x_value"], probes[name]) for name in names]
     gots = [(x, out, _chain_rule_gradient(out, x)) for x, out in gots]
     if all(close(got, 56.0) for _, _, got in gots):
+        if all(out.get("backpropagations") for _, out, _ in gots):  # backward ran, at x = 2
+            raise AssertionError("x.grad is 56 whatever x is, the gradient at x = 2: "
+                                 + IGNORES_X_VALUE)
         raise AssertionError("x.grad is 56 whatever x is: it looks written by hand "
                              "(x.grad = 56) rather than computed by loss.backward()")
     for x, out, got in gots:
