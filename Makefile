@@ -25,4 +25,4 @@ lab: $(STAMP)
 	$(BIN)/jupyter lab --allow-root release/backprop/backprop.ipynb
 
 clean:
-	rm -rf gradebook.db submitted autograded feedback exports .pytest_cache
+	rm -rf gradebook.db submitted autograded results feedback exports .pytest_cache

@@ -5,9 +5,7 @@ Each returns data (and prints a short report), so an HTTP service can call the s
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,6 +19,7 @@ from autograder.export import write_export
 from autograder.feedback import write_feedback
 from autograder.gradebook import by_cell, gradebook_frame
 from autograder.gradebook_db import GradebookError, NbgraderGradebook
+from autograder.kept_notebook import keep_graded_notebook
 from autograder.pipeline import default_workers, fingerprint, grade_batch
 from autograder.results import (
     GRADED,
@@ -29,17 +28,9 @@ from autograder.results import (
     clean_text,
     cleaned,
     load_results,
-    save_result,
 )
-from autograder.submissions import (
-    MAX_NOTEBOOK_BYTES,
-    Skipped,
-    SubmissionError,
-    collect,
-    read_regular_file,
-    submitted_in_course,
-    write_atomic,
-)
+from autograder.store import ResultStore, result_store
+from autograder.submissions import Skipped, SubmissionError, collect, submitted_in_course
 from autograder.tempfiles import sweep_stale
 
 if TYPE_CHECKING:
@@ -53,11 +44,13 @@ def grade(course: Course, assignment_name: str, source: Path | None = None,
           timeout: float | None = None, out: TextIO | None = None,
           regrade: bool = False, scheduler: str | None = None,
           unsafe: bool = False) -> list[SubmissionResult]:
-    """Collect, grade and record. Each result is stored (feedback, gradebook.db, then
-    results.json, which marks it done) as soon as it is known; a submission whose notebook and
+    """Collect, grade and record. Each result is stored (feedback, gradebook.db, then the
+    result store, which marks it done) as soon as it is known; a submission whose notebook and
     grader are unchanged since its stored result is not graded again, so a batch that was
-    killed midway resumes where it stopped. Refuses to start (UnsafeSandboxError) where a
-    sandbox layer that protects the grader itself is off, unless `unsafe`."""
+    killed midway resumes where it stopped. With `student_id` and no `source`, only that
+    student's submission under submitted/ is graded (formgrader's Autograde button). Refuses
+    to start (UnsafeSandboxError) where a sandbox layer that protects the grader itself is
+    off, unless `unsafe`."""
     scheduler = scheduler or course.scheduler
     if unsafe and out is not None:
         print("UNSAFE: --unsafe: grading even if a sandbox layer that protects the grader "
@@ -96,10 +89,20 @@ def _grade(course: Course, assignment_name: str, source: Path | None, student_id
     if source is None:
         submissions, skipped = submitted_in_course(course, assignment_name,
                                                    assignment.notebook_name)
+        if student_id is not None:
+            submissions = [s for s in submissions if s.student_id == student_id]
+            if not submissions:
+                raise SubmissionError(f"{course.submitted_dir(student_id, assignment_name)} "
+                                      "holds no submission that can be graded")
     else:
         submissions, skipped = collect(course, assignment_name, assignment.notebook_name,
                                        source, student_id)
-    stored = {result.student_id: result for result in load_results(course.root, assignment_name)}
+    store = result_store(course)
+    readable, unreadable = store.load_readable(assignment_name)
+    if unreadable and out is not None:  # those students are graded again, which replaces them
+        print_safely("WARNING: graded again, their stored result could not be read: "
+                     + "; ".join(unreadable), out)
+    stored = {result.student_id: result for result in readable}
     # Kept: same notebook, same grader, and a final verdict. A timeout or a crash may be
     # the machine's doing (or a shorter --timeout): those are graded again.
     unchanged = [s for s in submissions if s.student_id in stored
@@ -116,20 +119,10 @@ def _grade(course: Course, assignment_name: str, source: Path | None, student_id
     with NbgraderGradebook(course, assignment) as gradebook, \
             Progress(len(pending), out) as progress:
         def record(result: SubmissionResult) -> None:
-            cleaned(result)  # again, whoever graded it: nothing raw reaches files or people
-            autograded = course.autograded_dir(result.student_id, assignment_name)
-            autograded.mkdir(parents=True, exist_ok=True)
-            not_kept = _keep_graded_notebook(course, assignment, result.student_id, autograded)
-            if not_kept:
-                result.reason = clean_text("; ".join(filter(None, [result.reason, not_kept])))
-            write_feedback(result, course.feedback_dir(result.student_id, assignment_name))
             try:
-                gradebook.record(result)
+                record_result(course, assignment, gradebook, store, result)
             except Exception as error:  # not done: graded again on the next run
                 unrecorded.append(f"{result.student_id} ({type(error).__name__}: {error})")
-                progress.done(result)
-                return
-            save_result(result, autograded)  # last: its presence means "done"
             progress.done(result)
 
         if pending:
@@ -151,6 +144,22 @@ def _grade(course: Course, assignment_name: str, source: Path | None, student_id
         raise GradebookError("graded, but not written to gradebook.db (their feedback is "
                              "written; run again to record them): " + "; ".join(unrecorded))
     return sorted(kept + results, key=lambda result: result.student_id)
+
+
+def record_result(course: Course, assignment: Assignment, gradebook: NbgraderGradebook,
+                  store: ResultStore, result: SubmissionResult) -> None:
+    """Everything one result leaves behind: the notebook kept for formgrader (with the tests'
+    messages), the feedback, the rows in gradebook.db, then the stored result, last, as its
+    presence means "done". Writing the same result again leaves the same state: formgrader's
+    Autograde button (autograder/nbgrader_plugins.py) records through here too. Raises if
+    gradebook.db refuses it (nothing is stored then: it is graded again next time)."""
+    cleaned(result)  # again, whoever graded it: nothing raw reaches files or people
+    not_kept = keep_graded_notebook(course, assignment, result)
+    if not_kept and not_kept not in result.reason:
+        result.reason = clean_text("; ".join(filter(None, [result.reason, not_kept])))
+    write_feedback(result, course.feedback_dir(result.student_id, assignment.name))
+    gradebook.record(result)
+    store.save(result)
 
 
 class Progress:
@@ -224,38 +233,6 @@ def _report_skipped(skipped: list[Skipped], out: TextIO | None) -> None:
     for item in skipped:
         print_safely(f"skipped: {_one_line(item.item, 300)}: {_one_line(item.reason, 500)}",
                      out)
-
-
-def _keep_graded_notebook(course: Course, assignment: Assignment, student_id: str,
-                          autograded: Path) -> str | None:
-    """The notebook that was graded, where formgrader looks for it (autograded/...), with
-    student HTML and Markdown sanitized (formgrader renders them). Returns why it was not
-    kept, or None. Read without following a link, bounded; written atomically."""
-    import nbformat
-
-    from autograder.sanitize import sanitize_notebook
-
-    name = f"{assignment.notebook_name}.ipynb"
-    submitted = course.submitted_dir(student_id, assignment.name) / name
-    kept = autograded / name
-    if not os.path.lexists(submitted):
-        return None
-    try:
-        text = read_regular_file(submitted, MAX_NOTEBOOK_BYTES).decode("utf-8")
-        raw = json.loads(text)
-        # A v4 notebook is taken as it is (nbformat's schema validation would cost more than
-        # the rest: the sanitizer keeps only what it knows); older ones are converted.
-        notebook = (nbformat.from_dict(raw) if isinstance(raw, dict) and raw.get("nbformat") == 4
-                    else nbformat.reads(text, as_version=4))
-        text = json.dumps(sanitize_notebook(notebook, assignment.release_notebook),
-                          ensure_ascii=False)
-    except Exception as error:
-        kept.unlink(missing_ok=True)  # an older submission's copy is not what was graded
-        why = (str(error) if isinstance(error, SubmissionError)
-               else f"it is not a readable Jupyter notebook ({type(error).__name__})")
-        return f"the notebook was not kept for formgrader: {clean_text(why, 300)}"
-    write_atomic(kept, text.encode("utf-8"))
-    return None
 
 
 def doctor(out: TextIO) -> bool:

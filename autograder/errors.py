@@ -6,8 +6,9 @@ from autograder.course import CourseError
 from autograder.execute.warm import UnsafeSandboxError
 from autograder.gradebook_db import GradebookError
 from autograder.release import ReleaseError
+from autograder.store import StoreError
 from autograder.submissions import SubmissionError
 from autograder.verify.hidden import HiddenTestsError
 
 USER_ERRORS = (CourseError, AssignmentError, HiddenTestsError, SubmissionError, ReleaseError,
-               InvalidNotebook, GradebookError, UnsafeSandboxError)
+               InvalidNotebook, GradebookError, UnsafeSandboxError, StoreError)
