@@ -84,12 +84,13 @@ class FileResultStore(ResultStore):
     def folder(self, assignment: str) -> Path:
         return self.root / RESULTS_DIR / check_key("assignment", assignment)
 
-    def _path(self, assignment: str, student: str) -> Path:
+    def path(self, assignment: str, student: str) -> Path:
+        """The file that holds (or would hold) the student's result."""
         return self.folder(assignment) / f"{check_key('student', student)}.json"
 
     def load(self, assignment: str, student: str) -> SubmissionResult | None:
         self._migrate(assignment)
-        path = self._path(assignment, student)
+        path = self.path(assignment, student)
         return self._read(path) if os.path.lexists(path) else None
 
     def load_all(self, assignment: str) -> list[SubmissionResult]:
@@ -114,10 +115,10 @@ class FileResultStore(ResultStore):
         return results, problems
 
     def save(self, result: SubmissionResult) -> None:
-        self._write(self._path(result.assignment, result.student_id), result)
+        self._write(self.path(result.assignment, result.student_id), result)
 
     def remove(self, assignment: str, student: str) -> None:
-        self._path(assignment, student).unlink(missing_ok=True)
+        self.path(assignment, student).unlink(missing_ok=True)
 
     def _write(self, path: Path, result: SubmissionResult) -> None:
         from autograder.submissions import write_atomic
@@ -147,7 +148,7 @@ class FileResultStore(ResultStore):
         for old in sorted((self.root / "autograded").glob(f"*/{assignment}/{LEGACY_FILE}")):
             student = old.parent.parent.name
             try:
-                new = self._path(assignment, student)
+                new = self.path(assignment, student)
             except StoreError:
                 log.warning("not moved into the store (unusable student folder): %s", old)
                 continue

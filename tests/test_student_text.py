@@ -25,8 +25,9 @@ from autograder.author import with_answers
 from autograder.course import Course
 from autograder.export import write_export
 from autograder.feedback import render_html, render_markdown
-from autograder.results import SubmissionResult, clean_text, cleaned, save_result
+from autograder.results import SubmissionResult, clean_text, cleaned
 from autograder.results import TestResult as Check
+from autograder.store import FileResultStore, result_store
 from tests.conftest import AUTOGRADER, write_submissions
 
 # What the student's text carries: a screen clear, a colour, a window title, a hyperlink,
@@ -95,7 +96,7 @@ def _strings(value) -> list[str]:
 
 
 def test_results_json_holds_only_clean_capped_text(graded, course: Course) -> None:
-    path = course.autograded_dir("hostile", "backprop") / "results.json"
+    path = FileResultStore(course).path("backprop", "hostile")  # what is on disk, raw
     assert path.stat().st_size < 100_000  # the review saw 25 MB here
     stored = json.loads(path.read_text())
     assert not [s for s in _strings(stored) if HIDDEN.search(s)]
@@ -146,13 +147,17 @@ def test_both_csvs_neutralise_formulas_and_hold_clean_text(graded, course: Cours
                                reason="+cmd|' /C calc'!A0" + ESCAPES,
                                tests=[Check(t.name, t.cell, 0.0, t.max_points, False)
                                       for t in graded["results"]["plain"].tests])
+    # Left where an older version kept results: the store moves it in when it reads them.
     folder = course.autograded_dir("evil-row", "backprop")
-    save_result(hostile, folder)
+    folder.mkdir(parents=True)
+    (folder / "results.json").write_text(hostile.to_json())
     try:
         plain = commands.export(course, "backprop", "csv")
         canvas = commands.export(course, "backprop", "canvas")
     finally:
-        (folder / "results.json").unlink()
+        result_store(course).remove("backprop", "evil-row")
+        folder.rmdir()
+        folder.parent.rmdir()
     for path in (plain, canvas):
         text = path.read_text()
         assert not HIDDEN.search(text.replace("\r\n", "\n"))
@@ -260,7 +265,7 @@ def test_an_ascii_terminal_grades_every_student(course: Course, release_notebook
     stdout = done.stdout.decode("ascii")  # nothing but ASCII was written
     assert "[3/3]" in stdout and "caf?" in stdout
     for student in ("a-unicode", "b-after", "c-after"):
-        assert (course.autograded_dir(student, "backprop") / "results.json").exists(), student
+        assert result_store(course).load("backprop", student) is not None, student
     assert not HIDDEN.search(stdout.replace("\n", ""))
 
 
