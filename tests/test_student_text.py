@@ -25,6 +25,7 @@ from autograder.author import with_answers
 from autograder.course import Course
 from autograder.export import write_export
 from autograder.feedback import render_html, render_markdown
+from autograder.kept_notebook import REPORT_HEADING
 from autograder.results import SubmissionResult, clean_text, cleaned
 from autograder.results import TestResult as Check
 from autograder.store import FileResultStore, result_store
@@ -187,7 +188,8 @@ def test_the_notebook_kept_for_formgrader_holds_no_script_or_remote_resource(
         graded, course: Course) -> None:
     kept = course.autograded_dir("hostile", "backprop") / "backprop.ipynb"
     notebook = nbformat.read(kept, as_version=4)
-    outputs = json.dumps([c.get("outputs", []) for c in notebook.cells])
+    outputs = json.dumps([[o for o in c.get("outputs", []) if not _is_report(o)]
+                          for c in notebook.cells])
     for bad in ("<script", "onerror", "javascript:", "http://evil.example", "<iframe",
                 "application/javascript", "image/svg+xml", "alert(3)", "alert(4)"):
         assert bad not in outputs, bad
@@ -208,6 +210,20 @@ def test_the_notebook_kept_for_formgrader_holds_no_script_or_remote_resource(
     # The release's own Markdown is kept as it is.
     release = nbformat.read(course.release_dir("backprop") / "backprop.ipynb", as_version=4)
     assert notebook.cells[0].source == release.cells[0].source
+    # The grader's report in each grade cell quotes the student's messages as plain text,
+    # which nbconvert (formgrader's renderer) shows escaped.
+    reports = [o for c in notebook.cells for o in c.get("outputs", []) if _is_report(o)]
+    assert len(reports) == 3 and all(o["output_type"] == "stream" for o in reports)
+    from nbconvert import HTMLExporter
+
+    page, _ = HTMLExporter().from_notebook_node(notebook)
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert not re.search(r"<script>alert|<img[^>]*onerror|href=.javascript", page)
+
+
+def _is_report(output: dict) -> bool:
+    return output.get("output_type") == "stream" and \
+        "".join(output.get("text", "")).startswith(REPORT_HEADING)
 
 
 def test_a_notebook_that_cannot_be_parsed_is_not_kept_and_the_reason_says_so(
