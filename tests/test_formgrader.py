@@ -207,13 +207,13 @@ def test_formgrader_buttons_leave_our_grades_standing(tmp_path: Path) -> None:
         server.press("/formgrader/api/assignment/backprop/generate_feedback")
         server.press("/formgrader/api/assignment/backprop/hardcoded/generate_feedback")
 
-        # What formgrader shows a TA for "hardcoded": why Part 2 got 2 / 3.
+        # What formgrader shows a TA for "hardcoded": why Part 2 got 1 / 3.
         hardcoded_id = next(s["id"] for s in server.json(
             "GET", "/formgrader/api/submitted_notebooks/backprop/backprop")
             if s["student"] == "hardcoded")
         status, page = server.request("GET", f"/formgrader/submissions/{hardcoded_id}/")
         assert status == 200
-        assert f"{REPORT_HEADING}: 2 / 3 points" in page.decode()
+        assert f"{REPORT_HEADING}: 1 / 3 points" in page.decode()
         assert "x.grad is 56 whatever x is" in page.decode()
     finally:
         server.close()
@@ -230,7 +230,7 @@ def test_formgrader_buttons_leave_our_grades_standing(tmp_path: Path) -> None:
     assert {s: after[s]["score"] for s in after} == {
         "ace": 10, "hardcoded": 8, "manual": 9, "partial": 3, "late-comer": 3}
     # nbgrader's own scoring would give "hardcoded" its self-check's 3 points for Part 2.
-    assert after["hardcoded"]["grades"]["check_chain_rule"][0] == 2
+    assert after["hardcoded"]["grades"]["check_chain_rule"][0] == 1
 
     results_after = stored(course)
     assert {s: results_after[s] for s in results_before} == results_before
@@ -247,7 +247,7 @@ def test_formgrader_buttons_leave_our_grades_standing(tmp_path: Path) -> None:
 
     # The kept notebook (rewritten by nbgrader's Autograde) shows each grade cell's tests.
     shown = grade_cell_outputs(course, "hardcoded")
-    assert shown["check_chain_rule"].startswith(f"{REPORT_HEADING}: 2 / 3 points\n")
+    assert shown["check_chain_rule"].startswith(f"{REPORT_HEADING}: 1 / 3 points\n")
     assert "FAIL" in shown["check_chain_rule"]
     assert "x.grad is 56 whatever x is" in shown["check_chain_rule"]
     assert "PASS" in shown["check_forward_backward"]
