@@ -42,7 +42,7 @@ def own_course(course: Course, tmp_path_factory: pytest.TempPathFactory) -> Cour
     submitted/."""
     root = tmp_path_factory.mktemp("inputs") / "course"
     shutil.copytree(course.root, root, symlinks=True, ignore=shutil.ignore_patterns(
-        "submitted", "autograded", "feedback", "exports"))
+        "submitted", "autograded", "results", "feedback", "exports"))
     return Course.load(root)
 
 
@@ -179,7 +179,7 @@ def test_linked_notebooks_and_folders_are_skipped_reported_and_never_copied(
                  "linked-assignment"):
         assert any(line.startswith("skipped: ") and item in line and "symbolic link" in line
                    for line in printed.splitlines()), (item, printed)
-    for root in ("submitted", "autograded", "feedback"):
+    for root in ("submitted", "autograded", "results", "feedback"):
         assert not _files_holding(own_course.root / root, SECRET), root
         assert not _files_holding(own_course.root / root, hidden_tests), root
         assert not list((own_course.root / root).rglob("link-to-*")), root
