@@ -79,14 +79,15 @@ def grade_in_subprocess(root: Path, assignment: str, student: str,
     # The notebook's budget, with room for starting up, once more if a step is redone.
     timeout = timeout or 3 * course.timeout + 120
     command = [sys.executable, "-m", "autograder.nbgrader_plugins", "--course", str(root),
-               assignment, student]
+               "--", assignment, student]
     try:
         done = subprocess.run(command, capture_output=True, text=True, errors="replace",
                               timeout=timeout, cwd=root, stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired:
         raise AutograderPluginError(f"grading {student} took more than {timeout:g} s: "
                                     "stopped") from None
-    output = clean_text(done.stdout + done.stderr, OUTPUT_TAIL * 4)[-OUTPUT_TAIL:]
+    # Its end says what went wrong; cleaned, as it may quote a student's text.
+    output = clean_text((done.stdout + done.stderr)[-OUTPUT_TAIL:], OUTPUT_TAIL)
     if done.returncode != 0:
         raise AutograderPluginError(f"autograder could not grade {student} for {assignment} "
                                     f"(exit {done.returncode}):\n{output}")
