@@ -28,4 +28,4 @@ lab: $(STAMP)
 	cd handout/backprop && $(abspath $(BIN))/jupyter lab --allow-root backprop.ipynb
 
 clean:
-	rm -rf gradebook.db submitted autograded feedback exports handout .pytest_cache
+	rm -rf gradebook.db submitted autograded results feedback exports handout .pytest_cache

@@ -10,6 +10,22 @@ c.CourseDirectory.course_id = "backprop-course"
 c.Autograder.timeout = 60  # seconds per submission, wall clock
 # c.Autograder.scheduler = "tcp://scheduler:8786"  # grade on an existing Dask cluster
 
+# formgrader's Autograde and Generate Feedback buttons (and `nbgrader autograde`,
+# `nbgrader generate_feedback`) run THIS grader, so its scores and feedback stand whichever
+# is used (autograder/nbgrader_plugins.py). nbgrader's Execute preprocessor is left out:
+# student code never runs outside the sandbox, nor inside the Jupyter server. The one student
+# nbgrader autogrades is graded by `autograder` in a subprocess (an unchanged notebook keeps
+# its stored result), our scores go into gradebook.db, and nbgrader's late penalty and
+# metadata check still run after it.
+c.Autograde.autograde_preprocessors = [
+    "autograder.nbgrader_plugins.GradeWithAutograder",
+    "nbgrader.preprocessors.AssignLatePenalties",
+    "nbgrader.preprocessors.CheckCellMetadata",
+]
+# Generate Feedback writes our feedback (hidden-test messages, our score) from the stored result.
+c.GenerateFeedback.exporter_class = "autograder.nbgrader_plugins.FeedbackExporter"
+c.GenerateFeedback.preprocessors = []
+
 # Late work (autograder/late.py). The due date is nbgrader's own:
 #   nbgrader db assignment add backprop --duedate="2026-11-20 17:00:00 UTC"
 # and extensions are given with `autograder extension add|import`. The penalty is nbgrader's

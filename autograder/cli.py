@@ -219,8 +219,10 @@ def _run(args: argparse.Namespace) -> int:
 
         run = commands.grade_run(course, args.assignment, args.source, args.student,
                                  args.workers, args.timeout, out=sys.stdout,
-                                 regrade=args.regrade, scheduler=args.scheduler,
-                                 unsafe=args.unsafe)
+                                 # one student asked for by name is graded again
+                                 regrade=args.regrade or (args.student is not None
+                                                          and args.source is None),
+                                 scheduler=args.scheduler, unsafe=args.unsafe)
         if run.results:
             print(commands.show_table(course, args.assignment,
                                       [result.student_id for result in run.results]))

@@ -5,7 +5,6 @@ Each returns data (and prints a short report), so an HTTP service can call the s
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Iterator
@@ -22,6 +21,7 @@ from autograder.feedback import write_feedback
 from autograder.gradebook import by_cell, scores_frame
 from autograder.gradebook_db import GradebookError, NbgraderGradebook
 from autograder.interrupts import Interrupted, StoringGuard
+from autograder.kept_notebook import keep_graded_notebook
 from autograder.lock import course_lock
 from autograder.pipeline import default_workers, fingerprint, grade_batch
 from autograder.results import (
@@ -33,17 +33,10 @@ from autograder.results import (
     clean_text,
     cleaned,
     load_results,
-    save_result,
 )
 from autograder.scores import final_scores
-from autograder.submissions import (
-    MAX_NOTEBOOK_BYTES,
-    SubmissionError,
-    collect,
-    read_regular_file,
-    submitted_in_course,
-    write_atomic,
-)
+from autograder.store import ResultStore, result_store
+from autograder.submissions import SubmissionError, collect, submitted_in_course
 from autograder.summary import GradeRun
 from autograder.summary import render as render_summary
 from autograder.tempfiles import sweep_stale
@@ -73,10 +66,11 @@ def grade_run(course: Course, assignment_name: str, source: Path | None = None,
               regrade: bool = False, scheduler: str | None = None,
               unsafe: bool = False) -> GradeRun:
     """Collect, grade and record. Each result is stored (feedback, gradebook.db, then
-    results.json, which marks it done) as soon as it is known; a submission whose notebook and
+    the result store, which marks it done) as soon as it is known; a submission whose notebook and
     grader are unchanged since its stored result is not graded again, so a batch that was
     killed or interrupted midway resumes where it stopped. Without `source`, grades what is
-    under submitted/ (only `student_id`, if given: graded again, its files untouched).
+    under submitted/ (only `student_id`, if given, its files untouched: formgrader's
+    Autograde button).
     One run per course at a time (CourseBusy). Ctrl-C ends the run at once with Interrupted.
     Refuses to start (UnsafeSandboxError) where a sandbox layer that protects the grader
     itself is off, unless `unsafe`."""
@@ -171,11 +165,15 @@ def _grade(course: Course, assignment_name: str, source: Path | None, student_id
                 raise SubmissionError(f"no submission of '{clean_text(student_id, 100)}' for "
                                       f"{assignment_name} under {course.root / 'submitted'}"
                                       + why)
-            regrade = True  # asked for by name: graded again
     else:
         submissions, skipped = collect(course, assignment_name, assignment.notebook_name,
                                        source, student_id, out=out)
-    stored = {result.student_id: result for result in load_results(course.root, assignment_name)}
+    store = result_store(course)
+    readable, unreadable = store.load_readable(assignment_name)
+    if unreadable and out is not None:  # those students are graded again, which replaces them
+        print_safely("WARNING: graded again, their stored result could not be read: "
+                     + "; ".join(unreadable), out)
+    stored = {result.student_id: result for result in readable}
     unchanged = [s for s in submissions if s.student_id in stored
                  and stored[s.student_id].status in FINAL
                  and stored[s.student_id].fingerprint == fingerprint(assignment, s)]
@@ -196,25 +194,14 @@ def _grade(course: Course, assignment_name: str, source: Path | None, student_id
                 _record(result)
 
         def _record(result: SubmissionResult) -> None:
-            cleaned(result)  # again, whoever graded it: nothing raw reaches files or people
-            autograded = course.autograded_dir(result.student_id, assignment_name)
-            autograded.mkdir(parents=True, exist_ok=True)
-            not_kept = _keep_graded_notebook(course, assignment, result.student_id, autograded)
-            if not_kept:
-                result.reason = clean_text("; ".join(filter(None, [result.reason, not_kept])))
-            try:  # first: it fills the late fields the feedback shows
-                gradebook.record(result)
+            try:
+                record_result(course, assignment, gradebook, store, result)
+                recorded.append(result)
             except Exception as error:  # not done: graded again on the next run
-                write_feedback(result, course.feedback_dir(result.student_id, assignment_name))
                 unrecorded.append(f"{result.student_id} ({type(error).__name__}: {error})")
-                progress.done(result)
-                return
-            write_feedback(result, course.feedback_dir(result.student_id, assignment_name))
-            save_result(result, autograded)  # last: its presence means "done"
-            recorded.append(result)
             progress.done(result)
 
-        _record_late_again(course, assignment_name, gradebook, kept, unrecorded)
+        _record_late_again(course, assignment_name, gradebook, store, kept, unrecorded)
 
         if pending:
             import pandas  # noqa: F401  (for the table after the batch: 0.4 s, paid while the
@@ -241,7 +228,8 @@ def _grade(course: Course, assignment_name: str, source: Path | None, student_id
 
 
 def _record_late_again(course: Course, assignment_name: str, gradebook: NbgraderGradebook,
-                       kept: list[SubmissionResult], unrecorded: list[str]) -> None:
+                       store: ResultStore, kept: list[SubmissionResult],
+                       unrecorded: list[str]) -> None:
     """Kept results are not graded again, but their lateness is judged again on every run (a
     due date, an extension, the penalty settings or a TA's manual score may have changed since):
     a few SQL statements each, in gradebook.db; feedback and the stored result are rewritten
@@ -254,7 +242,25 @@ def _record_late_again(course: Course, assignment_name: str, gradebook: Nbgrader
             continue
         if changed:
             write_feedback(result, course.feedback_dir(result.student_id, assignment_name))
-            save_result(result, course.autograded_dir(result.student_id, assignment_name))
+            store.save(result)
+
+
+def record_result(course: Course, assignment: Assignment, gradebook: NbgraderGradebook,
+                  store: ResultStore, result: SubmissionResult) -> None:
+    """Everything one result leaves behind: the notebook kept for formgrader (with the tests'
+    messages), the feedback, the rows in gradebook.db, then the stored result, last, as its
+    presence means "done". Writing the same result again leaves the same state: formgrader's
+    Autograde button (autograder/nbgrader_plugins.py) records through here too. Raises if
+    gradebook.db refuses it (nothing is stored then: it is graded again next time)."""
+    cleaned(result)  # again, whoever graded it: nothing raw reaches files or people
+    not_kept = keep_graded_notebook(course, assignment, result)
+    if not_kept and not_kept not in result.reason:
+        result.reason = clean_text("; ".join(filter(None, [result.reason, not_kept])))
+    try:
+        gradebook.record(result)  # first: it fills the late fields the feedback shows
+    finally:  # the student's feedback is written even when gradebook.db refuses the result
+        write_feedback(result, course.feedback_dir(result.student_id, assignment.name))
+    store.save(result)
 
 
 class Progress:
@@ -318,36 +324,6 @@ def print_safely(text: str, out: TextIO) -> None:
         log.exception("could not print a line")
 
 
-def _keep_graded_notebook(course: Course, assignment: Assignment, student_id: str,
-                          autograded: Path) -> str | None:
-    """The notebook that was graded, where formgrader looks for it (autograded/...), with
-    student HTML and Markdown sanitized (formgrader renders them). Returns why it was not
-    kept, or None. Read without following a link, bounded; written atomically."""
-    import nbformat
-
-    from autograder.sanitize import sanitize_notebook
-
-    name = f"{assignment.notebook_name}.ipynb"
-    submitted = course.submitted_dir(student_id, assignment.name) / name
-    kept = autograded / name
-    if not os.path.lexists(submitted):
-        return None
-    try:
-        text = read_regular_file(submitted, MAX_NOTEBOOK_BYTES).decode("utf-8")
-        raw = json.loads(text)
-        # A v4 notebook is taken as it is (nbformat's schema validation would cost more than
-        # the rest: the sanitizer keeps only what it knows); older ones are converted.
-        notebook = (nbformat.from_dict(raw) if isinstance(raw, dict) and raw.get("nbformat") == 4
-                    else nbformat.reads(text, as_version=4))
-        text = json.dumps(sanitize_notebook(notebook, assignment.release_notebook),
-                          ensure_ascii=False)
-    except Exception as error:
-        kept.unlink(missing_ok=True)  # an older submission's copy is not what was graded
-        why = (str(error) if isinstance(error, SubmissionError)
-               else f"it is not a readable Jupyter notebook ({type(error).__name__})")
-        return f"the notebook was not kept for formgrader: {clean_text(why, 300)}"
-    write_atomic(kept, text.encode("utf-8"))
-    return None
 
 
 def doctor(out: TextIO) -> bool:

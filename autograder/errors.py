@@ -10,9 +10,10 @@ from autograder.late import LateError
 from autograder.lock import CourseBusy
 from autograder.release import ReleaseError
 from autograder.roster import RosterError
+from autograder.store import StoreError
 from autograder.submissions import SubmissionError
 from autograder.verify.hidden import HiddenTestsError
 
 USER_ERRORS = (CourseError, AssignmentError, HiddenTestsError, SubmissionError, ReleaseError,
                InvalidNotebook, GradebookError, UnsafeSandboxError, LateError, RosterError,
-               ExportError, CourseBusy)
+               ExportError, CourseBusy, StoreError)

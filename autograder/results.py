@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -138,23 +137,11 @@ def cleaned(result: SubmissionResult) -> SubmissionResult:
 
 _FIELDS = set(SubmissionResult.__dataclass_fields__)
 
-RESULT_FILE = "results.json"
-
-
-def save_result(result: SubmissionResult, directory: Path) -> Path:
-    """Write atomically: a reader sees the old result or the new one, never half of one."""
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / RESULT_FILE
-    partial = path.with_suffix(".json.partial")
-    partial.write_text(result.to_json(), encoding="utf-8")
-    os.replace(partial, path)
-    return path
-
 
 def load_results(root: Path, assignment: str) -> list[SubmissionResult]:
-    """All stored results for an assignment under autograded/<student>/<assignment>/."""
-    results = []
-    for path in sorted((root / "autograded").glob(f"*/{assignment}/{RESULT_FILE}")):
-        # Cleaned again: a result stored by an older version may hold raw student text.
-        results.append(cleaned(SubmissionResult.from_json(path.read_text(encoding="utf-8"))))
-    return results
+    """Every stored result of an assignment, cleaned, from the course's result store
+    (autograder/store.py; one an older version kept under autograded/ is moved there first).
+    Raises store.StoreError naming any that cannot be read."""
+    from autograder.store import result_store
+
+    return result_store(root).load_all(assignment)

@@ -91,7 +91,7 @@ def test_zip_layouts_map_to_student_ids(empty_course: Course, tmp_path: Path) ->
 def test_hidden_tests_that_do_not_add_up_are_refused(course: Course, tmp_path: Path) -> None:
     broken = tmp_path / "course"
     shutil.copytree(course.root, broken, ignore=shutil.ignore_patterns("submitted", "autograded",
-                                                                       "feedback"))
+                                                                       "results", "feedback"))
     tests = broken / "hidden_tests" / "backprop" / "tests.py"
     tests.write_text(tests.read_text().replace('cell="check_train", points=2',
                                                'cell="check_train", points=3'))

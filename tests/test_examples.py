@@ -17,6 +17,7 @@ import pytest
 from autograder import commands
 from autograder.course import Course
 from autograder.release import put_nbgrader_tools_on_path
+from autograder.store import result_store
 from tests.conftest import AUTOGRADER, REPO
 
 EXPECTED = {k: v for k, v in json.loads((REPO / "examples" / "expected.json").read_text()).items()
@@ -35,7 +36,7 @@ def graded(course: Course) -> subprocess.CompletedProcess:
 def test_every_example_is_stored_under_submitted(course: Course, graded) -> None:
     for student in EXPECTED:
         assert (course.submitted_dir(student, "backprop") / "backprop.ipynb").is_file()
-        assert (course.autograded_dir(student, "backprop") / "results.json").is_file()
+        assert result_store(course).load("backprop", student) is not None
 
 
 @pytest.mark.parametrize("student", sorted(EXPECTED))

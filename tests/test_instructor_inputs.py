@@ -8,7 +8,6 @@ Real files, real links, a real FIFO, real zips, the real `autograder grade` in a
 from __future__ import annotations
 
 import io
-import json
 import os
 import resource
 import shutil
@@ -24,6 +23,9 @@ import pytest
 from autograder import commands, submissions
 from autograder.author import with_answers
 from autograder.course import Course
+from autograder.kept_notebook import keep_graded_notebook
+from autograder.results import SubmissionResult
+from autograder.store import result_store
 from autograder.submissions import MAX_NOTEBOOK_BYTES, SubmissionError, collect
 from tests.conftest import REPO
 
@@ -40,7 +42,7 @@ def own_course(course: Course, tmp_path_factory: pytest.TempPathFactory) -> Cour
     submitted/."""
     root = tmp_path_factory.mktemp("inputs") / "course"
     shutil.copytree(course.root, root, symlinks=True, ignore=shutil.ignore_patterns(
-        "submitted", "autograded", "feedback", "exports"))
+        "submitted", "autograded", "results", "feedback", "exports"))
     return Course.load(root)
 
 
@@ -96,8 +98,8 @@ def _grade_measured(course: Course, *args: str, timeout: float = 600,
 
 
 def _result(course: Course, student: str) -> dict | None:
-    path = course.autograded_dir(student, "backprop") / "results.json"
-    return json.loads(path.read_text()) if path.exists() else None
+    result = result_store(course).load("backprop", student)
+    return None if result is None else result.to_dict()
 
 
 # --- read_regular_file: the one way submissions.py (and the pipeline) read a student's file
@@ -177,7 +179,7 @@ def test_linked_notebooks_and_folders_are_skipped_reported_and_never_copied(
                  "linked-assignment"):
         assert any(line.startswith("skipped: ") and item in line and "symbolic link" in line
                    for line in printed.splitlines()), (item, printed)
-    for root in ("submitted", "autograded", "feedback"):
+    for root in ("submitted", "autograded", "results", "feedback"):
         assert not _files_holding(own_course.root / root, SECRET), root
         assert not _files_holding(own_course.root / root, hidden_tests), root
         assert not list((own_course.root / root).rglob("link-to-*")), root
@@ -213,7 +215,7 @@ def test_links_planted_in_the_courses_submitted_folder_are_not_graded_or_copied(
 
 
 def test_the_kept_copy_is_never_read_through_a_link(own_course: Course, secret: Path) -> None:
-    """`_keep_graded_notebook` copied with shutil.copyfile, which follows links."""
+    """The kept copy was once made with shutil.copyfile, which follows links."""
     target = own_course.submitted_dir("swapped", "backprop")
     target.mkdir(parents=True)
     (target / "backprop.ipynb").symlink_to(secret)
@@ -221,8 +223,8 @@ def test_the_kept_copy_is_never_read_through_a_link(own_course: Course, secret: 
     autograded.mkdir(parents=True)
     from autograder.assignment import Assignment
 
-    why = commands._keep_graded_notebook(own_course, Assignment.load(own_course, "backprop"),
-                                         "swapped", autograded)
+    why = keep_graded_notebook(own_course, Assignment.load(own_course, "backprop"),
+                               SubmissionResult("swapped", "backprop", "backprop", "graded"))
     assert why and "symbolic link" in why
     assert not (autograded / "backprop.ipynb").exists()
 

@@ -134,7 +134,8 @@ def test_without_root_grading_is_refused_unless_unsafe(world: Path, release_note
     error = done.stderr.strip().splitlines()
     assert len(error) == 1 and error[0].startswith("autograder: error: refusing to grade"), error
     assert "cgroup: off (not root)" in error[0] and "--unsafe" in error[0]
-    assert not (world / "course" / "autograded").exists()  # nothing graded, nothing written
+    assert load_results(world / "course", "backprop") == []  # nothing graded, nothing written
+    assert not (world / "course" / "autograded").exists()
 
 
 def test_without_root_and_unsafe_the_grader_and_course_stay_out_of_reach(

@@ -10,6 +10,7 @@ import signal
 import subprocess
 
 from autograder import commands
+from autograder.store import result_store
 from tests.conftest import AUTOGRADER, REPO
 from tests.test_cheats import _sandbox_processes
 
@@ -46,8 +47,7 @@ def test_a_killed_batch_resumes_and_ends_with_the_same_gradebook(course, tmp_pat
             break
     first.wait()
     first.stdout.close()
-    stored = [s for s in students
-              if (course.autograded_dir(s, "backprop") / "results.json").exists()]
+    stored = [s for s in students if result_store(course).load("backprop", s) is not None]
     assert 3 <= len(stored) < len(students)
 
     second = subprocess.run(command, capture_output=True, text=True)
@@ -87,7 +87,7 @@ def test_a_result_not_written_to_the_gradebook_is_graded_again(course, tmp_path,
     monkeypatch.setattr(NbgraderGradebook, "record", failing)
     with pytest.raises(GradebookError, match="unrecorded"):
         commands.grade(course, "backprop", tmp_path / "incoming")
-    assert not (course.autograded_dir("unrecorded", "backprop") / "results.json").exists()
+    assert result_store(course).load("backprop", "unrecorded") is None
 
     monkeypatch.setattr(NbgraderGradebook, "record", real_record)
     results = commands.grade(course, "backprop", tmp_path / "incoming")

@@ -27,8 +27,10 @@ from autograder.author import with_answers
 from autograder.course import Course
 from autograder.export import write_export
 from autograder.feedback import render_html, render_markdown
-from autograder.results import SubmissionResult, clean_text, cleaned, save_result
+from autograder.kept_notebook import REPORT_HEADING
+from autograder.results import SubmissionResult, clean_text, cleaned
 from autograder.results import TestResult as Check
+from autograder.store import FileResultStore, result_store
 from tests.conftest import AUTOGRADER, write_submissions
 
 # What the student's text carries: a screen clear, a colour, a window title, a hyperlink,
@@ -97,7 +99,7 @@ def _strings(value) -> list[str]:
 
 
 def test_results_json_holds_only_clean_capped_text(graded, course: Course) -> None:
-    path = course.autograded_dir("hostile", "backprop") / "results.json"
+    path = FileResultStore(course).path("backprop", "hostile")  # what is on disk, raw
     assert path.stat().st_size < 100_000  # the review saw 25 MB here
     stored = json.loads(path.read_text())
     assert not [s for s in _strings(stored) if HIDDEN.search(s)]
@@ -148,15 +150,19 @@ def test_both_csvs_neutralise_formulas_and_hold_clean_text(graded, course: Cours
                                reason="+cmd|' /C calc'!A0" + ESCAPES,
                                tests=[Check(t.name, t.cell, 0.0, t.max_points, False)
                                       for t in graded["results"]["plain"].tests])
+    # Left where an older version kept results: the store moves it in when it reads them.
     folder = course.autograded_dir("evil-row", "backprop")
-    save_result(hostile, folder)
+    folder.mkdir(parents=True)
+    (folder / "results.json").write_text(hostile.to_json())
     try:
         plain = commands.export(course, "backprop", "csv")
         config = copy.deepcopy(course.config)
         config.CanvasExport.assignment_id = "4242"
         canvas = commands.export(replace(course, config=config), "backprop", "canvas")
     finally:
-        (folder / "results.json").unlink()
+        result_store(course).remove("backprop", "evil-row")
+        folder.rmdir()
+        folder.parent.rmdir()
     for path in (plain, canvas):
         text = path.read_text()
         assert not HIDDEN.search(text.replace("\r\n", "\n"))
@@ -186,7 +192,8 @@ def test_the_notebook_kept_for_formgrader_holds_no_script_or_remote_resource(
         graded, course: Course) -> None:
     kept = course.autograded_dir("hostile", "backprop") / "backprop.ipynb"
     notebook = nbformat.read(kept, as_version=4)
-    outputs = json.dumps([c.get("outputs", []) for c in notebook.cells])
+    outputs = json.dumps([[o for o in c.get("outputs", []) if not _is_report(o)]
+                          for c in notebook.cells])
     for bad in ("<script", "onerror", "javascript:", "http://evil.example", "<iframe",
                 "application/javascript", "image/svg+xml", "alert(3)", "alert(4)"):
         assert bad not in outputs, bad
@@ -207,6 +214,20 @@ def test_the_notebook_kept_for_formgrader_holds_no_script_or_remote_resource(
     # The release's own Markdown is kept as it is.
     release = nbformat.read(course.release_dir("backprop") / "backprop.ipynb", as_version=4)
     assert notebook.cells[0].source == release.cells[0].source
+    # The grader's report in each grade cell quotes the student's messages as plain text,
+    # which nbconvert (formgrader's renderer) shows escaped.
+    reports = [o for c in notebook.cells for o in c.get("outputs", []) if _is_report(o)]
+    assert len(reports) == 3 and all(o["output_type"] == "stream" for o in reports)
+    from nbconvert import HTMLExporter
+
+    page, _ = HTMLExporter().from_notebook_node(notebook)
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert not re.search(r"<script>alert|<img[^>]*onerror|href=.javascript", page)
+
+
+def _is_report(output: dict) -> bool:
+    return output.get("output_type") == "stream" and \
+        "".join(output.get("text", "")).startswith(REPORT_HEADING)
 
 
 def test_a_notebook_that_cannot_be_parsed_is_not_kept_and_the_reason_says_so(
@@ -264,7 +285,7 @@ def test_an_ascii_terminal_grades_every_student(course: Course, release_notebook
     stdout = done.stdout.decode("ascii")  # nothing but ASCII was written
     assert "[3/3]" in stdout and "caf?" in stdout
     for student in ("a-unicode", "b-after", "c-after"):
-        assert (course.autograded_dir(student, "backprop") / "results.json").exists(), student
+        assert result_store(course).load("backprop", student) is not None, student
     assert not HIDDEN.search(stdout.replace("\n", ""))
 
 
