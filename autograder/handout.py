@@ -13,6 +13,7 @@ from pathlib import Path
 
 from autograder.assignment import AssignmentError
 from autograder.course import Course
+from autograder.release import LEAK_MARKERS
 from autograder.submissions import write_atomic
 
 README = """\
@@ -63,9 +64,15 @@ Submit the one file `{notebook}`, under that name:
 
 You may submit again before the due date; the last submission is graded. Late submissions may
 lose points, as your course says.
+
+## Your feedback
+
+Once the notebooks are graded, your instructor returns a feedback page (`feedback.html`, in
+the LMS beside your submission): your score, each part's tests with PASS or FAIL and, for a
+failed test, a message that says what was checked and what to look at, the errors your cells
+raised, and whether the submission counted as late. It never shows the hidden inputs.
 """
 
-SOLUTION_MARKERS = ("### BEGIN SOLUTION", "### END SOLUTION", "### BEGIN HIDDEN TESTS")
 
 
 def build_handout(course: Course, assignment: str) -> Path:
@@ -80,7 +87,7 @@ def build_handout(course: Course, assignment: str) -> Path:
                               "one notebook are supported")
     notebook = notebooks[0]
     content = notebook.read_bytes()
-    leaked = [marker for marker in SOLUTION_MARKERS if marker.encode() in content]
+    leaked = [marker for marker in LEAK_MARKERS if marker.encode() in content]
     if leaked:
         raise AssignmentError(f"{notebook} still holds {', '.join(leaked)}: release it again "
                               f"with `autograder release {assignment}`; nothing was handed out")
