@@ -66,7 +66,8 @@ def test_an_unreadable_result_is_named_not_dropped(tmp_path: Path) -> None:
     assert [r.student_id for r in readable] == ["alice"] and len(problems) == 2
 
 
-@pytest.mark.parametrize("student", ["../alice", "..", ".hidden", "a/b", "", "-rf", "é"])
+@pytest.mark.parametrize("student",
+                         ["../alice", "..", ".hidden", "a/b", "", "-rf", "a b", "x\u202e"])
 def test_a_key_that_could_name_another_file_is_refused(tmp_path: Path, student: str) -> None:
     store = result_store(tmp_path)
     with pytest.raises(StoreError, match="cannot key a stored result"):
@@ -87,3 +88,11 @@ def test_saving_replaces_a_planted_link_instead_of_writing_through_it(tmp_path: 
     store.save(_result("alice"))
     assert target.read_text() == "untouched"
     assert store.load("backprop", "alice").score == 1.0
+
+
+def test_a_key_in_any_script_is_stored(tmp_path: Path) -> None:
+    """Collection accepts ids with letters of any script (an LMS login such as josé): the store
+    keys them too."""
+    store = result_store(tmp_path)
+    store.save(_result("josé"))
+    assert store.load("backprop", "josé").student_id == "josé"
