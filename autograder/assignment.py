@@ -7,6 +7,7 @@ import hashlib
 import hmac
 from dataclasses import dataclass
 from functools import cached_property
+from pathlib import Path
 from typing import Any
 
 import nbformat
@@ -31,24 +32,17 @@ class Assignment:
 
     @classmethod
     def load(cls, course: Course, name: str) -> Assignment:
-        release_dir = course.release_dir(name)
-        notebooks = sorted(release_dir.glob("*.ipynb"))
-        if not notebooks:
-            raise AssignmentError(f"no released notebook in {release_dir}: "
-                                  f"run `autograder release {name}` first")
-        if len(notebooks) > 1:
-            raise AssignmentError(f"{release_dir} holds {len(notebooks)} notebooks; "
-                                  "assignments with one notebook are supported")
+        path = released_notebook(course, name)
         try:
-            release_notebook = read_notebook(notebooks[0])
+            release_notebook = read_notebook(path)
         except InvalidNotebook as error:
             raise AssignmentError(str(error)) from None
         grade_cells = grade_cells_of(release_notebook)
         if not grade_cells:
-            raise AssignmentError(f"{notebooks[0]} has no graded test cells")
+            raise AssignmentError(f"{path} has no graded test cells")
         hidden = HiddenTests.load(course.hidden_dir(name), name)
-        hidden.check_against(grade_cells, notebooks[0].name)
-        return cls(name, notebooks[0].stem, release_notebook, grade_cells, hidden,
+        hidden.check_against(grade_cells, path.name)
+        return cls(name, path.stem, release_notebook, grade_cells, hidden,
                    course.secret())
 
     @property
@@ -71,6 +65,19 @@ class Assignment:
         course's secret can know them."""
         message = self.name.encode() + b"\0" + hashlib.sha256(notebook).digest()
         return int.from_bytes(hmac.new(self.secret, message, "sha256").digest()[:8], "big")
+
+
+def released_notebook(course: Course, name: str) -> Path:
+    """The one notebook of release/<name>/ (AssignmentError if there is none, or several)."""
+    release_dir = course.release_dir(name)
+    notebooks = sorted(release_dir.glob("*.ipynb")) if release_dir.is_dir() else []
+    if not notebooks:
+        raise AssignmentError(f"no released notebook in {release_dir}: "
+                              f"run `autograder release {name}` first")
+    if len(notebooks) > 1:
+        raise AssignmentError(f"{release_dir} holds {len(notebooks)} notebooks; "
+                              "assignments with one notebook are supported")
+    return notebooks[0]
 
 
 def grade_cells_of(notebook: Any) -> dict[str, float]:

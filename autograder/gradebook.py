@@ -1,10 +1,10 @@
 """Scores as tables (pandas).
 
-`tests_frame` has one row per student and test; `gradebook_frame` one row per student with a
-column per test and the totals of our stored results alone; `scores_frame` the same test
-columns next to the final scores read from gradebook.db (autograder.scores: manual scores,
-extra credit and late penalty included, every rostered student listed), which is what every
-export shows, so nbgrader export, formgrader and our CSVs agree.
+`tests_frame` has one row per student and test; `test_points` one row per student with a
+column per test; `scores_frame` those test columns next to the final scores read from
+gradebook.db (autograder.scores: manual scores, extra credit and late penalty included, every
+rostered student listed), which is what every export shows, so nbgrader export, formgrader and
+our CSVs agree.
 """
 
 from __future__ import annotations
@@ -33,28 +33,16 @@ def tests_frame(results: list[SubmissionResult]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=columns)
 
 
-def gradebook_frame(results: list[SubmissionResult], assignment: Assignment) -> pd.DataFrame:
-    """student x test points, then total, max_score, percent, status, reason."""
+def test_points(results: list[SubmissionResult], assignment: Assignment) -> pd.DataFrame:
+    """student x hidden test: the points of each test, in the assignment's test order."""
     import pandas as pd
 
     test_names = [test.name for test in assignment.hidden.tests]
     long = tests_frame(results)
     if long.empty:
-        points = pd.DataFrame(columns=test_names, dtype=float)
-    else:
-        points = long.pivot(index="student_id", columns="test", values="points")
-        points = points.reindex(columns=test_names)
-    points = points.astype(float)
-    summary = pd.DataFrame(
-        [{"student_id": r.student_id, "total": r.score, "max_score": assignment.max_score,
-          "status": r.status, "reason": r.reason} for r in results],
-        columns=["student_id", "total", "max_score", "status", "reason"],
-    ).set_index("student_id")
-    table = points.join(summary, how="right")
-    table["percent"] = (100 * table["total"] / table["max_score"]).round(1)
-    table = table[[*test_names, "total", "max_score", "percent", "status", "reason"]]
-    table.index.name = "student_id"
-    return table.sort_index()
+        return pd.DataFrame(columns=test_names, dtype=float)
+    points = long.pivot(index="student_id", columns="test", values="points")
+    return points.reindex(columns=test_names).astype(float)
 
 
 SCORE_COLUMNS = ["autograded", "manual_adjustment", "extra_credit", "late_penalty", "total",
@@ -69,13 +57,7 @@ def scores_frame(scores: list[StudentScore], results: list[SubmissionResult],
     import pandas as pd
 
     test_names = [test.name for test in assignment.hidden.tests]
-    long = tests_frame(results)
-    if long.empty:
-        points = pd.DataFrame(columns=test_names, dtype=float)
-    else:
-        points = long.pivot(index="student_id", columns="test", values="points")
-        points = points.reindex(columns=test_names)
-    points = points.astype(float)
+    points = test_points(results, assignment)
     summary = pd.DataFrame(
         [{"student_id": s.student_id, "autograded": s.autograded,
           "manual_adjustment": s.manual_adjustment, "extra_credit": s.extra_credit,

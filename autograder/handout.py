@@ -11,7 +11,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from autograder.assignment import AssignmentError
+from autograder.assignment import AssignmentError, released_notebook
 from autograder.course import Course
 from autograder.release import LEAK_MARKERS
 from autograder.submissions import write_atomic
@@ -77,15 +77,7 @@ raised, and whether the submission counted as late. It never shows the hidden in
 
 def build_handout(course: Course, assignment: str) -> Path:
     """Write handout/<assignment>/ (replacing what was there); returns the folder."""
-    release = course.release_dir(assignment)
-    notebooks = sorted(release.glob("*.ipynb")) if release.is_dir() else []
-    if not notebooks:
-        raise AssignmentError(f"no released notebook in {release}: run `autograder release "
-                              f"{assignment}` first")
-    if len(notebooks) > 1:
-        raise AssignmentError(f"{release} holds {len(notebooks)} notebooks; assignments with "
-                              "one notebook are supported")
-    notebook = notebooks[0]
+    notebook = released_notebook(course, assignment)
     content = notebook.read_bytes()
     leaked = [marker for marker in LEAK_MARKERS if marker.encode() in content]
     if leaked:

@@ -18,8 +18,6 @@ name and address is cleaned (`clean_text`) and capped at nbgrader's 128 characte
 
 from __future__ import annotations
 
-import csv
-import io
 import re
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -89,22 +87,13 @@ def import_roster(course: Course, path: Path) -> Imported:
 
 
 def read_roster(path: Path) -> Imported:
-    from autograder.submissions import SubmissionError, read_regular_file
+    from autograder.lms.csvfile import CsvFileError, read_csv_rows
 
     name = clean_text(path, 300)
     try:
-        text = read_regular_file(Path(path), MAX_ROSTER_BYTES).decode("utf-8-sig")
-    except SubmissionError as error:
+        rows, _ = read_csv_rows(Path(path), MAX_ROSTER_BYTES)
+    except CsvFileError as error:
         raise RosterError(str(error)) from None
-    except UnicodeDecodeError as error:
-        raise RosterError(f"{name} is not UTF-8 text (byte {error.start}): save it as CSV "
-                          "UTF-8") from None
-    try:
-        rows = list(csv.reader(io.StringIO(text, newline="")))
-    except csv.Error as error:
-        raise RosterError(f"{name} is not a readable CSV file: {error}") from None
-    if not rows:
-        raise RosterError(f"{name} is empty")
     header = [cell.strip() for cell in rows[0]]
     kind, read_row = _shape(header, name)
     students: dict[str, RosterStudent] = {}

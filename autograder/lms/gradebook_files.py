@@ -29,12 +29,12 @@ from traitlets import Bool, Float, Unicode
 from traitlets.config import Configurable
 
 from autograder.export import ExportError, neutralised, neutralised_cell, number_cell
+from autograder.lms.csvfile import BOM, CsvFileError, read_csv_rows
 from autograder.results import clean_text
 from autograder.scores import StudentScore
-from autograder.submissions import read_regular_file, write_atomic
+from autograder.submissions import write_atomic
 
 MAX_TEMPLATE_BYTES = 50 * 1024 * 1024  # a gradebook of a very large course is a few MiB
-BOM = b"\xef\xbb\xbf"
 CANVAS_FIXED = ["Student", "ID", "SIS User ID", "SIS Login ID", "Section"]
 _CANVAS_ASSIGNMENT = re.compile(r"^(?P<name>.*\S)\s*\((?P<id>\d+)\)$")
 _MOODLE_PARTICIPANT = re.compile(r"^Participant (?P<id>\d+)$")
@@ -281,22 +281,11 @@ def _shown(path: Path) -> str:
 
 
 def _read_template(template: Path) -> tuple[list[list[str]], bool]:
-    """The template's rows and whether it began with a byte-order mark. Read bounded, never
-    through a link; a file that is not UTF-8 CSV is refused, naming it."""
-    data = read_regular_file(template, MAX_TEMPLATE_BYTES)
-    bom = data.startswith(BOM)
+    """The template's rows and whether it began with a byte-order mark."""
     try:
-        text = data[len(BOM) if bom else 0:].decode("utf-8")
-    except UnicodeDecodeError as error:
-        raise ExportError(f"{_shown(template)} is not UTF-8 text (byte {error.start}): "
-                          "download it from the LMS again, or save it as CSV UTF-8") from None
-    try:
-        rows = list(csv.reader(io.StringIO(text, newline="")))
-    except csv.Error as error:
-        raise ExportError(f"{_shown(template)} is not a readable CSV file: {error}") from None
-    if not rows or not any(rows[0]):
-        raise ExportError(f"{_shown(template)} is empty")
-    return rows, bom
+        return read_csv_rows(template, MAX_TEMPLATE_BYTES)
+    except CsvFileError as error:
+        raise ExportError(str(error)) from None
 
 
 def _write_rows(path: Path, rows: list[list[str]], bom: bool) -> None:
