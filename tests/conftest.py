@@ -140,3 +140,28 @@ def grade_answers(course: Course, release_notebook, tmp_path: Path,
         (folder / student / "backprop" / "timestamp.txt").write_bytes(stamp)
     results = commands.grade(course, "backprop", folder, timeout=timeout, workers=workers)
     return {result.student_id: result for result in results}
+
+
+def run_nbgrader(course: Course, *args: str) -> subprocess.CompletedProcess:
+    """nbgrader's own command line in the course directory (this environment's tools on PATH)."""
+    from autograder.release import put_nbgrader_tools_on_path
+
+    put_nbgrader_tools_on_path()
+    done = subprocess.run([sys.executable, "-m", "nbgrader", *args], cwd=course.root,
+                          capture_output=True, text=True, env=os.environ)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    return done
+
+
+def nbgrader_export(course: Course, tmp_path: Path,
+                    assignment: str = "backprop") -> dict[str, dict[str, str]]:
+    """`nbgrader export`'s rows of one assignment, by student id: what nbgrader itself says."""
+    import csv
+
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    target = tmp_path / "nbgrader-export.csv"
+    run_nbgrader(course, "export", f"--to={target}")
+    with target.open(newline="", encoding="utf-8") as handle:
+        return {row["student_id"]: row for row in csv.DictReader(handle)
+                if row["assignment"] == assignment}
+

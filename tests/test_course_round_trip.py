@@ -8,7 +8,6 @@ from __future__ import annotations
 import csv
 import io
 import subprocess
-import sys
 import warnings
 import zipfile
 from pathlib import Path
@@ -20,7 +19,7 @@ from nbgrader.api import Gradebook
 from autograder.author import with_answers
 from autograder.course import Course
 from autograder.release import put_nbgrader_tools_on_path
-from tests.conftest import AUTOGRADER, make_course
+from tests.conftest import AUTOGRADER, make_course, nbgrader_export, run_nbgrader
 
 DUE = "2026-11-20 12:00:00 UTC"
 ON_TIME = (2026, 11, 20, 11, 0, 0)  # zip member times: the LMS server's clock (UTC here)
@@ -62,14 +61,6 @@ def _run(course: Course, *args: str) -> subprocess.CompletedProcess:
     return done
 
 
-def _nbgrader(course: Course, *args: str) -> subprocess.CompletedProcess:
-    put_nbgrader_tools_on_path()
-    done = subprocess.run([sys.executable, "-m", "nbgrader", *args], cwd=course.root,
-                          capture_output=True, text=True)
-    assert done.returncode == 0, done.stdout + done.stderr
-    return done
-
-
 @pytest.fixture(scope="module")
 def course_round(tmp_path_factory, release_notebook, solution) -> dict:
     root = tmp_path_factory.mktemp("round-trip")
@@ -77,7 +68,7 @@ def course_round(tmp_path_factory, release_notebook, solution) -> dict:
     with open(root / "nbgrader_config.py", "a") as config:
         config.write('\nc.LateSubmissionPlugin.penalty_method = "zero"\n')
     course = Course.load(root)
-    _nbgrader(course, "db", "assignment", "add", "backprop", f"--duedate={DUE}")
+    run_nbgrader(course, "db", "assignment", "add", "backprop", f"--duedate={DUE}")
 
     template = root / "canvas_gradebook.csv"
     template.write_bytes(_canvas_csv(TEMPLATE_ROWS))
@@ -113,11 +104,10 @@ def course_round(tmp_path_factory, release_notebook, solution) -> dict:
     filled = root / "canvas_import.csv"
     _run(course, "export", "backprop", "--format", "canvas", "--template", str(template),
          "--output", str(filled))
-    nbgrader_csv = root / "nbgrader_export.csv"
-    _nbgrader(course, "export", "--to", str(nbgrader_csv))
+    theirs = nbgrader_export(course, root.parent / f"{root.name}-nbgrader")
     feedback_zip = root / "feedback.zip"
     _run(course, "feedback-zip", "backprop", "--output", str(feedback_zip))
-    return {"course": course, "graded": graded, "filled": filled, "nbgrader": nbgrader_csv,
+    return {"course": course, "graded": graded, "filled": filled, "nbgrader": theirs,
             "feedback": feedback_zip}
 
 
@@ -141,9 +131,7 @@ def test_every_rostered_student_is_matched_by_canvas_id(course_round) -> None:
 
 def test_nbgrader_export_agrees(course_round) -> None:
     ours = _filled_scores(course_round["filled"])
-    with open(course_round["nbgrader"], encoding="utf-8") as handle:
-        theirs = {row["student_id"]: float(row["score"]) for row in csv.DictReader(handle)
-                  if row["assignment"] == "backprop"}
+    theirs = {student: float(row["score"]) for student, row in course_round["nbgrader"].items()}
     for student in ("10001", "10010", "10011", "10002", "10003", "10004"):
         assert float(ours[student]) == pytest.approx(2 * theirs[student]), student
 

@@ -6,9 +6,7 @@ from __future__ import annotations
 import copy
 import csv
 import json
-import os
 import subprocess
-import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -16,9 +14,8 @@ import pytest
 
 from autograder import commands
 from autograder.course import Course
-from autograder.release import put_nbgrader_tools_on_path
 from autograder.store import result_store
-from tests.conftest import AUTOGRADER, REPO
+from tests.conftest import AUTOGRADER, REPO, nbgrader_export
 
 EXPECTED = {k: v for k, v in json.loads((REPO / "examples" / "expected.json").read_text()).items()
             if not k.startswith("_")}
@@ -55,14 +52,8 @@ def test_csv_pandas_and_nbgrader_export_agree(course: Course, graded, tmp_path: 
     table = commands.gradebook_table(course, "backprop")
     with open(course.exports_dir() / "backprop.csv") as handle:
         ours = {row["student_id"]: float(row["total"]) for row in csv.DictReader(handle)}
-    put_nbgrader_tools_on_path()
-    exported = tmp_path / "nbgrader.csv"
-    done = subprocess.run([sys.executable, "-m", "nbgrader", "export", "--to", str(exported)],
-                          cwd=course.root, capture_output=True, text=True, env=os.environ)
-    assert done.returncode == 0, done.stderr
-    with open(exported) as handle:
-        theirs = {row["student_id"]: float(row["score"]) for row in csv.DictReader(handle)
-                  if row["assignment"] == "backprop"}
+    theirs = {student: float(row["score"])
+              for student, row in nbgrader_export(course, tmp_path).items()}
     for student, expected in EXPECTED.items():
         assert ours[student] == theirs[student] == table.loc[student, "total"] \
             == expected["score"]

@@ -11,11 +11,9 @@ import copy
 import csv
 import io
 import json
-import os
 import re
 import sqlite3
 import subprocess
-import sys
 import warnings
 import zipfile
 from dataclasses import replace
@@ -28,9 +26,14 @@ from nbgrader.api import Gradebook
 from autograder import commands
 from autograder.course import Course
 from autograder.export import ExportError
-from autograder.release import put_nbgrader_tools_on_path
 from autograder.scores import final_scores
-from tests.conftest import AUTOGRADER, grade_answers, make_course, train_step_calling
+from tests.conftest import (
+    AUTOGRADER,
+    grade_answers,
+    make_course,
+    nbgrader_export,
+    train_step_calling,
+)
 
 ROSTER = {  # id: (first, last, email); two students named John Smith
     "10001": ("Alice", "Smith", "alice@example.edu"),
@@ -92,17 +95,6 @@ def with_settings(course: Course, **sections: dict) -> Course:
         for key, value in values.items():
             config[section][key] = value
     return replace(course, config=config)
-
-
-def nbgrader_export(course: Course, tmp_path: Path) -> dict[str, dict[str, str]]:
-    put_nbgrader_tools_on_path()
-    target = tmp_path / "nbgrader.csv"
-    done = subprocess.run([sys.executable, "-m", "nbgrader", "export", "--to", str(target)],
-                          cwd=course.root, capture_output=True, text=True, env=os.environ)
-    assert done.returncode == 0, done.stderr
-    with open(target) as handle:
-        return {row["student_id"]: row for row in csv.DictReader(handle)
-                if row["assignment"] == "backprop"}
 
 
 def test_the_grading_is_what_the_figures_below_assume(graded) -> None:

@@ -4,10 +4,8 @@ defined in the course), extensions, the LMS late flag, and `nbgrader export` agr
 
 from __future__ import annotations
 
-import csv
 import json
 import subprocess
-import sys
 from datetime import timedelta
 from pathlib import Path
 
@@ -18,7 +16,7 @@ from autograder import commands, late
 from autograder.author import with_answers
 from autograder.course import Course
 from autograder.results import SubmissionResult, load_results
-from tests.conftest import AUTOGRADER, make_course, write_submissions
+from tests.conftest import AUTOGRADER, make_course, nbgrader_export, run_nbgrader, write_submissions
 
 DUE = "2026-01-10 12:00:00 UTC"
 DUE_ISO = "2026-01-10T12:00:00+00:00"
@@ -42,13 +40,6 @@ class OnePointPerStartedDay(LateSubmissionPlugin):
 BASE_CONFIG = "nbgrader_config.base"
 
 
-def _nbgrader(course: Course, *args: str) -> subprocess.CompletedProcess:
-    done = subprocess.run([sys.executable, "-m", "nbgrader", *args], cwd=course.root,
-                          capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr[-2000:]
-    return done
-
-
 @pytest.fixture(scope="module")
 def graded(tmp_path_factory, release_notebook, solution) -> Course:
     """A private course with a due date and five students graded once (all 10/10 but late1h,
@@ -57,7 +48,7 @@ def graded(tmp_path_factory, release_notebook, solution) -> Course:
     course = make_course(root)
     (root / "late_plugins.py").write_text(PER_DAY_PLUGIN)
     (root / BASE_CONFIG).write_text((root / "nbgrader_config.py").read_text())
-    _nbgrader(course, "db", "assignment", "add", "backprop", f"--duedate={DUE}")
+    run_nbgrader(course, "db", "assignment", "add", "backprop", f"--duedate={DUE}")
     partial = {cell: answer for cell, answer in solution.items() if "train" not in cell}
     assert partial != solution
     notebooks = {student: with_answers(release_notebook,
@@ -88,16 +79,9 @@ def _rerun(course: Course) -> dict[str, SubmissionResult]:
     return {result.student_id: result for result in results}
 
 
-def _nbgrader_export(course: Course, tmp_path: Path) -> dict[str, dict[str, str]]:
-    target = tmp_path / "grades.csv"
-    _nbgrader(course, "export", f"--to={target}")
-    with target.open(newline="") as handle:
-        return {row["student_id"]: row for row in csv.DictReader(handle)}
-
-
-def _agrees_with_nbgrader(course: Course, results: dict[str, SubmissionResult],
+def _agrees_withrun_nbgrader(course: Course, results: dict[str, SubmissionResult],
                           tmp_path: Path) -> None:
-    exported = _nbgrader_export(course, tmp_path)
+    exported = nbgrader_export(course, tmp_path)
     for student, result in results.items():
         row = exported[student]
         assert float(row["raw_score"]) == pytest.approx(result.score), student
@@ -115,7 +99,7 @@ def test_penalty_none_marks_late_but_takes_nothing(graded: Course, tmp_path: Pat
     assert results["ontime"].due == DUE_ISO
     assert results["extended"].due == "2026-01-12T12:00:00+00:00"
     assert results["flagged"].lms_late and not results["late36h"].lms_late
-    _agrees_with_nbgrader(course, results, tmp_path)
+    _agrees_withrun_nbgrader(course, results, tmp_path)
 
 
 def test_penalty_zero_zeroes_late_work(graded: Course, tmp_path: Path) -> None:
@@ -124,7 +108,7 @@ def test_penalty_zero_zeroes_late_work(graded: Course, tmp_path: Path) -> None:
     penalties = {s: r.late_penalty for s, r in results.items()}
     assert penalties == {"ontime": 0, "late36h": 10, "late1h": results["late1h"].score,
                          "extended": 0, "flagged": 10}
-    _agrees_with_nbgrader(course, results, tmp_path)
+    _agrees_withrun_nbgrader(course, results, tmp_path)
     with Gradebook(course.db_url) as gradebook:  # nbgrader's own view of the late rows
         extended = gradebook.find_submission("backprop", "extended")
         assert extended.extension == timedelta(days=2)
@@ -139,7 +123,7 @@ def test_custom_per_day_plugin_from_the_course(graded: Course, tmp_path: Path) -
     results = _rerun(course)
     assert {s: r.late_penalty for s, r in results.items()} == {
         "ontime": 0, "late36h": 2, "late1h": 1, "extended": 0, "flagged": 1}
-    _agrees_with_nbgrader(course, results, tmp_path)
+    _agrees_withrun_nbgrader(course, results, tmp_path)
 
 
 def test_extension_changes_the_penalty_on_the_next_run(graded: Course, tmp_path: Path) -> None:
@@ -153,7 +137,7 @@ def test_extension_changes_the_penalty_on_the_next_run(graded: Course, tmp_path:
         results = _rerun(course)
         assert results["late36h"].late_penalty == 0
         assert results["late36h"].due == "2026-01-12T06:00:00+00:00"
-        _agrees_with_nbgrader(course, results, tmp_path)
+        _agrees_withrun_nbgrader(course, results, tmp_path)
         feedback = (course.feedback_dir("late36h", "backprop") / "backprop.md")
         stored = {r.student_id: r for r in load_results(course.root, "backprop")}
         assert stored["late36h"].late_penalty == 0  # the kept result was rewritten
@@ -162,7 +146,7 @@ def test_extension_changes_the_penalty_on_the_next_run(graded: Course, tmp_path:
         assert late.remove_extension(course, "backprop", "late36h")
     results = _rerun(course)
     assert results["late36h"].late_penalty == 2  # and back, once the extension is gone
-    _agrees_with_nbgrader(course, results, tmp_path)
+    _agrees_withrun_nbgrader(course, results, tmp_path)
 
 
 def test_lms_flag_rule_ignore(graded: Course, tmp_path: Path) -> None:
@@ -172,7 +156,7 @@ def test_lms_flag_rule_ignore(graded: Course, tmp_path: Path) -> None:
     assert results["flagged"].lms_late
     assert results["flagged"].seconds_late == 0 and results["flagged"].late_penalty == 0
     assert results["late36h"].late_penalty == 10  # a real time still counts
-    _agrees_with_nbgrader(course, results, tmp_path)
+    _agrees_withrun_nbgrader(course, results, tmp_path)
 
 
 def test_penalty_uses_a_tas_manual_score(graded: Course, tmp_path: Path) -> None:
@@ -184,7 +168,7 @@ def test_penalty_uses_a_tas_manual_score(graded: Course, tmp_path: Path) -> None
         gradebook.db.commit()
     try:
         results = _rerun(course)
-        exported = _nbgrader_export(course, tmp_path)["late1h"]
+        exported = nbgrader_export(course, tmp_path)["late1h"]
         assert float(exported["late_submission_penalty"]) == results["late1h"].late_penalty
         assert results["late1h"].late_penalty == float(exported["raw_score"]) > \
             results["late1h"].score
@@ -202,7 +186,7 @@ def test_regrade_recomputes_the_penalty(graded: Course, tmp_path: Path) -> None:
                                 '"late_plugins.OnePointPerStartedDay"')
     results = {r.student_id: r for r in commands.grade(course, "backprop", regrade=True)}
     assert results["late36h"].late_penalty == 2 and results["ontime"].late_penalty == 0
-    _agrees_with_nbgrader(course, results, tmp_path)
+    _agrees_withrun_nbgrader(course, results, tmp_path)
 
 
 def test_a_broken_plugin_setting_is_named(graded: Course) -> None:
