@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 import sys
 from collections.abc import Iterator
@@ -49,8 +48,6 @@ if TYPE_CHECKING:
     from autograder.course import Course
 
 EXTENSION_TABLE = "autograder_extension"
-LMS_RECORD = "lms.json"  # written by the LMS download reader, next to timestamp.txt
-MAX_LMS_RECORD_BYTES = 64 * 1024
 MAX_CSV_BYTES = 5 * 1024 * 1024
 ONE_SECOND = timedelta(seconds=1)
 
@@ -117,16 +114,12 @@ def iso_utc(moment: datetime | None) -> str | None:
 
 
 def read_lms_record(course: Course, student_id: str, assignment: str) -> LmsRecord | None:
-    """lms.json of a stored submission, or None (not from an LMS download, or unreadable: a
-    broken record is no evidence of lateness)."""
-    from autograder.submissions import SubmissionError, read_regular_file
+    """What the LMS download said, or None (not from an LMS download, or a record this grader
+    did not write: a planted one is no evidence either way)."""
+    from autograder.lms.record import read_lms_record as read_signed
 
-    path = course.submitted_dir(student_id, assignment) / LMS_RECORD
-    try:
-        data = json.loads(read_regular_file(path, MAX_LMS_RECORD_BYTES))
-    except (SubmissionError, ValueError):
-        return None
-    if not isinstance(data, dict):
+    data = read_signed(course, student_id, assignment)
+    if data is None:
         return None
     return LmsRecord(late=data.get("late") is True,
                      has_time=isinstance(data.get("submitted_at"), str))

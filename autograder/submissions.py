@@ -16,7 +16,6 @@ before it is graded, so nothing is lost.
 from __future__ import annotations
 
 import errno
-import json
 import os
 import re
 import stat
@@ -34,14 +33,14 @@ from typing import NamedTuple, TextIO
 from autograder.course import Course
 from autograder.lms import downloads
 from autograder.lms.downloads import DownloadSettingsError, Owner, Reading
+from autograder.lms.record import LMS_FILE, read_lms_record, remove_lms_record, write_lms_record
 from autograder.results import clean_text
 
 # Letters of any script (nbgrader takes "josé"), digits and ._@+-: never a slash, a space, a
 # control character or a leading dot. Ids are compared in Unicode's NFC form (macOS zips NFD).
 STUDENT_ID = re.compile(r"^[^\W_][\w.@+-]{0,99}$")
 TIMESTAMP_FILE = "timestamp.txt"
-LMS_FILE = "lms.json"  # beside an LMS download's notebook: which member, name, late flag
-MAX_LMS_FILE_BYTES = 64 * 1024  # lms.json, and a Blackboard attempt's .txt
+MAX_ATTEMPT_TEXT_BYTES = 64 * 1024  # a Blackboard attempt's .txt
 
 # The limits on what is read from instructor inputs (which hold what students sent).
 MAX_NOTEBOOK_BYTES = 20 * 1024 * 1024  # one notebook, on disk or uncompressed from a zip
@@ -217,19 +216,16 @@ def submitted_in_course(course: Course, assignment: str, notebook_name: str) -> 
             continue
         reason = None if notebook else _no_notebook(_other_files(assignment_dir))
         found.append(Submission(sid, notebook, _read_timestamp(assignment_dir),
-                                lms_late=_stored_lms_late(assignment_dir), reason=reason))
+                                lms_late=_stored_lms_late(course, sid, assignment),
+                                reason=reason))
     return Collected(found, skipped)
 
 
-def _stored_lms_late(folder: Path) -> bool:
-    """The LMS's late flag kept in lms.json; False when there is none or it is unreadable."""
-    if not os.path.lexists(folder / LMS_FILE):
-        return False
-    try:
-        record = json.loads(read_regular_file(folder / LMS_FILE, MAX_LMS_FILE_BYTES))
-    except (SubmissionError, ValueError):
-        return False
-    return isinstance(record, dict) and record.get("late") is True
+def _stored_lms_late(course: Course, student_id: str, assignment: str) -> bool:
+    """The LMS's late flag this grader recorded; False where there is none (or a record it
+    did not write: see autograder/lms/record.py)."""
+    record = read_lms_record(course, student_id, assignment)
+    return bool(record and record.get("late") is True)
 
 
 def _stored_notebook(folder: Path, notebook_name: str) -> Path | None:
@@ -515,7 +511,7 @@ def _unrecognised(shape: str) -> str:
 def _blackboard_name(archive: zipfile.ZipFile, record: _Member, budget: _Budget) -> str | None:
     """The display name in a Blackboard attempt's .txt; None if it cannot be read."""
     try:
-        text = _read_member(archive, record.info, record.item, budget, MAX_LMS_FILE_BYTES)
+        text = _read_member(archive, record.info, record.item, budget, MAX_ATTEMPT_TEXT_BYTES)
     except SubmissionError:
         return None
     return downloads.blackboard_record(text.decode("utf-8", errors="replace"))[0]
@@ -664,10 +660,9 @@ def _store(course: Course, assignment: str, notebook_name: str, candidate: _Cand
         lms["submitted_at"] = timestamp  # as kept above
     write_atomic(target / TIMESTAMP_FILE, timestamp.encode("utf-8"))
     if lms is not None:
-        write_atomic(target / LMS_FILE, json.dumps(lms, indent=1, ensure_ascii=False)
-                     .encode("utf-8"))
+        write_lms_record(course, sid, assignment, lms)
     else:  # an earlier LMS import's flag is not this submission's
-        (target / LMS_FILE).unlink(missing_ok=True)
+        remove_lms_record(course, sid, assignment)
     late = bool(lms and lms["late"])
     if content is None:  # an empty submission: graded as such, whatever an older one held
         notebook.unlink(missing_ok=True)

@@ -4,7 +4,6 @@ defined in the course), extensions, the LMS late flag, and `nbgrader export` agr
 
 from __future__ import annotations
 
-import json
 import subprocess
 from datetime import timedelta
 from pathlib import Path
@@ -15,6 +14,7 @@ from nbgrader.api import Gradebook
 from autograder import commands, late
 from autograder.author import with_answers
 from autograder.course import Course
+from autograder.lms.record import write_lms_record
 from autograder.results import SubmissionResult, load_results
 from tests.conftest import AUTOGRADER, make_course, nbgrader_export, run_nbgrader, write_submissions
 
@@ -60,9 +60,9 @@ def graded(tmp_path_factory, release_notebook, solution) -> Course:
     late.save_extensions(course, "backprop", [late.make_extension("extended", days=2)])
     commands.grade(course, "backprop", folder)
     # The LMS download's record for "flagged": late, and no usable time (contract 1).
-    (course.submitted_dir("flagged", "backprop") / "lms.json").write_text(json.dumps({
+    write_lms_record(course, "flagged", "backprop", {
         "lms": "canvas", "file": "flagged_LATE_1_2_backprop.ipynb", "name": "flagged",
-        "user_id": "1", "submission_id": "2", "late": True, "submitted_at": None}))
+        "user_id": "1", "submission_id": "2", "late": True, "submitted_at": None})
     return course
 
 

@@ -9,7 +9,6 @@ LMS server is in Toronto (UTC-5 in November)."""
 from __future__ import annotations
 
 import io
-import json
 import zipfile
 from datetime import datetime
 from pathlib import Path
@@ -22,6 +21,7 @@ from autograder import commands
 from autograder.author import with_answers
 from autograder.course import Course
 from autograder.lms import downloads
+from autograder.lms.record import read_lms_record
 from autograder.submissions import (
     MAX_NOTEBOOK_BYTES,
     SubmissionError,
@@ -77,7 +77,10 @@ def grade(course: Course, source: Path, **options) -> tuple[dict, list[str], str
 
 
 def lms_json(course: Course, student: str) -> dict:
-    return json.loads((course.submitted_dir(student, "backprop") / "lms.json").read_text())
+    """The record as the grader reads it back (signed by the course: autograder/lms/record.py)."""
+    record = read_lms_record(course, student, "backprop")
+    assert record is not None, f"no lms.json signed by this course for {student}"
+    return record
 
 
 def reason_of(skipped: list[str], item: str) -> str:

@@ -23,7 +23,6 @@ character). A student whose files are unusable is left out and listed with the r
 from __future__ import annotations
 
 import io
-import json
 import os
 import re
 import stat
@@ -32,14 +31,13 @@ import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
+from autograder.lms.record import read_lms_record
 from autograder.results import clean_text
 from autograder.submissions import Skipped, SubmissionError, read_regular_file, write_atomic
 
 if TYPE_CHECKING:
     from autograder.course import Course
 
-LMS_FILE = "lms.json"
-MAX_LMS_FILE_BYTES = 64 * 1024
 MAX_FEEDBACK_BYTES = 5 * 1024 * 1024  # one student's feedback page
 _DIGITS = re.compile(r"[0-9]+")
 
@@ -106,7 +104,7 @@ def feedback_members(course: Course, assignment: str,
             continue  # no feedback for this assignment
         shown = clean_text(student, 100)
         try:
-            meta = _lms_meta(course.submitted_dir(student, assignment) / LMS_FILE)
+            meta = _lms_meta(course, student, assignment)
             lms = meta.get("lms") if meta else None
             if lms == "canvas":
                 name = canvas_name(meta, student)
@@ -158,19 +156,12 @@ def write_feedback_zip(course: Course, assignment: str, output: Path | None = No
     return path
 
 
-def _lms_meta(path: Path) -> dict[str, Any] | None:
-    """lms.json (contract: lms, file, name, user_id, submission_id, late, submitted_at), or
-    None where the student's folder has none (an nbgrader-layout submission)."""
-    if not os.path.lexists(path):
+def _lms_meta(course: Course, student: str, assignment: str) -> dict[str, Any] | None:
+    """The signed lms.json (autograder/lms/record.py), or None where the submission has none
+    this grader wrote (an nbgrader-layout submission: named as nbgrader lays it out)."""
+    meta = read_lms_record(course, student, assignment)
+    if meta is None or meta.get("lms") not in ("canvas", "moodle", "blackboard"):
         return None
-    try:
-        meta = json.loads(read_regular_file(path, MAX_LMS_FILE_BYTES).decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ValueError(f"{clean_text(path, 300)} is not JSON ({type(error).__name__})") \
-            from None
-    if not isinstance(meta, dict) or meta.get("lms") not in ("canvas", "moodle", "blackboard"):
-        raise ValueError(f"{clean_text(path, 300)} does not say which LMS the submission came "
-                         "from (\"lms\": canvas, moodle or blackboard)")
     return meta
 
 
