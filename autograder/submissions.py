@@ -374,7 +374,11 @@ def _from_zip(path: Path, assignment: str, notebook_name: str, reading: Reading,
     by_student: dict[str, list[_Member]] = {}
     for member in files:
         item = f"{name}:{clean_text(member.filename, 300)}"
-        owner = downloads.recognise(member.filename, shape, assignment, reading.pattern)
+        try:
+            owner = downloads.recognise(member.filename, shape, assignment, reading.pattern)
+        except downloads.AmbiguousName as error:
+            skipped.append(Skipped(item, str(error)))
+            continue
         if owner is None:
             skipped.append(Skipped(item, _unrecognised(shape)))
             continue

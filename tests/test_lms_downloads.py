@@ -401,3 +401,44 @@ def test_a_download_without_any_notebook_is_refused_whole(lms_course: Course,
     with pytest.raises(SubmissionError, match=r"essays.zip contains no notebook \(.ipynb file\)"):
         collect(course, "backprop", "backprop", download)
     assert not (course.root / "submitted").exists()
+
+
+@pytest.mark.parametrize("lms, victim, members", [
+    ("canvas", "10002", {
+        "victim_10002_777_backprop.ipynb": "solved",
+        # Mallory's display name holds the victim's ids; her own ids come after it
+        "x_10002_999999999_y_10003_888_backprop.ipynb": "blank"}),
+    ("moodle", "12346", {
+        "Bob Jones_12346_assignsubmission_file_/backprop.ipynb": "solved",
+        # a folder Mal made inside hers, named as Moodle names Bob's
+        "Mal Lory_12347_assignsubmission_file_/Bob Jones_12346_assignsubmission_file_/"
+        "backprop.ipynb": "blank"}),
+    ("blackboard", "bjones", {
+        "Backprop_bjones_attempt_2026-11-20-10-00-00_backprop.ipynb": "solved",
+        # Mallory's own file name reads as a later attempt of bjones
+        "Backprop_mallory_attempt_2026-11-20-11-00-00_y_bjones_attempt_2030-01-01-00-00-00_"
+        "backprop.ipynb": "blank"}),
+])
+def test_a_name_that_reads_as_another_students_never_replaces_their_work(
+        lms_course: Course, notebooks: dict[str, str], tmp_path: Path, lms: str, victim: str,
+        members: dict[str, str]) -> None:
+    download = write_zip(tmp_path / f"{lms}.zip",
+                         {name: notebooks[kind] for name, kind in members.items()})
+    results, skipped, output = grade(lms_course, download)
+    assert results[victim].score == 10, output
+    assert results[victim].status == "graded"
+    if lms == "moodle":  # the first folder is Moodle's: the notebook is Mal's (12347)
+        assert results["12347"].score == 0 and not skipped
+    else:
+        assert len(skipped) == 1 and "reads as more than one student's" in skipped[0], skipped
+
+
+def test_a_member_with_thousands_of_digits_costs_that_member_alone(
+        lms_course: Course, notebooks: dict[str, str], tmp_path: Path) -> None:
+    download = write_zip(tmp_path / "digits.zip", {
+        "smithalice_10001_678901_backprop.ipynb": notebooks["solved"],
+        f"smithbob_10002_678902_backprop-{'9' * 4400}.ipynb": notebooks["solved"],
+        f"smithcarl_{'7' * 4400}_678903_backprop.ipynb": notebooks["solved"]})
+    results, skipped, output = grade(lms_course, download)
+    assert results["10001"].score == results["10002"].score == 10, output
+    assert len(skipped) == 1 and "smithcarl" in skipped[0]

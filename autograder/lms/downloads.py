@@ -38,18 +38,33 @@ LABELS = {
 
 # Canvas: "<sortablename>_[LATE_]<user id>_<submission id>_<original name>", flat; the
 # sortable name is lower-case letters in practice, but any text is taken (it is never a key).
-_CANVAS = re.compile(r"^(?P<name>.+?)(?:_(?P<late>late))?_(?P<student_id>\d+)_"
-                     r"(?P<submission_id>\d+)_(?P<file_id>.+)$", re.IGNORECASE)
+_CANVAS = re.compile(r"^(?P<name>.+?)(?:_(?P<late>late))?_(?P<student_id>\d{1,20})_"
+                     r"(?P<submission_id>\d{1,20})_(?P<file_id>.+)$", re.IGNORECASE)
 # Moodle: "<Full Name>_<participant id>_assignsubmission_<plugin>_/<file>" (or, with
-# "download submissions in folders" off, "..._assignsubmission_<plugin>_<file>").
-_MOODLE = re.compile(r"^(?:.*/)?(?P<name>[^/]+?)_(?P<student_id>\d+)_assignsubmission_"
+# "download submissions in folders" off, "..._assignsubmission_<plugin>_<file>"). The first
+# component that reads so is Moodle's: a folder the student made inside theirs is not.
+_MOODLE = re.compile(r"^(?:[^/]*/)*?(?P<name>[^/]+?)_(?P<student_id>\d{1,20})_assignsubmission_"
                      r"(?P<plugin>[a-z]+)_/?(?P<file_id>[^/].*)$")
 # Blackboard: "<Assignment>_<username>_attempt_<YYYY-MM-DD-HH-MM-SS>_<file>", and one
 # "<Assignment>_<username>_attempt_<stamp>.txt" per attempt describing it.
-_BLACKBOARD = re.compile(r"^(?P<assignment>.+)_(?P<student_id>[^_]+)_attempt_"
-                         r"(?P<timestamp>\d{4}-\d\d-\d\d-\d\d-\d\d-\d\d)"
+_STAMP = r"\d{4}-\d\d-\d\d-\d\d-\d\d-\d\d"
+_BLACKBOARD = re.compile(r"^(?P<assignment>.+?)_(?P<student_id>[^_]+)_attempt_"
+                         rf"(?P<timestamp>{_STAMP})"
                          r"(?:_(?P<file_id>.+)|(?P<record>\.txt))$")
-_CANVAS_RESUBMISSION = re.compile(r"-(\d+)(?:\.[^.]*)?$")  # backprop-1.ipynb: Canvas's suffix
+_CANVAS_RESUBMISSION = re.compile(r"-(\d{1,6})(?:\.[^.]*)?$")  # backprop-1.ipynb: Canvas's suffix
+# What the LMS wrote sits between two things a student can choose: the display name before it
+# and the student's own file name after it. A name that reads as another student's ids in
+# either place ("x_10002_999_y_10003_888_backprop.ipynb") can be read two ways: such a member
+# is nobody's until the instructor renames it, never the other student's.
+_CANVAS_IDS = re.compile(r"(?=_(?:late_)?(\d{1,20})_\d{1,20}_.)", re.IGNORECASE)
+_MOODLE_IDS = re.compile(r"_(\d{1,20})_assignsubmission_")
+_BLACKBOARD_ATTEMPTS = re.compile(rf"_attempt_{_STAMP}")
+
+
+class AmbiguousName(ValueError):
+    """A member's name reads as more than one student's; the message says how to fix it."""
+
+
 _BLACKBOARD_NAME = re.compile(r"^Name:\s*(?P<name>.*?)\s*\((?P<username>[^()]*)\)\s*$",
                               re.MULTILINE)
 
@@ -157,7 +172,7 @@ def detect(paths: list[str], assignment: str) -> str:
     """The shape of a download: the LMS whose names at least half of its files carry (the
     most, on a tie the first of Canvas, Moodle, Blackboard), else nbgrader's layout."""
     counts = Counter(lms for path in paths for lms in LMS_NAMES
-                     if recognise(path, lms, assignment) is not None)
+                     if _recognised(path, lms, assignment))
     if counts:
         lms, count = max(counts.items(), key=lambda item: (item[1], -LMS_NAMES.index(item[0])))
         if 2 * count >= len(paths):
@@ -165,10 +180,18 @@ def detect(paths: list[str], assignment: str) -> str:
     return NBGRADER
 
 
+def _recognised(path: str, shape: str, assignment: str) -> bool:
+    try:
+        return recognise(path, shape, assignment) is not None
+    except AmbiguousName:
+        return True  # named as that LMS names files, if two ways
+
+
 def recognise(path: str, shape: str, assignment: str,
               pattern: re.Pattern[str] | None = None) -> Owner | None:
     """Whose the member at `path` (a relative POSIX path in the download) is, read as
-    `shape` names files; None if its name is not one that shape gives."""
+    `shape` names files; None if its name is not one that shape gives; AmbiguousName if it
+    reads as more than one student's."""
     parts = PurePosixPath(path).parts
     if not parts:
         return None
@@ -177,6 +200,7 @@ def recognise(path: str, shape: str, assignment: str,
         match = _CANVAS.match(base)  # flat; a folder around it (re-zipped) is ignored
         if not match:
             return None
+        _one_reading(CANVAS, {found[1] for found in _CANVAS_IDS.finditer(base)})
         resubmission = _CANVAS_RESUBMISSION.search(match["file_id"])
         return Owner(CANVAS, match["student_id"], match["file_id"], match["name"],
                      late=match["late"] is not None, submission_id=match["submission_id"],
@@ -185,12 +209,16 @@ def recognise(path: str, shape: str, assignment: str,
         match = _MOODLE.match(path)
         if not match:
             return None
+        moodles_part = path[:match.start("file_id")]
+        _one_reading(MOODLE, {found[1] for found in _MOODLE_IDS.finditer(moodles_part)})
         return Owner(MOODLE, match["student_id"], PurePosixPath(match["file_id"]).name,
                      match["name"])
     if shape == BLACKBOARD:
         match = _BLACKBOARD.match(base)
         if not match:
             return None
+        if len(_BLACKBOARD_ATTEMPTS.findall(base)) > 1:
+            raise AmbiguousName(_rename_hint(BLACKBOARD, "attempts"))
         stamp = _blackboard_stamp(match["timestamp"])
         if stamp is None:
             return None
@@ -207,6 +235,17 @@ def recognise(path: str, shape: str, assignment: str,
             return None  # a file at the top: whose it is cannot be known
         return Owner(NBGRADER, folders[-1], base, folder="/".join(parts[:-1]))
     raise ValueError(f"unknown download shape {shape!r}")
+
+
+def _one_reading(lms: str, ids: set[str]) -> None:
+    if len(ids) > 1:
+        raise AmbiguousName(_rename_hint(lms, f"ids {', '.join(sorted(ids))}"))
+
+
+def _rename_hint(lms: str, what: str) -> str:
+    return (f"its name reads as more than one student's in {lms.capitalize()}'s naming "
+            f"({what}): not graded, so that nobody's work is filed as another's; rename it "
+            "as the LMS named it and grade it again")
 
 
 def _by_pattern(path: str, pattern: re.Pattern[str]) -> Owner | None:
