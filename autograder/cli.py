@@ -4,6 +4,8 @@ so that `autograder --help` answers at once."""
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -172,11 +174,25 @@ def _run_late(args: argparse.Namespace, course: Course) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    _configure_logging()
     try:
-        return _main(argv)
+        code = _main(argv)
+        sys.stdout.flush()  # here, where a reader that has gone is handled below
+        return code
     except KeyboardInterrupt:  # before or after grading: nothing half-done to report
         print("interrupted: run the same command again to resume", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `autograder roster | head`: the reader has gone, and so do we
+        # Python would report the pipe again while flushing stdout at exit: point it at
+        # /dev/null (as Python's documentation advises for SIGPIPE).
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
+
+
+def _configure_logging() -> None:
+    """Once, here: warnings (a record that was ignored, a result that could not be shown)
+    as one plain line each on stderr; what the run reports itself goes to stdout."""
+    logging.basicConfig(level=logging.WARNING, format="autograder: %(levelname)s: %(message)s")
 
 
 def _main(argv: list[str] | None) -> int:

@@ -213,12 +213,12 @@ def _grade(course: Course, assignment_name: str, source: Path | None, student_id
                                   on_result=record, scheduler=scheduler, pool=pool,
                                   unsafe=unsafe)
         except KeyboardInterrupt:
-            raise Interrupted(len(kept) + len(recorded), len(submissions)) from None
+            raise Interrupted(len(kept) + len(recorded), len(submissions), regrade) from None
     if unrecorded:
         raise GradebookError("graded, but not written to gradebook.db (their feedback is "
                              "written; run again to record them): " + "; ".join(unrecorded))
-    for item in skipped:
-        log.warning("skipped: %s", item)
+    for item in skipped:  # the summary shows them to the instructor
+        log.info("skipped: %s", item)
     return GradeRun(assignment=assignment_name,
                     results=sorted(kept + results, key=lambda result: result.student_id),
                     graded_now=len(results), kept=len(kept), skipped=skipped,

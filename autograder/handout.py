@@ -13,13 +13,14 @@ from pathlib import Path
 
 from autograder.assignment import AssignmentError, released_notebook
 from autograder.course import Course
+from autograder.late import due_date
 from autograder.release import LEAK_MARKERS
 from autograder.submissions import write_atomic
 
 README = """\
 # {assignment}
 
-This folder is everything you need: the notebook `{notebook}` and this README.
+This folder is everything you need: the notebook `{notebook}` and this README.{due}
 
 ## Open it
 
@@ -90,6 +91,8 @@ def build_handout(course: Course, assignment: str) -> Path:
         shutil.rmtree(target)  # only what this command wrote: a stale file must not stay
     target.mkdir(parents=True)
     write_atomic(target / notebook.name, content)
-    write_atomic(target / "README.md", README.format(assignment=assignment,
+    due = due_date(course, assignment)
+    due_line = (f"\n\n**Due: {due:%A %d %B %Y, %H:%M} UTC.**" if due is not None else "")
+    write_atomic(target / "README.md", README.format(assignment=assignment, due=due_line,
                                                       notebook=notebook.name).encode("utf-8"))
     return target

@@ -17,9 +17,12 @@ from types import FrameType
 class Interrupted(Exception):
     """The run was stopped by the instructor (SIGINT); what was stored is kept."""
 
-    def __init__(self, stored: int, total: int) -> None:
-        super().__init__(f"interrupted: {stored} of {total} graded and stored; run the same "
-                         "command again to resume")
+    def __init__(self, stored: int, total: int, regrade: bool = False) -> None:
+        # With --regrade the same command would grade everything again: without it, the
+        # rerun keeps what this run stored.
+        again = ("run it again without --regrade to resume" if regrade
+                 else "run the same command again to resume")
+        super().__init__(f"interrupted: {stored} of {total} graded and stored; {again}")
         self.stored, self.total = stored, total
 
 

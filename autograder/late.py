@@ -262,6 +262,20 @@ def _due_date(db: Any, assignment: str) -> tuple[bool, datetime | None]:
     return True, (parse_utc(str(row[0])) if row[0] is not None else None)
 
 
+def due_date(course: Course, assignment: str) -> datetime | None:
+    """The assignment's due date in gradebook.db (naive UTC), or None: none set, no gradebook."""
+    if not (course.root / "gradebook.db").is_file():
+        return None
+    engine = _gradebook_engine(course)
+    try:
+        with engine.connect() as db:
+            return _due_date(db, assignment)[1]
+    except Exception:  # an older or foreign gradebook.db: the due date is then unknown
+        return None
+    finally:
+        engine.dispose()
+
+
 def save_extensions(course: Course, assignment: str, extensions: list[Extension]) -> None:
     """Add or replace these extensions, all in one transaction."""
     from sqlalchemy import MetaData, delete

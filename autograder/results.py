@@ -17,6 +17,7 @@ ERROR = "error"  # the grader itself failed on this submission (a bug to report,
 
 @dataclass
 class TestResult:
+    __test__ = False  # a result, not a test class for pytest to collect
     name: str
     cell: str  # the nbgrader grade cell whose score this test contributes to
     points: float

@@ -56,17 +56,34 @@ def render(run: GradeRun) -> str:
     lines.append("")
     lines.append(_line(f"== {run.assignment}: {len(results)} submission"
                        f"{'' if len(results) == 1 else 's'} ({run.graded_now} graded now, "
-                       f"{run.kept} kept from earlier runs), {len(run.skipped)} skipped"))
+                       f"{run.kept} kept), {len(run.skipped)} skipped"))
     counts = Counter(result.status for result in results)
     lines.append(", ".join(f"{word} {counts.get(status, 0)}" for status, word in STATUS_WORDS
                            if status in (GRADED, TIMEOUT, INVALID, CRASHED) or counts.get(status))
                  + f", skipped {len(run.skipped)}")
+    lines += _late(results)
     if results:
         lines += _pass_rates(results)
         lines += _histogram(results)
     if run.unsafe:
         lines.append("UNSAFE: graded with --unsafe (layers off are listed above, if any)")
     return "\n".join(lines)
+
+
+def _late(results: list[SubmissionResult]) -> list[str]:
+    """How many were late and what the late policy took: the scores below are after it."""
+    late = [result for result in results if result.seconds_late > 0]
+    if not late:
+        return []
+    charged = [result for result in late if result.late_penalty > 0]
+    taken = sum(result.late_penalty for result in charged)
+    return [_line(f"late {len(late)}, penalised {len(charged)} ({taken:g} points in all); "
+                  "scores below are after it")]
+
+
+def _final(result: SubmissionResult) -> float:
+    """The autograded score less the late penalty (manual grades live in gradebook.db)."""
+    return max(0.0, result.score - result.late_penalty)
 
 
 def _pass_rates(results: list[SubmissionResult]) -> list[str]:
@@ -99,9 +116,9 @@ def _histogram(results: list[SubmissionResult]) -> list[str]:
     bins = int(top // step) + 1
     counts = [0] * bins
     for result in results:
-        counts[min(bins - 1, int(result.score // step))] += 1
+        counts[min(bins - 1, int(_final(result) // step))] += 1
     most = max(counts) or 1
-    scores = sorted(result.score for result in results)
+    scores = sorted(_final(result) for result in results)
     middle = len(scores) // 2
     median = scores[middle] if len(scores) % 2 else (scores[middle - 1] + scores[middle]) / 2
     lines = ["", f"scores (out of {top:g}): mean {sum(scores) / len(scores):.2f}, "

@@ -12,7 +12,7 @@ import pytest
 from autograder.assignment import AssignmentError
 from autograder.course import Course
 from autograder.handout import build_handout
-from tests.conftest import AUTOGRADER, REPO
+from tests.conftest import AUTOGRADER, REPO, make_course, run_nbgrader
 
 
 def test_the_handout_holds_the_release_notebook_and_a_readme_only(course, solution) -> None:
@@ -60,3 +60,12 @@ def test_make_lab_opens_the_handout_not_the_repository() -> None:
     assert len(lab) == 1 and lab[0].startswith("cd handout/backprop && ")
     assert "release/" not in lab[0]
     assert "autograder handout backprop" in plan.stdout
+
+
+def test_the_handout_says_the_due_date_set_in_nbgrader(tmp_path) -> None:
+    course = make_course(tmp_path)
+    assert "Due:" not in (build_handout(course, "backprop") / "README.md").read_text()
+    run_nbgrader(course, "db", "assignment", "add", "backprop",
+                 "--duedate=2026-11-20 17:00:00 UTC")
+    readme = (build_handout(course, "backprop") / "README.md").read_text()
+    assert "**Due: Friday 20 November 2026, 17:00 UTC.**" in readme

@@ -16,7 +16,10 @@ from pathlib import Path
 import nbformat
 
 from autograder import commands
+from autograder.interrupts import Interrupted
 from autograder.lock import LOCK_FILE
+from autograder.results import SubmissionResult, TestResult
+from autograder.summary import GradeRun, render
 from tests.conftest import (
     AUTOGRADER,
     REPO,
@@ -222,8 +225,7 @@ def test_each_run_ends_with_a_summary(course, tmp_path) -> None:
                           text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     summary = done.stdout[done.stdout.index("\n== backprop: "):].strip().splitlines()
-    assert summary[0] == ("== backprop: 2 submissions (2 graded now, 0 kept from earlier "
-                          "runs), 1 skipped")
+    assert summary[0] == "== backprop: 2 submissions (2 graded now, 0 kept), 1 skipped"
     assert summary[1] == "graded 2, timed out 0, invalid 0, crashed 0, skipped 1"
     assert all(len(line) <= 80 for line in summary)
     rates = [line for line in summary if re.search(r"\d+/2 +\d+%", line)]
@@ -236,3 +238,40 @@ def test_each_run_ends_with_a_summary(course, tmp_path) -> None:
     assert done.stdout.strip().splitlines()[-len(summary):] == summary  # the run ends with it
     skipped = [line for line in done.stdout.splitlines() if line.startswith("skipped: ")]
     assert len(skipped) == 1 and "sum-twice" in skipped[0] and "2 notebooks" in skipped[0]
+    assert "sum-twice" not in done.stderr  # said once, in the summary, not logged again
+
+
+def test_the_summary_counts_late_work_and_shows_scores_after_the_penalty() -> None:
+    def result(student: str, points: float, seconds_late: float, penalty: float):
+        tests = [TestResult(name="t", cell="c", points=points, max_points=10,
+                            passed=points == 10, title="the test", part="Part 1")]
+        return SubmissionResult(student_id=student, assignment="backprop", notebook="backprop",
+                                status="graded", tests=tests, seconds_late=seconds_late,
+                                late_penalty=penalty)
+
+    run = GradeRun(assignment="backprop", graded_now=3, results=[
+        result("on-time", 10, 0, 0), result("late-zeroed", 10, 3600, 10),
+        result("late-free", 4, 60, 0)])
+    lines = render(run).splitlines()
+    assert "late 2, penalised 1 (10 points in all); scores below are after it" in lines
+    bins = {line.split("|")[0].strip(): line.split("|")[1].strip() for line in lines
+            if re.match(r" +\d+ \|", line)}
+    assert bins["0"].endswith("# 1") and bins["4"].endswith("# 1") and bins["10"].endswith("# 1")
+    assert any(line.startswith("scores (out of 10): mean 4.67") for line in lines)
+
+
+def test_an_interrupted_regrade_says_how_to_resume() -> None:
+    assert str(Interrupted(3, 9)).endswith("run the same command again to resume")
+    assert str(Interrupted(3, 9, regrade=True)).endswith(
+        "run it again without --regrade to resume")
+
+
+def test_a_reader_that_goes_away_ends_the_command_quietly(course) -> None:
+    """`autograder roster | head -1`: no traceback when the pipe closes."""
+    reader, writer = os.pipe()
+    os.close(reader)  # the reader has gone before anything is written
+    done = subprocess.run([*AUTOGRADER, "--course", str(course.root), "roster"],
+                          stdout=writer, stderr=subprocess.PIPE, text=True, timeout=120)
+    os.close(writer)
+    assert done.returncode == 141
+    assert "Traceback" not in done.stderr and "Exception ignored" not in done.stderr
