@@ -5,14 +5,23 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import asdict, dataclass, field
+from enum import StrEnum
 from pathlib import Path
 
-# A submission's status: graded normally, or why its process gave no (complete) results.
-GRADED = "graded"
-TIMEOUT = "timeout"
-CRASHED = "crashed"
-INVALID = "invalid"  # the notebook could not be read or run at all
-ERROR = "error"  # the grader itself failed on this submission (a bug to report, not the student's)
+
+class Status(StrEnum):
+    """A submission's status: graded normally, or why its process gave no (complete) results.
+    A str, so stored results, CSVs and comparisons with plain strings keep working."""
+
+    GRADED = "graded"
+    TIMEOUT = "timeout"
+    CRASHED = "crashed"
+    INVALID = "invalid"  # the notebook could not be read or run at all
+    ERROR = "error"  # the grader itself failed on this one (a bug to report, not the student's)
+
+
+GRADED, TIMEOUT, CRASHED, INVALID, ERROR = (Status.GRADED, Status.TIMEOUT, Status.CRASHED,
+                                            Status.INVALID, Status.ERROR)
 
 
 @dataclass
@@ -33,7 +42,7 @@ class SubmissionResult:
     student_id: str
     assignment: str
     notebook: str
-    status: str
+    status: Status
     reason: str = ""  # why the status is not GRADED, or what went wrong around the tests
     timestamp: str | None = None
     tests: list[TestResult] = field(default_factory=list)
@@ -75,6 +84,7 @@ class SubmissionResult:
     def from_dict(cls, data: dict) -> SubmissionResult:
         data = {key: value for key, value in data.items() if key in _FIELDS}
         data["tests"] = [TestResult(**test) for test in data.get("tests", [])]
+        data["status"] = Status(data["status"])  # an unknown status is a broken result
         return cls(**data)
 
     @classmethod
