@@ -8,6 +8,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from traitlets import Float, TraitError, Unicode, validate
+from traitlets.config import Config, Configurable
+
 CONFIG_FILE = "nbgrader_config.py"
 DEFAULT_TIMEOUT = 60.0
 DEFAULT_LOCKED_CELL_TIMEOUT = 10.0
@@ -17,6 +20,45 @@ SECRET_FILE = ".autograder-secret"  # draws each submission's unseen inputs; nev
 
 class CourseError(Exception):
     """The course directory or its configuration is not usable."""
+
+
+class Autograder(Configurable):
+    """The grader's own settings, `c.Autograder.*` in nbgrader_config.py (nbgrader ignores
+    them)."""
+
+    timeout = Float(DEFAULT_TIMEOUT, help="Seconds a whole notebook may run (wall clock); "
+                                          "`grade --timeout` overrides it.").tag(config=True)
+    locked_cell_timeout = Float(DEFAULT_LOCKED_CELL_TIMEOUT, help=(
+        "Seconds one locked cell of the release may run.")).tag(config=True)
+    probe_timeout = Float(DEFAULT_PROBE_TIMEOUT, help=(
+        "Seconds one call of the student's code by a hidden test may run.")).tag(config=True)
+    scheduler = Unicode(None, allow_none=True, help=(
+        "A Dask scheduler's address (tcp://host:8786): grade there instead of on the local "
+        "pool; `grade --scheduler` overrides it.")).tag(config=True)
+
+    @validate("timeout", "locked_cell_timeout", "probe_timeout")
+    def _positive(self, proposal: Any) -> float:
+        if not proposal["value"] > 0:  # NaN too
+            raise TraitError(f"must be a positive number of seconds, got {proposal['value']!r}")
+        return proposal["value"]
+
+
+def _autograder_settings(config: Any, config_path: Path) -> Autograder:
+    """The Autograder settings, or CourseError naming the one that is wrong (a typo'd name
+    would otherwise be ignored without a word)."""
+    known = Autograder.class_trait_names(config=True)
+    for name, value in config.Autograder.items():
+        if name not in known:
+            raise CourseError(f"{config_path}: c.Autograder.{name} is not a setting (known: "
+                              f"{', '.join(sorted(known))})")
+        try:
+            Autograder(config=Config({"Autograder": {name: value}}))
+        except TraitError:
+            wanted = ("a Dask scheduler's address such as tcp://host:8786" if name == "scheduler"
+                      else "a positive number of seconds")
+            raise CourseError(f"{config_path}: c.Autograder.{name} must be {wanted}, "
+                              f"got {value!r}") from None
+    return Autograder(config=config)
 
 
 @dataclass(frozen=True)
@@ -48,19 +90,11 @@ class Course:
         except Exception as error:
             raise CourseError(f"{config_path} could not be read: {error}") from error
         course_id = config.CourseDirectory.get("course_id") or "course"
-        seconds = {}
-        for name, default in (("timeout", DEFAULT_TIMEOUT),
-                              ("locked_cell_timeout", DEFAULT_LOCKED_CELL_TIMEOUT),
-                              ("probe_timeout", DEFAULT_PROBE_TIMEOUT)):
-            try:
-                seconds[name] = float(config.Autograder.get(name, default))
-            except (TypeError, ValueError):
-                seconds[name] = -1.0
-            if not seconds[name] > 0:
-                raise CourseError(f"{config_path}: c.Autograder.{name} must be a positive "
-                                  f"number of seconds, got {config.Autograder.get(name)!r}")
-        scheduler = config.Autograder.get("scheduler") or None
-        return cls(root=root, course_id=course_id, scheduler=scheduler, config=config, **seconds)
+        settings = _autograder_settings(config, config_path)
+        return cls(root=root, course_id=course_id, scheduler=settings.scheduler or None,
+                   config=config, timeout=settings.timeout,
+                   locked_cell_timeout=settings.locked_cell_timeout,
+                   probe_timeout=settings.probe_timeout)
 
     def secret(self) -> bytes:
         """The course's secret (made on first use, readable by its owner only): with each
