@@ -3,9 +3,14 @@ one that was graded, its student HTML and Markdown sanitized (autograder/sanitiz
 each grade cell, as its only output, what the hidden tests found there, so that a TA who sees
 "1 / 3" in formgrader sees why.
 
+Before that, its nbgrader cells are taken from the release (restore_from_release), as
+nbgrader's autograde does for its own copy: the student's metadata cannot choose which cell
+formgrader shows as graded, what it is worth, or what a locked cell says.
+
 The report is a plain-text stream output: nbconvert shows it escaped, and its student-derived
 parts (messages, the reason) are cleaned text (results.clean_text). Whatever the student's own
-run printed in a grade cell is replaced, so nothing there can pose as the grader's verdict.
+run printed in a grade cell is replaced, and an output elsewhere carrying the report's heading
+is dropped, so nothing can pose as the grader's verdict.
 The CLI and formgrader's Autograde button (autograder/nbgrader_plugins.py) both build it here,
 so either leaves the same notebook.
 """
