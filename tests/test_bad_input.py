@@ -110,3 +110,19 @@ def test_cli_reports_errors_in_one_line_with_exit_code_2(course: Course) -> None
     assert done.returncode == 2
     # a name that is no assignment of the course is told as such (issue 8), not as one to release
     assert done.stderr == "autograder: error: unknown assignment 'nope' (known: backprop)\n"
+
+
+@pytest.mark.parametrize("line, message", [
+    ("c.Autograder.timout = 30", r"c.Autograder.timout is not a setting \(known: "
+                                 r"locked_cell_timeout, probe_timeout, scheduler, timeout\)"),
+    ("c.Autograder.timeout = -1", r"c.Autograder.timeout must be a positive number of seconds, "
+                                  r"got -1"),
+    ("c.Autograder.probe_timeout = 'fast'", r"probe_timeout must be a positive number of "
+                                            r"seconds, got 'fast'"),
+    ("c.Autograder.scheduler = 8786", r"c.Autograder.scheduler must be a Dask scheduler's "
+                                      r"address"),
+])
+def test_a_wrong_autograder_setting_is_named(tmp_path: Path, line: str, message: str) -> None:
+    (tmp_path / "nbgrader_config.py").write_text(f"c = get_config()\n{line}\n")
+    with pytest.raises(CourseError, match=message):
+        Course.load(tmp_path)
