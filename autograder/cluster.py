@@ -99,7 +99,7 @@ def grade_on_worker(package: AssignmentPackage, student_id: str, notebook: bytes
                     unsafe: bool = False, reason: str | None = None,
                     lms_late: bool = False) -> dict:
     """Runs on a Dask worker."""
-    from autograder.pipeline import grade_submission
+    from autograder.engine import grade_submission
 
     _sweep_once()
     assignment = _unpack(package)
@@ -132,7 +132,7 @@ def grade_on_cluster(scheduler: str, assignment: Assignment, submissions: list[S
     """Yield results as the cluster finishes them; a submission whose task fails gets 0."""
     from distributed import Client, as_completed
 
-    from autograder.pipeline import failed_result
+    from autograder.engine import failed_result
 
     if not submissions:
         return

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, TextIO
 
 from autograder.assignment import Assignment, AssignmentError
 from autograder.course import Course
+from autograder.engine import fingerprint
 from autograder.execute.runner import Budgets
 from autograder.execute.warm import WarmPool
 from autograder.export import FORMATS, ExportError, write_csv
@@ -23,7 +24,7 @@ from autograder.gradebook_db import GradebookError, NbgraderGradebook
 from autograder.interrupts import Interrupted, StoringGuard
 from autograder.kept_notebook import keep_graded_notebook
 from autograder.lock import course_lock
-from autograder.pipeline import default_workers, fingerprint, grade_batch
+from autograder.pipeline import default_workers, grade_batch
 from autograder.results import (
     CRASHED,
     GRADED,
@@ -32,10 +33,9 @@ from autograder.results import (
     SubmissionResult,
     clean_text,
     cleaned,
-    load_results,
 )
 from autograder.scores import final_scores
-from autograder.store import ResultStore, result_store
+from autograder.store import ResultStore, load_results, result_store
 from autograder.submissions import SubmissionError, collect, submitted_in_course
 from autograder.summary import GradeRun
 from autograder.summary import render as render_summary

@@ -6,7 +6,6 @@ import json
 import re
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
-from pathlib import Path
 
 
 class Status(StrEnum):
@@ -147,12 +146,3 @@ def cleaned(result: SubmissionResult) -> SubmissionResult:
 
 
 _FIELDS = set(SubmissionResult.__dataclass_fields__)
-
-
-def load_results(root: Path, assignment: str) -> list[SubmissionResult]:
-    """Every stored result of an assignment, cleaned, from the course's result store
-    (autograder/store.py; one an older version kept under autograded/ is moved there first).
-    Raises store.StoreError naming any that cannot be read."""
-    from autograder.store import result_store
-
-    return result_store(root).load_all(assignment)

@@ -30,7 +30,8 @@ from traitlets import Enum
 from traitlets.config import Configurable
 
 from autograder.gradebook_db import GradebookError
-from autograder.results import GRADED, SubmissionResult, clean_text, load_results
+from autograder.results import GRADED, SubmissionResult, clean_text
+from autograder.store import load_results
 
 if TYPE_CHECKING:
     from autograder.course import Course

@@ -164,3 +164,10 @@ class FileResultStore(ResultStore):
 def result_store(course: Course | Path) -> ResultStore:
     """The course's result store (files today; the service will pass its database's)."""
     return FileResultStore(course)
+
+
+def load_results(root: Path | Course, assignment: str) -> list[SubmissionResult]:
+    """Every stored result of an assignment, cleaned, from the course's result store (one an
+    older version kept under autograded/ is moved here first). Raises StoreError naming any
+    that cannot be read."""
+    return result_store(root).load_all(assignment)

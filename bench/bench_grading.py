@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from autograder.results import load_results
+from autograder.store import load_results
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent

@@ -15,9 +15,9 @@ import pytest
 
 from autograder.assignment import Assignment
 from autograder.author import with_answers
+from autograder.engine import grade_submission
 from autograder.execute import sandbox
 from autograder.execute.warm import WarmWorker
-from autograder.pipeline import grade_submission
 from autograder.results import GRADED
 from autograder.submissions import Submission
 from tests.conftest import AUTOGRADER, grade_answers, train_step_calling

@@ -16,8 +16,8 @@ import pytest
 
 from autograder.assignment import Assignment
 from autograder.author import with_answers
+from autograder.engine import grade_submission
 from autograder.execute.warm import WarmPool
-from autograder.pipeline import grade_submission
 from autograder.results import SubmissionResult
 from autograder.submissions import Submission
 

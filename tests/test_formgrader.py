@@ -23,7 +23,7 @@ from autograder import commands
 from autograder.author import solution_answers, with_answers
 from autograder.course import Course
 from autograder.kept_notebook import REPORT_HEADING
-from autograder.results import load_results
+from autograder.store import load_results
 from tests.conftest import REPO, make_course, write_submissions
 from tests.test_jupyterlab import _free_port
 

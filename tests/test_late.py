@@ -15,7 +15,8 @@ from autograder import commands, late
 from autograder.author import with_answers
 from autograder.course import Course
 from autograder.lms.record import write_lms_record
-from autograder.results import SubmissionResult, load_results
+from autograder.results import SubmissionResult
+from autograder.store import load_results
 from tests.conftest import AUTOGRADER, make_course, nbgrader_export, run_nbgrader, write_submissions
 
 DUE = "2026-01-10 12:00:00 UTC"

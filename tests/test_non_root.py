@@ -26,7 +26,7 @@ import nbformat
 import pytest
 
 from autograder.author import with_answers
-from autograder.results import load_results
+from autograder.store import load_results
 from tests.conftest import REPO, make_course, train_step_calling, write_submissions
 
 UID = 64_321  # no user of this machine: the grader's uid for these tests

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from autograder.results import SubmissionResult, load_results
+from autograder.results import SubmissionResult
 from autograder.results import TestResult as Check
-from autograder.store import FileResultStore, StoreError, result_store
+from autograder.store import FileResultStore, StoreError, load_results, result_store
 
 
 def _result(student: str, points: float = 1.0, reason: str = "") -> SubmissionResult:

@@ -153,7 +153,7 @@ def test_the_grader_spends_less_than_its_budget_on_a_flooding_notebook(
         from autograder.assignment import Assignment
         from autograder.course import Course
         from autograder.execute.warm import WarmWorker
-        from autograder.pipeline import grade_submission
+        from autograder.engine import grade_submission
         from autograder.submissions import Submission
         assignment = Assignment.load(Course.load({str(course.root)!r}), "backprop")
         worker = WarmWorker()
