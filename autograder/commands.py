@@ -34,7 +34,7 @@ from autograder.results import (
     clean_text,
     cleaned,
 )
-from autograder.scores import final_scores
+from autograder.scores import StudentScore, final_score, final_scores
 from autograder.store import ResultStore, load_results, result_store
 from autograder.submissions import SubmissionError, collect, submitted_in_course
 from autograder.summary import GradeRun
@@ -241,7 +241,8 @@ def _record_late_again(course: Course, assignment_name: str, gradebook: Nbgrader
             unrecorded.append(f"{result.student_id} ({type(error).__name__}: {error})")
             continue
         if changed:
-            write_feedback(result, course.feedback_dir(result.student_id, assignment_name))
+            write_feedback(result, course.feedback_dir(result.student_id, assignment_name),
+                           _final_score_now(course, result))
             store.save(result)
 
 
@@ -256,11 +257,25 @@ def record_result(course: Course, assignment: Assignment, gradebook: NbgraderGra
     not_kept = keep_graded_notebook(course, assignment, result)
     if not_kept and not_kept not in result.reason:
         result.reason = clean_text("; ".join(filter(None, [result.reason, not_kept])))
+    final = None
     try:
         gradebook.record(result)  # first: it fills the late fields the feedback shows
+        final = _final_score_now(course, result)  # a TA's manual grades in, if any
     finally:  # the student's feedback is written even when gradebook.db refuses the result
-        write_feedback(result, course.feedback_dir(result.student_id, assignment.name))
+        write_feedback(result, course.feedback_dir(result.student_id, assignment.name), final)
     store.save(result)
+
+
+def _final_score_now(course: Course, result: SubmissionResult) -> StudentScore | None:
+    """The student's final score as gradebook.db now holds it, for their feedback; None (the
+    feedback shows the result's own score) if gradebook.db cannot be read: that never costs
+    the student their feedback, and `autograder feedback-zip` renders it again."""
+    try:
+        return final_score(course, result)
+    except (GradebookError, ValueError) as error:
+        log.warning("%s's feedback shows the autograded score: %s",
+                    clean_text(result.student_id, 100), clean_text(error, 300))
+        return None
 
 
 class Progress:

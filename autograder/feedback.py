@@ -1,7 +1,10 @@
-"""Feedback for one student, as Markdown and HTML, from their result only.
+"""Feedback for one student, as Markdown and HTML, from their result and their final score.
 
-It shows the due date and lateness where known, a notebook-wide reason (a timeout, an invalid
-notebook) once at the top, the errors of the notebook's cells, then each part of the notebook
+It shows the final score as nbgrader computes it from gradebook.db (`scores.final_score`), with
+its parts (autograded, a TA's manual adjustment, extra credit, the late penalty) where they
+differ from the autograded score, so the feedback never contradicts the gradebook; the due
+date and lateness where known, a notebook-wide reason (a timeout, an invalid notebook) once
+at the top, the errors of the notebook's cells, then each part of the notebook
 under its title, with each test's title, points and, on failure, its student-facing message:
 never test code, tracebacks of the grader, or expected values (those never leave the hidden
 tests).
@@ -12,8 +15,12 @@ from __future__ import annotations
 import html
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from autograder.results import GRADED, SubmissionResult, clean_text
+
+if TYPE_CHECKING:
+    from autograder.scores import StudentScore
 
 
 def _sections(result: SubmissionResult) -> list[tuple[str, list[tuple[bool, str, str]]]]:
@@ -61,9 +68,35 @@ def _unless_told_above(message: str, echoes: list[str]) -> str:
         message.rstrip(".") == echo for echo in echoes) else "stopped here: see above"
 
 
-def _score_line(result: SubmissionResult) -> str:
-    percent = 100 * result.score / result.max_score if result.max_score else 0.0
-    return f"Score: {result.score:g} / {result.max_score:g} ({percent:.0f} %)"
+def _final(result: SubmissionResult, final: StudentScore | None
+           ) -> tuple[float, float, list[str]]:
+    """(final score, out of, its parts): `final` as gradebook.db gives it, else (gradebook.db
+    not read) the result's own score less its late penalty. The parts are listed only when
+    something changed the autograded score."""
+    if final is None or final.score is None:
+        autograded, adjustment, extra = result.score, 0.0, 0.0
+        penalty, max_score = result.late_penalty, result.max_score
+        score = max(0.0, autograded - penalty)
+    else:
+        autograded = result.score if final.autograded is None else final.autograded
+        adjustment, extra = final.manual_adjustment, final.extra_credit
+        penalty, max_score, score = final.late_penalty, final.max_score or result.max_score, \
+            final.score
+    parts = []
+    if adjustment or extra or penalty:
+        parts.append(f"Autograded: {autograded:g} / {max_score:g}")
+        if adjustment:
+            parts.append(f"Manual adjustment by your grader: {adjustment:+g}")
+        if extra:
+            parts.append(f"Extra credit: {extra:+g}")
+        if penalty:
+            parts.append(f"Late penalty: {penalty:g} points off")
+    return score, max_score, parts
+
+
+def _score_line(score: float, max_score: float) -> str:
+    percent = 100 * score / max_score if max_score else 0.0
+    return f"Score: {score:g} / {max_score:g} ({percent:.0f} %)"
 
 
 def _when(iso: str) -> str:
@@ -89,7 +122,8 @@ def _duration(seconds: float) -> str:
 
 
 def _late_lines(result: SubmissionResult) -> list[str]:
-    """The due date, how late the submission was and what that cost, where known."""
+    """The due date and how late the submission was, where known (what it cost is a part of
+    the score)."""
     lines = []
     if result.due:
         lines.append(f"Due: {_when(result.due)}")
@@ -99,10 +133,6 @@ def _late_lines(result: SubmissionResult) -> list[str]:
         lines.append("Marked late by the LMS")
     elif result.due:
         lines.append("Submitted on time")
-    if result.late_penalty:
-        final = max(0.0, result.score - result.late_penalty)
-        lines.append(f"Late penalty: {result.late_penalty:g} points off, "
-                     f"{final:g} / {result.max_score:g} after it")
     return lines
 
 
@@ -136,13 +166,14 @@ def _student_text(lead: str, text: str) -> list[str]:
     return [lead, *_code_block(text)]
 
 
-def render_markdown(result: SubmissionResult) -> str:
+def render_markdown(result: SubmissionResult, final: StudentScore | None = None) -> str:
     """The feedback as Markdown. Everything that can come from the student (id, reason,
     messages, cell names and errors) is in code spans or fenced blocks: it shows as text and
     cannot add a heading, a score line, a link, an image or HTML."""
+    score, max_score, parts = _final(result, final)
     lines = [f"# Feedback: {result.assignment}, {_code_span(clean_text(result.student_id))}",
-             "", f"**{_score_line(result)}**", ""]
-    late = _late_lines(result)
+             "", f"**{_score_line(score, max_score)}**", ""]
+    late = parts + _late_lines(result)
     if late:
         lines += [f"- {line}" for line in late] + [""]
     if result.status != GRADED or result.reason:
@@ -162,8 +193,9 @@ def render_markdown(result: SubmissionResult) -> str:
     return "\n".join(lines)
 
 
-def render_html(result: SubmissionResult) -> str:
+def render_html(result: SubmissionResult, final: StudentScore | None = None) -> str:
     e = html.escape
+    score, max_score, score_parts = _final(result, final)
     parts = [
         "<!DOCTYPE html>", "<html><head><meta charset='utf-8'>",
         f"<title>Feedback: {e(result.assignment)}, {e(result.student_id)}</title>",
@@ -171,9 +203,9 @@ def render_html(result: SubmissionResult) -> str:
         ".pass{color:#176c2c}.fail{color:#a4161a}li{margin:.4em 0}"
         ".reason{background:#fff3cd;padding:.5em}</style></head><body>",
         f"<h1>Feedback: {e(result.assignment)}, {e(result.student_id)}</h1>",
-        f"<p><strong>{e(_score_line(result))}</strong></p>",
+        f"<p><strong>{e(_score_line(score, max_score))}</strong></p>",
     ]
-    late = _late_lines(result)
+    late = score_parts + _late_lines(result)
     if late:
         parts.append("<ul class='late'>" + "".join(f"<li>{e(line)}</li>" for line in late)
                      + "</ul>")
@@ -198,11 +230,19 @@ def render_html(result: SubmissionResult) -> str:
     return "\n".join(parts)
 
 
-def write_feedback(result: SubmissionResult, directory: Path) -> list[Path]:
+def render_feedback(result: SubmissionResult,
+                    final: StudentScore | None = None) -> dict[str, str]:
+    """{suffix: page} of one student's feedback: what grading, `autograder feedback-zip` and
+    nbgrader's Generate Feedback (FeedbackExporter) all write, so the three always agree."""
+    return {".html": render_html(result, final), ".md": render_markdown(result, final)}
+
+
+def write_feedback(result: SubmissionResult, directory: Path,
+                   final: StudentScore | None = None) -> list[Path]:
     """feedback/<student>/<assignment>/<notebook>.html (nbgrader's place for it) and .md."""
     directory.mkdir(parents=True, exist_ok=True)
     written = []
-    for suffix, text in ((".html", render_html(result)), (".md", render_markdown(result))):
+    for suffix, text in render_feedback(result, final).items():
         path = directory / f"{result.notebook}{suffix}"
         partial = path.with_name(path.name + ".partial")
         partial.write_text(text, encoding="utf-8")

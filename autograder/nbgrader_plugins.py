@@ -14,8 +14,9 @@ nbgrader_config.py sets these; see its comments):
   `AssignLatePenalties` and `CheckCellMetadata` still do their part; its `SaveAutoGrades`
   is not run, since it would score the grade cells from their outputs.
 - `c.GenerateFeedback.exporter_class = FeedbackExporter`, with no preprocessors: the
-  feedback nbgrader writes to feedback/<student>/<assignment>/ is ours, from the stored
-  result (HTML, and the Markdown beside it).
+  feedback nbgrader writes to feedback/<student>/<assignment>/ is ours, rendered afresh from
+  the stored result and the student's final score in gradebook.db (manual grades, extra
+  credit, late penalty) (HTML, and the Markdown beside it).
 """
 
 from __future__ import annotations
@@ -135,7 +136,8 @@ class GradeWithAutograder(Preprocessor):
 
 class FeedbackExporter(Exporter):
     """nbgrader's generate_feedback step writes this grader's feedback (HTML, and the
-    Markdown beside it) from the stored result, whatever the autograded notebook holds."""
+    Markdown beside it) from the stored result and the final score gradebook.db now holds,
+    whatever the autograded notebook holds: the same pages as `autograder feedback-zip`."""
 
     output_mimetype = "text/html"
 
@@ -145,15 +147,19 @@ class FeedbackExporter(Exporter):
 
     def from_notebook_node(self, nb: Any, resources: Any = None,
                            **kw: Any) -> tuple[str, dict]:
-        from autograder.feedback import render_html, render_markdown
+        from autograder.course import Course
+        from autograder.feedback import render_feedback
         from autograder.results import cleaned
+        from autograder.scores import final_score
 
         nb, resources = super().from_notebook_node(nb, resources, **kw)
         assignment, student, notebook = _ids(resources)
-        result = cleaned(stored_result(_course_root(self), assignment, student))
-        resources.setdefault("outputs", {})[f"{notebook}.md"] = \
-            render_markdown(result).encode("utf-8")
-        return render_html(result), resources
+        root = _course_root(self)
+        result = cleaned(stored_result(root, assignment, student))
+        # A TA's manual grades may postdate the result: the score is gradebook.db's now.
+        pages = render_feedback(result, final_score(Course.load(root), result))
+        resources.setdefault("outputs", {})[f"{notebook}.md"] = pages[".md"].encode("utf-8")
+        return pages[".html"], resources
 
 
 def main(argv: list[str] | None = None) -> int:

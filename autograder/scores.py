@@ -87,16 +87,18 @@ class StudentScore:
 
 def final_scores(course: Course, assignment: str,
                  results: list[SubmissionResult] | None = None,
-                 missing: str | None = None) -> list[StudentScore]:
-    """One row per student of the roster and per student with a stored result, sorted by id.
-    `missing` is 'zero' or 'blank' (default: c.ScoreSettings.missing)."""
+                 missing: str | None = None, only: str | None = None) -> list[StudentScore]:
+    """One row per student of the roster and per student with a stored result, sorted by id
+    (with `only`: that student's row alone). `missing` is 'zero' or 'blank' (default:
+    c.ScoreSettings.missing)."""
     missing = missing or ScoreSettings(config=course.config).missing
     if missing not in MISSING_CHOICES:
         raise ValueError(f"missing must be one of {', '.join(MISSING_CHOICES)}, not {missing!r}")
     if results is None:
         results = load_results(course.root, assignment)
-    stored = {result.student_id: result for result in results}
-    book = _read_gradebook(course.root / "gradebook.db", assignment)
+    stored = {result.student_id: result for result in results
+              if only is None or result.student_id == only}
+    book = _read_gradebook(course.root / "gradebook.db", assignment, only)
 
     rows = []
     for student_id in sorted(set(book.students) | set(stored) | set(book.submissions)):
@@ -133,6 +135,13 @@ def final_scores(course: Course, assignment: str,
     return rows
 
 
+def final_score(course: Course, result: SubmissionResult) -> StudentScore:
+    """The final score of the student of `result`, as `final_scores` gives it (what their
+    feedback shows): one student's rows of gradebook.db read, not the class's."""
+    [row] = final_scores(course, result.assignment, [result], only=result.student_id)
+    return row
+
+
 @dataclass
 class _Submission:
     parts: tuple[float, float, float]  # autograded, manual adjustment, extra credit
@@ -163,14 +172,15 @@ SELECT sa.student_id,
 FROM submitted_assignment sa
 JOIN submitted_notebook sn ON sn.assignment_id = sa.id
 JOIN grade g ON g.notebook_id = sn.id
-WHERE sa.assignment_id = ?
+WHERE sa.assignment_id = ? AND (? IS NULL OR sa.student_id = ?)
 GROUP BY sa.id
 """
 _SUBMISSIONS = """
 SELECT sa.student_id, sa.timestamp, sa.extension,
        (SELECT COALESCE(SUM(sn.late_submission_penalty), 0.0) FROM submitted_notebook sn
         WHERE sn.assignment_id = sa.id)
-FROM submitted_assignment sa WHERE sa.assignment_id = ?
+FROM submitted_assignment sa
+WHERE sa.assignment_id = ? AND (? IS NULL OR sa.student_id = ?)
 """
 _MAX_SCORE = """
 SELECT (SELECT COALESCE(SUM(gc.max_score), 0.0) FROM grade_cells gc
@@ -182,7 +192,8 @@ SELECT (SELECT COALESCE(SUM(gc.max_score), 0.0) FROM grade_cells gc
 """
 
 
-def _read_gradebook(path: Path, assignment: str) -> _Book:
+def _read_gradebook(path: Path, assignment: str, only: str | None = None) -> _Book:
+    """The assignment's rows of gradebook.db: every student's, or `only` this student's."""
     if not path.is_file():
         raise GradebookError(f"{path} does not exist: run `autograder release {assignment}` "
                              "first")
@@ -199,11 +210,13 @@ def _read_gradebook(path: Path, assignment: str) -> _Book:
         assignment_id, duedate = found
         students = {sid: tuple(clean_text(value or "", 200) for value in rest)
                     for sid, *rest in db.execute(
-                        "SELECT id, first_name, last_name, email, lms_user_id FROM student")}
+                        "SELECT id, first_name, last_name, email, lms_user_id FROM student "
+                        "WHERE ? IS NULL OR id = ?", (only, only))}
+        chosen = (assignment_id, only, only)
         sums = {sid: (auto, adjust, extra, raw)
-                for sid, auto, adjust, extra, raw in db.execute(_GRADE_SUMS, (assignment_id,))}
+                for sid, auto, adjust, extra, raw in db.execute(_GRADE_SUMS, chosen)}
         submissions = {}
-        for sid, timestamp, extension, penalty in db.execute(_SUBMISSIONS, (assignment_id,)):
+        for sid, timestamp, extension, penalty in db.execute(_SUBMISSIONS, chosen):
             auto, adjust, extra, raw = sums.get(sid, (0.0, 0.0, 0.0, 0.0))
             submissions[sid] = _Submission((auto, adjust, extra), raw, penalty, timestamp,
                                            _seconds_late(timestamp, duedate, extension))

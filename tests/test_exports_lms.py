@@ -15,6 +15,8 @@ import sqlite3
 import subprocess
 import warnings
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
@@ -32,6 +34,7 @@ from tests.conftest import (
     grade_answers,
     make_course,
     nbgrader_export,
+    run_nbgrader,
     train_step_calling,
 )
 
@@ -398,3 +401,95 @@ def test_feedback_names_are_path_safe_whatever_lms_json_says() -> None:
             canvas_name(bad, "x")
     with pytest.raises(ValueError, match="participant id"):
         moodle_name({"name": "A", "user_id": "abc"}, "abc")
+
+
+@contextmanager
+def graded_by_hand_again(course: Course, student: str, manual: float,
+                         extra: float) -> Iterator[None]:
+    """A TA changes a student's hand grade and extra credit in formgrader (nbgrader's
+    Gradebook API, as its score boxes do) after grading; the fixture's values come back after."""
+    def put(manual_score: float, extra_credit: float) -> None:
+        with Gradebook(course.db_url, course_id=course.course_id) as gradebook, \
+                warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            gradebook.find_grade(MANUAL[0], "backprop", "backprop", student).manual_score = \
+                manual_score
+            gradebook.find_grade(EXTRA[0], "backprop", "backprop", student).extra_credit = \
+                extra_credit
+            gradebook.db.commit()
+
+    put(manual, extra)
+    try:
+        yield
+    finally:
+        put(MANUAL[1], EXTRA[1])
+
+
+# 10030 graded 6 / 10 (0 on check_train); by hand: check_train 3, 1 extra credit.
+BY_HAND = ("Score: 10 / 10 (100 %)", "Autograded: 6 / 10",
+           "Manual adjustment by your grader: +3", "Extra credit: +1")
+
+
+def test_feedback_zip_shows_the_final_score_of_hand_grading_after_grading(
+        graded, tmp_path) -> None:
+    course = graded["course"]
+    page = course.feedback_dir("10030", "backprop") / "backprop.html"
+    with graded_by_hand_again(course, "10030", manual=3.0, extra=1.0):
+        stale = page.read_text()
+        assert "Score: 10 / 10" not in stale  # written before the TA's grades
+        # A page nobody's stored result is behind (Mo submitted nothing): never sent.
+        orphan = course.feedback_dir("10040", "backprop")
+        orphan.mkdir(parents=True)
+        (orphan / "backprop.html").write_text("<p>Score: 10 / 10</p>")
+        out = tmp_path / "feedback.zip"
+        done = subprocess.run([*AUTOGRADER, "--course", str(course.root), "feedback-zip",
+                               "backprop", "--output", str(out)],
+                              capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        ours = final_scores(course, "backprop")
+        with zipfile.ZipFile(out) as archive:
+            zipped = archive.read("10030/backprop/feedback.html").decode()
+            assert not any("10040" in name for name in archive.namelist())
+    assert "skipped: 10040: no stored result of this grader" in done.stdout
+    assert [row.score for row in ours if row.student_id == "10030"] == [10.0]  # as exported
+    markdown = (course.feedback_dir("10030", "backprop") / "backprop.md").read_text()
+    for line in BY_HAND:
+        assert line in zipped and line in markdown, line
+    assert zipped == page.read_text()  # the files under feedback/ agree with the zip
+    larry = (course.feedback_dir("10020", "backprop") / "backprop.md").read_text()
+    assert "Score: 7.5 / 10 (75 %)" in larry and "Late penalty: 2.5 points off" in larry
+    alice = (course.feedback_dir("10001", "backprop") / "backprop.md").read_text()
+    assert "Score: 10 / 10 (100 %)" in alice and "Autograded" not in alice
+
+
+def test_grading_again_writes_feedback_with_the_hand_grades_kept(graded) -> None:
+    """`autograder grade` (and formgrader's Autograde button, which runs it) after a TA's hand
+    grading: the feedback written then shows the final score, the hand grades in."""
+    course = graded["course"]
+    [mary] = commands.grade(course, "backprop", student_id="10030", regrade=True, workers=1)
+    assert mary.score == 6.0
+    markdown = (course.feedback_dir("10030", "backprop") / "backprop.md").read_text()
+    for line in ("Score: 9.5 / 10 (95 %)", "Autograded: 6 / 10",
+                 "Manual adjustment by your grader: +3", "Extra credit: +0.5"):
+        assert line in markdown, line
+
+
+def test_generate_feedback_shows_the_final_score_of_hand_grading(graded, tmp_path) -> None:
+    """formgrader's Generate Feedback button: nbgrader's generate_feedback, with our
+    FeedbackExporter (the course's nbgrader_config.py), renders the same page as the zip."""
+    course = graded["course"]
+    page = course.feedback_dir("10030", "backprop") / "backprop.html"
+    with graded_by_hand_again(course, "10030", manual=3.0, extra=1.0):
+        page.unlink()
+        run_nbgrader(course, "generate_feedback", "--force", "backprop", "--student=10030")
+        generated = page.read_text()
+        markdown = page.with_suffix(".md").read_text()
+        for line in BY_HAND:
+            assert line in generated and line in markdown, line
+        out = tmp_path / "feedback.zip"
+        done = subprocess.run([*AUTOGRADER, "--course", str(course.root), "feedback-zip",
+                               "backprop", "--output", str(out)],
+                              capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        with zipfile.ZipFile(out) as archive:
+            assert archive.read("10030/backprop/feedback.html").decode() == generated

@@ -15,7 +15,11 @@
   `<student>/<assignment>/feedback.html`.
 
 The LMS and ids come from `submitted/<student>/<assignment>/lms.json` (written when the download
-was read); the feedback from `feedback/<student>/<assignment>/<notebook>.html`. Names are built
+was read). Each student's feedback is rendered afresh from their stored result and their final
+score in gradebook.db (a TA's manual grades and extra credit, the late penalty, entered after
+grading) and written to `feedback/<student>/<assignment>/<notebook>.html` and `.md` too, so the
+files and the zip agree with the gradebook exports; a feedback page with no stored result
+behind it is left out, never sent with a score nobody checked. Names are built
 only from cleaned, path-safe parts (letters, digits, `-`, `.`, space; no `/`, `..` or control
 character). A student whose files are unusable is left out and listed with the reason.
 """
@@ -87,9 +91,35 @@ def nbgrader_name(student: str, assignment: str) -> str:
     return f"{safe_part(student, 100)}/{safe_part(assignment, 100)}/feedback.html"
 
 
-def feedback_members(course: Course, assignment: str,
-                     notebook: str) -> tuple[dict[str, Path], list[Skipped]]:
-    """{name in the zip: feedback file}, and the students left out with the reason."""
+def render_all_feedback(course: Course, assignment: str) -> tuple[set[str], list[Skipped]]:
+    """Every stored result's feedback written again with the student's final score (see the
+    module's docstring): the students rendered, and those left out with the reason."""
+    from autograder.feedback import write_feedback
+    from autograder.results import cleaned
+    from autograder.scores import final_scores
+    from autograder.store import result_store
+
+    results, unreadable = result_store(course).load_readable(assignment)
+    skipped = [Skipped("a stored result", clean_text(problem, 500)) for problem in unreadable]
+    finals = {row.student_id: row for row in final_scores(course, assignment, results)}
+    rendered = set()
+    for result in results:
+        cleaned(result)  # whoever wrote it: nothing raw reaches a student
+        try:
+            write_feedback(result, course.feedback_dir(result.student_id, assignment),
+                           finals.get(result.student_id))
+        except OSError as error:  # this student alone
+            skipped.append(Skipped(clean_text(result.student_id, 100),
+                                   f"feedback not written: {clean_text(error, 300)}"))
+            continue
+        rendered.add(result.student_id)
+    return rendered, skipped
+
+
+def feedback_members(course: Course, assignment: str, notebook: str,
+                     rendered: set[str] | None = None) -> tuple[dict[str, Path], list[Skipped]]:
+    """{name in the zip: feedback file}, and the students left out with the reason. With
+    `rendered`, only those students' feedback (just rendered from their results) is taken."""
     members: dict[str, Path] = {}
     skipped: list[Skipped] = []
     root = course.root / "feedback"
@@ -103,6 +133,10 @@ def feedback_members(course: Course, assignment: str,
         if not os.path.lexists(page):
             continue  # no feedback for this assignment
         shown = clean_text(student, 100)
+        if rendered is not None and student not in rendered:
+            skipped.append(Skipped(shown, "no stored result of this grader to render its "
+                                          "feedback from (grade them): left out"))
+            continue
         try:
             meta = _lms_meta(course, student, assignment)
             lms = meta.get("lms") if meta else None
@@ -127,11 +161,22 @@ def feedback_members(course: Course, assignment: str,
 def write_feedback_zip(course: Course, assignment: str, output: Path | None = None,
                        out: TextIO | None = None) -> Path:
     """The zip for the LMS's bulk feedback upload (exports/<assignment>-feedback.zip by
-    default), written atomically; the students left out are printed to `out`."""
+    default), each student's feedback rendered afresh (and written under feedback/ too), the
+    zip written atomically; the students left out are printed to `out`. Holds the course's
+    grading lock: a grade run writes the same feedback files."""
     from autograder.assignment import Assignment
+    from autograder.lock import course_lock
 
     notebook = Assignment.load(course, assignment).notebook_name
-    members, skipped = feedback_members(course, assignment, notebook)
+    with course_lock(course.root):
+        rendered, not_rendered = render_all_feedback(course, assignment)
+        members, skipped = feedback_members(course, assignment, notebook, rendered)
+        skipped = not_rendered + skipped
+        return _write_zip(course, assignment, members, skipped, output, out)
+
+
+def _write_zip(course: Course, assignment: str, members: dict[str, Path],
+               skipped: list[Skipped], output: Path | None, out: TextIO | None) -> Path:
     path = output or course.exports_dir() / f"{assignment}-feedback.zip"
     buffer = io.BytesIO()
     stamp, written = time.localtime()[:6], 0
