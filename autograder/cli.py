@@ -122,6 +122,10 @@ def _add_late_parsers(command: Callable[..., argparse.ArgumentParser],
         help="extensions from a CSV: student_id and one of days, hours, until a row")
     imported.add_argument("assignment")
     imported.add_argument("file", type=Path)
+    for parser in (add, imported):
+        parser.add_argument("--force", action="store_true",
+                            help="give the extension to a student neither in the roster nor "
+                                 "in submitted/ (without it: refused, as a mistyped id)")
     listed = actions.add_parser("list", parents=[anywhere], help="the extensions of an assignment")
     listed.add_argument("assignment")
     removed = actions.add_parser("remove", parents=[anywhere],
@@ -156,11 +160,11 @@ def _run_late(args: argparse.Namespace, course: Course) -> None:
     note = "applied to gradebook.db and feedback by the next `autograder grade`"
     if args.extension_command == "add":
         extension = late.make_extension(args.student, args.days, args.hours, args.until)
-        late.save_extensions(course, args.assignment, [extension])
+        late.save_extensions(course, args.assignment, [extension], force=args.force)
         print(f"{args.student}: {extension.describe()} on {args.assignment} ({note})")
     elif args.extension_command == "import":
         extensions = late.read_extensions_csv(args.file)
-        late.save_extensions(course, args.assignment, extensions)
+        late.save_extensions(course, args.assignment, extensions, force=args.force)
         print(f"{len(extensions)} extensions on {args.assignment} ({note})")
     elif args.extension_command == "list":
         for extension in late.list_extensions(course, args.assignment):
