@@ -102,6 +102,11 @@ def _add_late_parsers(command: Callable[..., argparse.ArgumentParser],
         help="add or update students from nbgrader's student CSV, Canvas's gradebook CSV or "
              "Moodle's grading worksheet")
     roster_import.add_argument("file", type=Path)
+    roster_import.add_argument(
+        "--update", action="store_true",
+        help="rename students who already have a graded submission when the file names them "
+             "otherwise (without it such an import is refused: the same id in another LMS's "
+             "file can be someone else)")
 
     extension = command(
         "extension", help="per-student extensions of an assignment's due date")
@@ -141,9 +146,11 @@ def _run_late(args: argparse.Namespace, course: Course) -> None:
         from autograder import roster
 
         if args.roster_command == "import":
-            done = roster.import_roster(course, args.file)
+            done = roster.import_roster(course, args.file, update=args.update)
             print(f"imported {len(done.students)} students from {clean_text(args.file, 300)} "
                   f"({done.kind})")
+            for item in done.changed:
+                print(f"changed {item}")
             for item in done.skipped:
                 print(f"skipped {item}")
         students = roster.roster_students(course)
