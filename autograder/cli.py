@@ -245,10 +245,13 @@ def _run(args: argparse.Namespace) -> int:
         print(f"wrote {build_handout(course, args.assignment)}: give students this folder "
               "(or its notebook); it holds nothing else of the course")
     elif args.command == "export":
-        path = commands.export(course, args.assignment, args.format, args.output,
-                               template=args.template, missing=args.missing,
-                               feedback_comments=args.feedback_comments, out=sys.stdout)
-        print(f"wrote {path}")
+        filled = commands.export_report(course, args.assignment, args.format, args.output,
+                                        template=args.template, missing=args.missing,
+                                        feedback_comments=args.feedback_comments,
+                                        out=sys.stdout)
+        print(f"wrote {filled.path}")
+        if filled.matched == 0:  # written, but surely the wrong file: a script should stop
+            return 1
     elif args.command == "feedback-zip":
         from autograder.lms.feedback_zip import write_feedback_zip
 

@@ -17,7 +17,8 @@
 The LMS and ids come from `submitted/<student>/<assignment>/lms.json` (written when the download
 was read); the feedback from `feedback/<student>/<assignment>/<notebook>.html`. Names are built
 only from cleaned, path-safe parts (letters, digits, `-`, `.`, space; no `/`, `..` or control
-character). A student whose files are unusable is left out and listed with the reason.
+character). A student whose files are unusable is left out and listed with the reason. With no
+feedback at all (nothing graded yet) no zip is written: the command fails, saying so.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
+from autograder.export import ExportError
 from autograder.lms.record import read_lms_record
 from autograder.results import clean_text
 from autograder.submissions import Skipped, SubmissionError, read_regular_file, write_atomic
@@ -132,6 +134,12 @@ def write_feedback_zip(course: Course, assignment: str, output: Path | None = No
 
     notebook = Assignment.load(course, assignment).notebook_name
     members, skipped = feedback_members(course, assignment, notebook)
+    if not members:  # an empty zip uploaded to the LMS would say nothing to anyone
+        if skipped:
+            raise ExportError("no feedback to zip: every student's was left out: "
+                              + "; ".join(str(item) for item in skipped[:20]))
+        raise ExportError(f"no feedback to zip: grade the assignment first (`autograder grade "
+                          f"{clean_text(assignment, 100)}`)")
     path = output or course.exports_dir() / f"{assignment}-feedback.zip"
     buffer = io.BytesIO()
     stamp, written = time.localtime()[:6], 0
