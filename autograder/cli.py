@@ -104,6 +104,11 @@ def _add_late_parsers(command: Callable[..., argparse.ArgumentParser],
         help="add or update students from nbgrader's student CSV, Canvas's gradebook CSV or "
              "Moodle's grading worksheet")
     roster_import.add_argument("file", type=Path)
+    roster_import.add_argument(
+        "--update", action="store_true",
+        help="rename students who already have a graded submission when the file names them "
+             "otherwise (without it such an import is refused: the same id in another LMS's "
+             "file can be someone else)")
 
     extension = command(
         "extension", help="per-student extensions of an assignment's due date")
@@ -124,6 +129,10 @@ def _add_late_parsers(command: Callable[..., argparse.ArgumentParser],
         help="extensions from a CSV: student_id and one of days, hours, until a row")
     imported.add_argument("assignment")
     imported.add_argument("file", type=Path)
+    for parser in (add, imported):
+        parser.add_argument("--force", action="store_true",
+                            help="give the extension to a student neither in the roster nor "
+                                 "in submitted/ (without it: refused, as a mistyped id)")
     listed = actions.add_parser("list", parents=[anywhere], help="the extensions of an assignment")
     listed.add_argument("assignment")
     removed = actions.add_parser("remove", parents=[anywhere],
@@ -139,9 +148,11 @@ def _run_late(args: argparse.Namespace, course: Course) -> None:
         from autograder import roster
 
         if args.roster_command == "import":
-            done = roster.import_roster(course, args.file)
+            done = roster.import_roster(course, args.file, update=args.update)
             print(f"imported {len(done.students)} students from {clean_text(args.file, 300)} "
                   f"({done.kind})")
+            for item in done.changed:
+                print(f"changed {item}")
             for item in done.skipped:
                 print(f"skipped {item}")
         students = roster.roster_students(course)
@@ -158,11 +169,11 @@ def _run_late(args: argparse.Namespace, course: Course) -> None:
     note = "applied to gradebook.db and feedback by the next `autograder grade`"
     if args.extension_command == "add":
         extension = late.make_extension(args.student, args.days, args.hours, args.until)
-        late.save_extensions(course, args.assignment, [extension])
+        late.save_extensions(course, args.assignment, [extension], force=args.force)
         print(f"{args.student}: {extension.describe()} on {args.assignment} ({note})")
     elif args.extension_command == "import":
         extensions = late.read_extensions_csv(args.file)
-        late.save_extensions(course, args.assignment, extensions)
+        late.save_extensions(course, args.assignment, extensions, force=args.force)
         print(f"{len(extensions)} extensions on {args.assignment} ({note})")
     elif args.extension_command == "list":
         for extension in late.list_extensions(course, args.assignment):
@@ -250,10 +261,13 @@ def _run(args: argparse.Namespace) -> int:
         print(f"wrote {build_handout(course, args.assignment)}: give students this folder "
               "(or its notebook); it holds nothing else of the course")
     elif args.command == "export":
-        path = commands.export(course, args.assignment, args.format, args.output,
-                               template=args.template, missing=args.missing,
-                               feedback_comments=args.feedback_comments, out=sys.stdout)
-        print(f"wrote {path}")
+        filled = commands.export_report(course, args.assignment, args.format, args.output,
+                                        template=args.template, missing=args.missing,
+                                        feedback_comments=args.feedback_comments,
+                                        out=sys.stdout)
+        print(f"wrote {filled.path}")
+        if filled.matched == 0:  # written, but surely the wrong file: a script should stop
+            return 1
     elif args.command == "feedback-zip":
         from autograder.lms.feedback_zip import write_feedback_zip
 

@@ -44,6 +44,8 @@ from autograder.tempfiles import sweep_stale
 if TYPE_CHECKING:
     import pandas as pd
 
+    from autograder.lms.gradebook_files import Filled
+
 log = logging.getLogger(__name__)
 
 
@@ -380,8 +382,19 @@ def export(course: Course, assignment_name: str, fmt: str = "csv",
     """Write the final scores as the plain CSV, Canvas's gradebook import or Moodle's grading
     worksheet (`template`: the file downloaded from the LMS, filled). What the instructor
     should know (students not in the template, ...) is printed to `out`."""
+    return export_report(course, assignment_name, fmt, path, template, missing,
+                         feedback_comments, out).path
+
+
+def export_report(course: Course, assignment_name: str, fmt: str = "csv",
+                  path: Path | None = None, template: Path | None = None,
+                  missing: str | None = None, feedback_comments: bool | None = None,
+                  out: TextIO | None = None) -> Filled:
+    """`export`, telling what it filled: a template that matched none of our students is
+    written all the same (as the LMS gave it), and `Filled.matched` is 0."""
     from autograder.lms.gradebook_files import (
         CanvasExport,
+        Filled,
         MoodleExport,
         write_canvas,
         write_moodle,
@@ -398,7 +411,7 @@ def export(course: Course, assignment_name: str, fmt: str = "csv",
     suffix = "" if fmt == "csv" else f"-{fmt}"
     path = path or course.exports_dir() / f"{assignment_name}{suffix}.csv"
     if fmt == "csv":
-        return write_csv(gradebook_table(course, assignment_name, missing), path)
+        return Filled(write_csv(gradebook_table(course, assignment_name, missing), path))
     Assignment.load(course, assignment_name)  # a clear error for an unknown assignment
     scores = final_scores(course, assignment_name, missing=missing)
     if fmt == "canvas":
@@ -412,8 +425,15 @@ def export(course: Course, assignment_name: str, fmt: str = "csv",
     if out is not None:
         for warning in filled.warnings:
             print_safely(f"WARNING: {warning}", out)
-        print_safely(f"{filled.filled} score(s) filled", out)
-    return filled.path
+        matched = ("" if filled.matched is None else
+                   f" ({filled.matched} of our {filled.students} student(s) matched in the "
+                   "template)")
+        print_safely(f"{filled.filled} score(s) filled{matched}", out)
+        if filled.matched == 0:
+            print_safely(f"WARNING: the template matched none of our {filled.students} "
+                         "student(s): it was written back as the LMS gave it, with no score; "
+                         "is it this course's file, downloaded from this assignment?", out)
+    return filled
 
 
 def show_table(course: Course, assignment_name: str, students: list[str] | None = None) -> str:

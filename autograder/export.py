@@ -3,7 +3,8 @@
 Student ids and reasons come from students. A spreadsheet runs a cell that starts with = + - @
 (or a tab or carriage return before one) as a formula (`=HYPERLINK(...)` phones home), so every
 text cell that starts so is written with a leading single quote, as OWASP advises for CSV
-injection; the numbers we computed are written as numbers, a negative one included.
+injection; the numbers we computed are written as numbers, a negative one included. A cell of
+an LMS template that cannot be a formula (a number, a lone "-") is written as the LMS gave it.
 """
 
 from __future__ import annotations
@@ -38,9 +39,10 @@ def neutralised(value: Any) -> Any:
 
 
 def neutralised_cell(text: str) -> str:
-    """A cell of a file someone else wrote (an LMS template): a plain number ("-1.5") stays a
-    number; any other text is neutralised."""
-    return text if _NUMBER.fullmatch(text) else neutralised(text)
+    """A cell of a file someone else wrote (an LMS template): what cannot be a formula -- a
+    plain number ("-1.5") or a lone "-" (Moodle's "no date", Canvas's "no grade") -- is written
+    as the LMS gave it, so a re-import sees no change there; any other text is neutralised."""
+    return text if text == "-" or _NUMBER.fullmatch(text) else neutralised(text)
 
 
 def number_cell(value: float) -> str:

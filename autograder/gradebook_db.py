@@ -94,6 +94,13 @@ class NbgraderGradebook:
                                  "an older one") from None
         if self._notebook_id is None:
             self._engine.dispose()
+            if self._assignment_id is not None:  # `nbgrader db assignment add`: a due date,
+                # but no notebook and grade cells, which only a release records
+                raise GradebookError(
+                    f"assignment '{assignment.name}' is in gradebook.db (its due date, from "
+                    "`nbgrader db assignment add`) but has not been released there: no "
+                    f"notebook or grade cells. Run `autograder release {assignment.name}` "
+                    "first (the due date is kept)")
             raise GradebookError(f"gradebook.db does not know assignment '{assignment.name}': "
                                  f"run `autograder release {assignment.name}` first")
         # Read now, once a run: a changed due date or extension applies from the next run.

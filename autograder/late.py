@@ -276,9 +276,12 @@ def due_date(course: Course, assignment: str) -> datetime | None:
         engine.dispose()
 
 
-def save_extensions(course: Course, assignment: str, extensions: list[Extension]) -> None:
-    """Add or replace these extensions, all in one transaction."""
-    from sqlalchemy import MetaData, delete
+def save_extensions(course: Course, assignment: str, extensions: list[Extension],
+                    force: bool = False) -> None:
+    """Add or replace these extensions, all in one transaction. A student neither in the
+    roster nor in submitted/ is refused (a typo would otherwise extend nobody, silently),
+    unless `force`; then nothing is written."""
+    from sqlalchemy import MetaData, delete, text
 
     engine = _gradebook_engine(course)
     try:
@@ -288,6 +291,17 @@ def save_extensions(course: Course, assignment: str, extensions: list[Extension]
             if not known:
                 raise LateError(f"gradebook.db does not know assignment '{assignment}': "
                                 f"release it first (`autograder release {assignment}`)")
+            if not force:
+                roster = set(db.scalars(text("SELECT id FROM student")))
+                unknown = [extension.student_id for extension in extensions
+                           if extension.student_id not in roster and not
+                           course.submitted_dir(extension.student_id, assignment).is_dir()]
+                if unknown:
+                    raise LateError("; ".join(
+                        f"unknown student '{clean_text(student, 120)}'" for student in unknown)
+                        + " (not in the roster nor in submitted/): check the id, or import "
+                        "the roster first (`autograder roster import`); --force gives the "
+                        "extension all the same. Nothing was saved")
             for extension in extensions:
                 if extension.until is not None and due is not None and extension.until <= due:
                     raise LateError(f"{extension.student_id}: {iso_utc(extension.until)} is "

@@ -7,19 +7,25 @@ The student id is the LMS's id, the key under submitted/ (contract 1):
   Canvas user id, also kept as lms_user_id; the name split from "Last, First"; the
   `SIS Login ID` kept in `email` (nbgrader has no login column and Canvas's CSV no e-mail: the
   login is what an instructor writes to). The `Points Possible` row and rows without a student
-  are not students; Canvas's test student ("Student, Test") is skipped and reported.
+  are not students; Canvas's test student ("Student, Test" with no SIS User ID) is skipped and
+  reported (a real student so named has an SIS id and is imported).
 - Moodle's grading worksheet (`Identifier,Full name,Email address,...`): id = the number of
   "Participant 12345", also kept as lms_user_id; "First Last" split at the last space.
 
 An import is one transaction, upserting: a value the file leaves empty never erases what the
-roster holds. A malformed row is an error naming its line, and then nothing is written. Every
-name and address is cleaned (`clean_text`) and capped at nbgrader's 128 characters.
+roster holds. Every id whose name or email changes is listed ("10001: Kim Lee -> Zed Zulu");
+a student who already has a submission in gradebook.db (graded) is never renamed without
+`update` (`--update`): the import is refused and nothing written, because the same number in
+another LMS's file can be another person. Names are compared whole and case-blind, so Moodle's
+"Bo van der Berg" is Canvas's "van der Berg, Bo" (and the split already held is kept). A
+malformed row is an error naming its line, and then nothing is written. Every name and address
+is cleaned (`clean_text`) and capped at nbgrader's 128 characters.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -57,9 +63,10 @@ class Imported:
     kind: str  # "nbgrader", "canvas" or "moodle"
     students: list[RosterStudent]
     skipped: list[str]  # rows that are not students, with why (e.g. Canvas's test student)
+    changed: list[str] = field(default_factory=list)  # "10001: Kim Lee -> Zed Zulu", ...
 
 
-COLUMNS = [field.name for field in fields(RosterStudent)]
+COLUMNS = [column.name for column in fields(RosterStudent)]
 
 
 def roster_students(course: Course) -> list[RosterStudent]:
@@ -78,11 +85,13 @@ def roster_students(course: Course) -> list[RosterStudent]:
         engine.dispose()
 
 
-def import_roster(course: Course, path: Path) -> Imported:
+def import_roster(course: Course, path: Path, update: bool = False) -> Imported:
     """Read `path` (nbgrader, Canvas or Moodle CSV) and upsert its students into gradebook.db,
-    all in one transaction."""
+    all in one transaction. Every id whose name or email changes is listed in `changed`; a
+    student who already has a submission in gradebook.db is not renamed unless `update`
+    (RosterError, nothing written): the same id in another LMS's file can be someone else."""
     imported = read_roster(path)
-    _upsert(course, imported.students)
+    imported.changed = _upsert(course, imported.students, update, clean_text(path, 300))
     return imported
 
 
@@ -158,7 +167,8 @@ def _canvas_row(row: dict[str, str]) -> RosterStudent | str:
     student, canvas_id = row["Student"], row["ID"]
     if student == "Points Possible" or (not student and not canvas_id):
         return ""  # Canvas's own rows (points possible, posting policy): not students
-    if student.lower() == CANVAS_TEST_STUDENT:
+    if student.lower() == CANVAS_TEST_STUDENT and not row.get("SIS User ID"):
+        # Canvas's test student has no SIS id; a real student so named has one
         return f"Canvas's test student ({clean_text(student, 60)}, ID {clean_text(canvas_id, 30)})"
     if not CANVAS_ID.fullmatch(canvas_id):
         raise RosterError(f"ID '{clean_text(canvas_id, 60)}' of {clean_text(student, 60)!r} is "
@@ -183,7 +193,31 @@ def _moodle_row(row: dict[str, str]) -> RosterStudent:
                          participant)
 
 
-def _upsert(course: Course, students: list[RosterStudent]) -> None:
+def _full_name(first: str | None, last: str | None) -> str:
+    """A name as compared across LMSs: "Bo van der" + "Berg" (Moodle's split) is Canvas's
+    "van der Berg, Bo" read as "Bo" + "van der Berg"."""
+    return " ".join(" ".join(part for part in (first, last) if part).casefold().split())
+
+
+def _changes(old: RosterStudent, new: RosterStudent) -> tuple[str, bool]:
+    """What importing `new` over `old` changes, as one line ("" if nothing), and whether it
+    renames the student (a value the file leaves empty changes nothing)."""
+    said: list[str] = []
+    renamed = (_full_name(new.first_name, new.last_name) != ""
+               and _full_name(old.first_name, old.last_name) != ""
+               and _full_name(new.first_name, new.last_name)
+               != _full_name(old.first_name, old.last_name))
+    if renamed:
+        said.append(f"{clean_text(old.name, 200)} -> {clean_text(new.name, 200)}")
+    if new.email and old.email and new.email != old.email:
+        said.append(f"email {clean_text(old.email, 200)} -> {clean_text(new.email, 200)}")
+    return (f"{clean_text(new.id, 100)}: {'; '.join(said)}" if said else ""), renamed
+
+
+def _upsert(course: Course, students: list[RosterStudent], update: bool,
+            shown: str) -> list[str]:
+    """Insert or update `students` in one transaction; the changes to students the roster
+    already held, one line each."""
     from sqlalchemy import create_engine, text
 
     if not (course.root / "gradebook.db").is_file():
@@ -196,18 +230,39 @@ def _upsert(course: Course, students: list[RosterStudent]) -> None:
     engine = create_engine(course.db_url)
     try:
         with engine.begin() as db:
-            existing = set(db.scalars(text("SELECT id FROM student")))
+            existing = {row[0]: RosterStudent(*row) for row in db.execute(
+                text(f"SELECT {', '.join(COLUMNS)} FROM student"))}
+            submitted = set(db.scalars(text("SELECT DISTINCT student_id FROM "
+                                            "submitted_assignment")))
+            changed, refused = [], []
             for student in students:
                 values = {key: getattr(student, key) for key in COLUMNS}
-                if student.id not in existing:
+                old = existing.get(student.id)
+                if old is None:
                     db.execute(text(f"INSERT INTO student ({', '.join(COLUMNS)}) VALUES "
                                     f"({', '.join(':' + key for key in COLUMNS)})"), values)
                     continue
+                change, renamed = _changes(old, student)
+                if change:
+                    changed.append(change)
+                if renamed and student.id in submitted:
+                    refused.append(change)
+                if not renamed and _full_name(old.first_name, old.last_name):
+                    # the same name, perhaps split otherwise by another LMS: kept as it is
+                    values["first_name"] = values["last_name"] = None
                 # An empty cell never erases what the roster holds.
                 given = [key for key in COLUMNS[1:] if values[key] is not None]
                 if given:
                     db.execute(text(f"UPDATE student SET "
                                     f"{', '.join(f'{key} = :{key}' for key in given)} "
                                     "WHERE id = :id"), values)
+            if refused and not update:
+                raise RosterError(
+                    f"{shown} would rename {len(refused)} student(s) who already have a "
+                    "graded submission: " + "; ".join(refused[:50]) + ". The same id in "
+                    "another LMS's file (Moodle's participant number, Canvas's user id) can "
+                    "be someone else: check that the file is this course's; pass --update to "
+                    "rename them all the same. Nothing was imported")
+            return changed
     finally:
         engine.dispose()

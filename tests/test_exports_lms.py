@@ -224,7 +224,7 @@ def test_canvas_template_is_filled_for_every_rostered_student_by_id(graded, tmp_
     assert by_id["10050"][0].startswith("'=HYPERLINK") and by_id["10050"][3] == "'-dropped"
     assert by_id["10050"][5] == "2.50"  # numbers stay numbers
     assert "10060 (0/10)" in done.stdout and "not in" in done.stdout
-    assert "6 score(s) filled" in done.stdout
+    assert "6 score(s) filled (6 of our 7 student(s) matched in the template)" in done.stdout
 
     blank = commands.export(course, "backprop", "canvas", tmp_path / "blank.csv",
                             template=template, missing="blank")
@@ -238,10 +238,14 @@ def test_canvas_column_is_found_by_id_or_name_else_a_clear_error(graded, tmp_pat
                                           r"Quiz 1 \(111\); Backprop \(222\); backprop \(444\)"):
         commands.export(course, "backprop", "canvas", tmp_path / "x.csv", template=ambiguous)
     by_id = with_settings(course, CanvasExport={"assignment_id": "444"})
+    with pytest.raises(ExportError, match=r"'Points Possible' cell of 'backprop \(444\)' is "
+                                          r"'' \(not a number\)"):  # blank: never guessed
+        commands.export(by_id, "backprop", "canvas", tmp_path / "y.csv", template=ambiguous)
+    by_id = with_settings(course, CanvasExport={"assignment_id": "444", "points_possible": 10.0})
     path = commands.export(by_id, "backprop", "canvas", tmp_path / "y.csv", template=ambiguous)
     rows = read_csv(path)[1]
     at = rows[0].index("backprop (444)")
-    assert {row[1]: row[at] for row in rows[2:]}["10001"] == "10"  # no points possible: ours
+    assert {row[1]: row[at] for row in rows[2:]}["10001"] == "10"  # the setting's points
     renamed = canvas_template(tmp_path / "renamed.csv", backprop_column="Homework 3 (222)")
     with pytest.raises(ExportError, match=r"no assignment column named 'backprop'.*"
                                           r"Homework 3 \(222\)"):
@@ -309,7 +313,7 @@ def test_moodle_worksheet_gets_grades_scaled_and_a_one_line_comment(graded, tmp_
         by_id["Participant 10030"]["Feedback comments"]
     assert by_id["Participant 10040"]["Feedback comments"].startswith("0/10 (missing)")
     assert by_id["Participant 77777"]["Grade"] == ""  # not ours: as it was
-    assert by_id["Participant 10001"]["Last modified (grade)"] == "'-"  # neutralised
+    assert by_id["Participant 10001"]["Last modified (grade)"] == "-"  # as Moodle gave it
     plain = commands.export(course, "backprop", "moodle", tmp_path / "p.csv", template=template)
     assert all(row[-1] == "" for row in read_csv(plain)[1][1:])  # comments only when asked
     with pytest.raises(ExportError, match="--template"):
@@ -493,3 +497,97 @@ def test_generate_feedback_shows_the_final_score_of_hand_grading(graded, tmp_pat
         assert done.returncode == 0, done.stderr
         with zipfile.ZipFile(out) as archive:
             assert archive.read("10030/backprop/feedback.html").decode() == generated
+
+
+def _with_points(template: Path, points: str, column: str = "Backprop (222)") -> Path:
+    """The template with its "Points Possible" cell of `column` set to `points`."""
+    _, rows = read_csv(template)
+    rows[1][rows[0].index(column)] = points
+    buffer = io.StringIO()
+    csv.writer(buffer).writerows(rows)
+    template.write_text(BOM + buffer.getvalue(), encoding="utf-8")
+    return template
+
+
+@pytest.mark.parametrize(("points", "problem"), [("0.00", "0"), ("", "not a number"),
+                                                 ("(read only)", "not a number")])
+def test_canvas_points_possible_zero_or_unreadable_is_refused(graded, tmp_path, points,
+                                                              problem) -> None:
+    """0 would fill every student with 0, a blank would upload scores out of our 10 to an
+    assignment out of 20: refused, naming the cell and the setting; nothing written."""
+    course = graded["course"]
+    template = _with_points(canvas_template(tmp_path / "gradebook.csv"), points)
+    out = tmp_path / "filled.csv"
+    done = subprocess.run([*AUTOGRADER, "--course", str(course.root), "export", "backprop",
+                           "--format", "canvas", "--template", str(template), "--output",
+                           str(out)], capture_output=True, text=True)
+    assert done.returncode == 2 and not out.exists()
+    assert (f"gradebook.csv, line 2: the 'Points Possible' cell of 'Backprop (222)' is "
+            f"{points!r} ({problem})") in done.stderr
+    assert "c.CanvasExport.points_possible" in done.stderr
+    configured = with_settings(course, CanvasExport={"points_possible": 20.0})
+    rows = read_csv(commands.export(configured, "backprop", "canvas", out, template=template))[1]
+    assert {row[1]: row[6] for row in rows[2:]}["10030"] == "19"  # the setting: out of 20
+
+
+def test_canvas_muted_points_are_read_and_moodle_zero_maximum_is_refused(graded,
+                                                                         tmp_path) -> None:
+    course = graded["course"]
+    muted = _with_points(canvas_template(tmp_path / "muted.csv"), "20 (muted)")
+    rows = read_csv(commands.export(course, "backprop", "canvas", tmp_path / "m.csv",
+                                    template=muted))[1]
+    assert {row[1]: row[6] for row in rows[2:]}["10030"] == "19"  # 9.5 of 10 is 19 of 20
+    worksheet = moodle_worksheet(tmp_path / "worksheet.csv")
+    worksheet.write_text(worksheet.read_text().replace("100.00", "0.00"))
+    with pytest.raises(ExportError, match=r"worksheet.csv, line 2: 'Maximum Grade' is '0.00', "
+                                          r"not a positive number.*Type to 'Point'"):
+        commands.export(course, "backprop", "moodle", tmp_path / "w.csv", template=worksheet)
+    assert not (tmp_path / "w.csv").exists()
+    with pytest.raises(ExportError, match="points_possible = 0.0 would give every student 0"):
+        commands.export(with_settings(course, CanvasExport={"assignment_id": "222",
+                                                            "points_possible": 0.0}),
+                        "backprop", "canvas", tmp_path / "c.csv")
+
+
+def test_template_cells_that_cannot_be_formulas_stay_as_given(graded, tmp_path) -> None:
+    """A lone "-" and a number such as "-2" are written back unchanged (the LMS sees no
+    change there); anything else starting = + - @ still gets its quote."""
+    course = graded["course"]
+    template = canvas_template(tmp_path / "gradebook.csv")
+    _, rows = read_csv(template)
+    alice = rows[3]
+    alice[5], alice[7], alice[2] = "-", "-2", "+1"  # Quiz 1, Essay, SIS User ID
+    rows[4][7] = "@SUM(A1)"
+    buffer = io.StringIO()
+    csv.writer(buffer).writerows(rows)
+    template.write_text(buffer.getvalue(), encoding="utf-8")
+    written = read_csv(commands.export(course, "backprop", "canvas", tmp_path / "f.csv",
+                                       template=template))[1]
+    by_id = {row[1]: row for row in written[2:]}
+    assert (by_id["10001"][5], by_id["10001"][7], by_id["10001"][2]) == ("-", "-2", "'+1")
+    assert by_id["10010"][7] == "'@SUM(A1)" and by_id["10050"][3] == "'-dropped"
+
+
+def test_a_template_that_matches_nobody_is_written_and_said_so(graded, tmp_path) -> None:
+    course = graded["course"]
+    template = canvas_template(tmp_path / "other-course.csv")
+    template.write_text(template.read_text(encoding="utf-8").replace(",100", ",900"),
+                        encoding="utf-8")
+    out = tmp_path / "filled.csv"
+    done = subprocess.run([*AUTOGRADER, "--course", str(course.root), "export", "backprop",
+                           "--format", "canvas", "--template", str(template), "--output",
+                           str(out)], capture_output=True, text=True)
+    assert done.returncode == 1, done.stderr
+    assert "0 score(s) filled (0 of our 7 student(s) matched in the template)" in done.stdout
+    assert "WARNING: the template matched none of our 7 student(s)" in done.stdout
+    assert read_csv(out)[1][:-1] == read_csv(template)[1][:-1]  # kept, as the LMS gave it
+    assert read_csv(out)[1][-1][0].startswith("'=HYPERLINK")  # but never a formula
+
+
+def test_feedback_zip_with_nothing_graded_is_refused(tmp_path) -> None:
+    course = make_course(tmp_path)
+    out = tmp_path / "feedback.zip"
+    done = subprocess.run([*AUTOGRADER, "--course", str(course.root), "feedback-zip",
+                           "backprop", "--output", str(out)], capture_output=True, text=True)
+    assert done.returncode == 2 and not out.exists()
+    assert "no feedback to zip: grade the assignment first" in done.stderr

@@ -110,3 +110,38 @@ def test_a_gradebook_that_does_not_know_the_assignment_is_refused(course, tmp_pa
         db.execute("update assignment set name = 'other'")
     with pytest.raises(GradebookError, match="does not know assignment 'backprop'"):
         NbgraderGradebook(empty, Assignment.load(course, "backprop"))
+
+
+def test_an_assignment_added_with_a_due_date_but_not_released_is_named_so(course,
+                                                                          tmp_path) -> None:
+    """`nbgrader db assignment add --duedate` makes the assignment's row but no notebook: the
+    grade is refused saying it was not released, not that gradebook.db does not know it."""
+    import shutil
+    import subprocess
+
+    from tests.conftest import AUTOGRADER, COURSE_FILES, run_nbgrader
+
+    root = tmp_path / "course"
+    root.mkdir()
+    for name in (*COURSE_FILES, "release"):  # release/ as a course repository ships it
+        source = course.root / name
+        if source.is_dir():
+            shutil.copytree(source, root / name)
+        else:
+            shutil.copy(source, root / name)
+    fresh = Course.load(root)
+    run_nbgrader(fresh, "db", "assignment", "add", "backprop",
+                 "--duedate=2026-11-20 17:00:00 UTC")
+    notebook = course.release_dir("backprop") / "backprop.ipynb"
+    done = subprocess.run([*AUTOGRADER, "--course", str(root), "grade", "backprop",
+                           str(notebook), "--student", "10001"],
+                          capture_output=True, text=True)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "'backprop' is in gradebook.db" in done.stderr
+    assert "has not been released" in done.stderr and "does not know" not in done.stderr
+    assert "autograder release backprop" in done.stderr
+    released = subprocess.run([*AUTOGRADER, "--course", str(root), "release", "backprop"],
+                              capture_output=True, text=True)
+    assert released.returncode == 0, released.stderr
+    with Gradebook(fresh.db_url) as gradebook:  # as the message says: the due date is kept
+        assert gradebook.find_assignment("backprop").duedate == parse_utc("2026-11-20 17:00:00")

@@ -58,7 +58,8 @@ def graded(tmp_path_factory, release_notebook, solution) -> Course:
     folder = write_submissions(tmp_path_factory.mktemp("incoming"), notebooks)
     for student, stamp in TIMES.items():
         (folder / student / "backprop" / "timestamp.txt").write_text(stamp)
-    late.save_extensions(course, "backprop", [late.make_extension("extended", days=2)])
+    late.save_extensions(course, "backprop", [late.make_extension("extended", days=2)],
+                         force=True)  # before "extended" submits or is rostered
     commands.grade(course, "backprop", folder)
     # The LMS download's record for "flagged": late, and no usable time (contract 1).
     write_lms_record(course, "flagged", "backprop", {
@@ -218,3 +219,32 @@ def test_extension_csv_bad_row_writes_nothing(graded: Course, tmp_path: Path) ->
     with pytest.raises(late.LateError, match="not after the due date"):
         late.save_extensions(graded, "backprop",
                              [late.make_extension("ontime", until="2026-01-01")])
+
+
+def test_an_extension_for_an_unknown_student_is_refused_unless_forced(graded: Course,
+                                                                      tmp_path: Path) -> None:
+    """A typo ("1003" for "10003") would extend nobody, silently: refused, and an import with
+    one such row writes nothing; --force gives it all the same."""
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([*AUTOGRADER, "--course", str(graded.root), "extension", *args],
+                              capture_output=True, text=True)
+
+    before = late.list_extensions(graded, "backprop")
+    done = cli("add", "backprop", "1003", "--days", "2")
+    assert done.returncode == 2
+    assert ("unknown student '1003' (not in the roster nor in submitted/): check the id, or "
+            "import the roster first") in done.stderr
+    rows = tmp_path / "extensions.csv"
+    rows.write_text("student_id,days\nontime,1\nlate1,2\n")  # a graded one, a typo
+    done = cli("import", "backprop", str(rows))
+    assert done.returncode == 2 and "unknown student 'late1' (not in" in done.stderr
+    assert "ontime" not in done.stderr
+    assert late.list_extensions(graded, "backprop") == before  # nothing written
+    try:
+        assert cli("add", "backprop", "1003", "--days", "2", "--force").returncode == 0
+        assert cli("add", "backprop", "late1h", "--hours", "3").returncode == 0  # submitted
+        assert {e.student_id for e in late.list_extensions(graded, "backprop")} == \
+            {"extended", "1003", "late1h"}
+    finally:
+        for student in ("1003", "late1h"):
+            late.remove_extension(graded, "backprop", student)

@@ -6,13 +6,14 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+import nbformat
 import pytest
 from nbgrader.api import Gradebook
 
 from autograder.course import Course
 from autograder.release import put_nbgrader_tools_on_path
 from autograder.roster import RosterError, RosterStudent, import_roster, roster_students
-from tests.conftest import AUTOGRADER, make_course
+from tests.conftest import AUTOGRADER, grade_answers, make_course
 
 CANVAS = (
     "\ufeffStudent,ID,SIS User ID,SIS Login ID,Section,Quiz 1 (678800),backprop (678901),"
@@ -142,3 +143,63 @@ def test_unknown_shape_and_non_utf8_are_refused(course: Course, tmp_path: Path) 
     path.write_bytes("id,first_name\nj\xf6rg,J\xf6rg\n".encode("latin-1"))
     with pytest.raises(RosterError, match="not UTF-8"):
         import_roster(course, path)
+
+
+def test_a_real_student_named_student_test_has_an_sis_id(course: Course, tmp_path: Path) -> None:
+    path = tmp_path / "canvas.csv"
+    path.write_text(CANVAS + '"Student, Test",10098,S1098,tstudent,Section 2,,,,\n',
+                    encoding="utf-8")
+    done = import_roster(course, path)
+    assert [item for item in done.skipped if "test student" in item] == \
+        ["line 6: Canvas's test student (Student, Test, ID 10099)"]
+    assert "10099" not in _students(course)
+    assert _nbgraders_view(course, "10098") == ("Test", "Student", "tstudent", "10098")
+
+
+def _worksheet(path: Path, *rows: tuple[str, str, str]) -> Path:
+    """Moodle's grading worksheet: (participant, full name, email) a row."""
+    path.write_text(MOODLE.splitlines()[0] + "\n" + "".join(
+        f"Participant {participant},{name},{email},Submitted for grading,,10.00,Yes,-,-,\n"
+        for participant, name, email in rows), encoding="utf-8")
+    return path
+
+
+def test_a_second_file_never_silently_renames_a_graded_student(course: Course,
+                                                               tmp_path: Path) -> None:
+    """Canvas's 30001 is Kim O'Brien; a Moodle worksheet's "Participant 30001" is Zed Zulu:
+    every change is listed, and a graded student is renamed only with --update."""
+    first = tmp_path / "students.csv"
+    first.write_text("id,first_name,last_name,email,lms_user_id\n"
+                     "30001,Kim,O'Brien,kim@example.edu,30001\n"
+                     "30002,Ann,Other,ann@example.edu,30002\n", encoding="utf-8")
+    import_roster(course, first)
+    release = nbformat.read(course.release_dir("backprop") / "backprop.ipynb", as_version=4)
+    grade_answers(course, release, tmp_path, {"30001": {}})  # 30001 has a graded submission
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([*AUTOGRADER, "--course", str(course.root), "roster", "import",
+                               *args], capture_output=True, text=True)
+
+    other = _worksheet(tmp_path / "moodle.csv", ("30001", "Zed Zulu", "kim@example.edu"),
+                       ("30002", "Ann Others", "ann@example.edu"))
+    before = _students(course)
+    done = cli(str(other))
+    assert done.returncode == 2
+    assert "30001: Kim O'Brien -> Zed Zulu" in done.stderr and "--update" in done.stderr
+    assert "30002" not in done.stderr  # not graded: a rename it may make
+    assert _students(course) == before  # nothing written, 30002's rename neither
+
+    same = _worksheet(tmp_path / "same.csv", ("30001", "kim  o'brien", "kim2@example.edu"),
+                      ("30002", "Ann Others", "ann@example.edu"))
+    done = cli(str(same))
+    assert done.returncode == 0, done.stderr
+    assert "changed 30001: email kim@example.edu -> kim2@example.edu" in done.stdout
+    assert "changed 30002: Ann Other -> Ann Others" in done.stdout
+    kim = _students(course)["30001"]
+    assert (kim.first_name, kim.last_name, kim.email) == ("Kim", "O'Brien", "kim2@example.edu")
+
+    done = cli(str(other), "--update")
+    assert done.returncode == 0, done.stderr
+    assert "changed 30001: Kim O'Brien -> Zed Zulu; email kim2@example.edu -> kim@example.edu" \
+        in done.stdout
+    assert _nbgraders_view(course, "30001") == ("Zed", "Zulu", "kim@example.edu", "30001")

@@ -21,7 +21,8 @@ grading) and written to `feedback/<student>/<assignment>/<notebook>.html` and `.
 files and the zip agree with the gradebook exports; a feedback page with no stored result
 behind it is left out, never sent with a score nobody checked. Names are built
 only from cleaned, path-safe parts (letters, digits, `-`, `.`, space; no `/`, `..` or control
-character). A student whose files are unusable is left out and listed with the reason.
+character). A student whose files are unusable is left out and listed with the reason. With no
+feedback at all (nothing graded yet) no zip is written: the command fails, saying so.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
+from autograder.export import ExportError
 from autograder.lms.record import read_lms_record
 from autograder.results import clean_text
 from autograder.submissions import Skipped, SubmissionError, read_regular_file, write_atomic
@@ -177,6 +179,12 @@ def write_feedback_zip(course: Course, assignment: str, output: Path | None = No
 
 def _write_zip(course: Course, assignment: str, members: dict[str, Path],
                skipped: list[Skipped], output: Path | None, out: TextIO | None) -> Path:
+    if not members:  # an empty zip uploaded to the LMS would say nothing to anyone
+        if skipped:
+            raise ExportError("no feedback to zip: every student's was left out: "
+                              + "; ".join(str(item) for item in skipped[:20]))
+        raise ExportError(f"no feedback to zip: grade the assignment first (`autograder grade "
+                          f"{clean_text(assignment, 100)}`)")
     path = output or course.exports_dir() / f"{assignment}-feedback.zip"
     buffer = io.BytesIO()
     stamp, written = time.localtime()[:6], 0

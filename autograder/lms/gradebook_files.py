@@ -10,10 +10,13 @@ assignments, Canvas's test student, "Read Only" totals) is written back as Canva
 Canvas ignores cells that did not change. Moodle's worksheet is matched by `Identifier`
 ("Participant 12345": the participant id is our student key) and its `Grade` filled.
 
-Scores are scaled to the LMS's points possible (Canvas: the template's "Points Possible" row or
-c.CanvasExport.points_possible; Moodle: each row's "Maximum Grade") when they differ from ours.
-Every text cell is neutralised (autograder.export), numbers are written as numbers, a byte-order
-mark in the template is kept, and the file is written atomically.
+Scores are scaled to the LMS's points possible (Canvas: the template's "Points Possible" cell,
+its leading number read -- "20 (muted)" is 20 -- else c.CanvasExport.points_possible; Moodle:
+each row's "Maximum Grade") when they differ from ours. A points possible of 0, blank or
+unreadable is refused, never guessed: it would fill every student with 0, or upload scores on
+the wrong scale. Every text cell is neutralised (autograder.export) but what cannot be a formula
+(a number, a lone "-"), numbers are written as numbers, a byte-order mark in the template is
+kept, and the file is written atomically.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from __future__ import annotations
 import csv
 import html
 import io
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +42,8 @@ MAX_TEMPLATE_BYTES = 50 * 1024 * 1024  # a gradebook of a very large course is a
 CANVAS_FIXED = ["Student", "ID", "SIS User ID", "SIS Login ID", "Section"]
 _CANVAS_ASSIGNMENT = re.compile(r"^(?P<name>.*\S)\s*\((?P<id>\d+)\)$")
 _MOODLE_PARTICIPANT = re.compile(r"^Participant (?P<id>\d+)$")
+# A points cell: a number, then at most a remark Canvas adds ("20 (muted)").
+_LEADING_NUMBER = re.compile(r"^\s*(\d+(?:\.\d+)?|\.\d+)(?:\s*\(.*\))?\s*$")
 
 
 class CanvasExport(Configurable):
@@ -72,6 +78,8 @@ class Filled:
     path: Path
     filled: int = 0
     warnings: list[str] = field(default_factory=list)
+    matched: int | None = None  # our students found in the template (None: no template)
+    students: int = 0  # our students (the roster and every graded one)
 
 
 def scaled(score: float, ours: float, theirs: float) -> float:
@@ -96,8 +104,9 @@ def write_canvas(scores: list[StudentScore], assignment: str, path: Path,
             "nbgrader_config.py (the number in the assignment's Canvas URL), or pass --template "
             "with the gradebook CSV downloaded from Canvas (Grades > Export)")
     name = settings.assignment_name or assignment
-    ours = _our_max(scores)
-    possible = settings.points_possible if settings.points_possible is not None else ours
+    possible = _configured_points(settings)
+    if possible is None:
+        possible = _our_max(scores)
     rows = [[*CANVAS_FIXED, f"{name} ({settings.assignment_id.strip()})"],
             ["    Points Possible", "", "", "", "", number_cell(possible)]]
     filled = Filled(path)
@@ -126,13 +135,8 @@ def _fill_canvas_template(scores: list[StudentScore], assignment: str, path: Pat
     column = _canvas_column(header, assignment, settings, template)
     possible_row = next((row for row in rows[1:] if row and row[0].strip() == "Points Possible"),
                         None)
-    ours = _our_max(scores)
-    possible = settings.points_possible if settings.points_possible is not None else ours
-    if possible_row is not None and column < len(possible_row):
-        try:
-            possible = float(possible_row[column])
-        except ValueError:
-            pass  # "(read only)" or blank: the setting, else our maximum
+    possible = _canvas_points_possible(scores, settings, template, header[column], possible_row,
+                                       column, rows)
     by_id = {row.student_id: row for row in scores}
     filled, seen, unknown = Filled(path), set(), 0
     for row in rows[1:]:
@@ -149,6 +153,7 @@ def _fill_canvas_template(scores: list[StudentScore], assignment: str, path: Pat
         row.extend([""] * (column + 1 - len(row)))
         row[column] = number_cell(scaled(student.score, student.max_score, possible))
         filled.filled += 1
+    filled.matched, filled.students = len(seen), len(scores)
     _warn_not_in_template(filled, scores, seen, template)
     if unknown:
         filled.warnings.append(f"{unknown} student(s) of the template have no score here "
@@ -156,6 +161,47 @@ def _fill_canvas_template(scores: list[StudentScore], assignment: str, path: Pat
                                "they were")
     _write_rows(path, rows, bom)
     return filled
+
+
+def _configured_points(settings: CanvasExport) -> float | None:
+    """c.CanvasExport.points_possible, refused when it would zero (or negate) every score."""
+    value = settings.points_possible
+    if value is not None and not (math.isfinite(value) and value > 0):
+        raise ExportError(f"c.CanvasExport.points_possible = {value!r} would give every "
+                          "student 0 (or less): set the Canvas assignment's points possible, "
+                          "a positive number")
+    return value
+
+
+def _canvas_points_possible(scores: list[StudentScore], settings: CanvasExport, template: Path,
+                            heading: str, possible_row: list[str] | None, column: int,
+                            rows: list[list[str]]) -> float:
+    """The Canvas assignment's points possible: the template's "Points Possible" cell (its
+    leading number: "20.00", "20 (muted)"), else c.CanvasExport.points_possible. A cell that
+    is 0, blank or unreadable is refused without the setting: 0 would fill every student with
+    0, and guessing our own maximum would upload scores on the wrong scale."""
+    configured = _configured_points(settings)
+    if possible_row is None:  # not Canvas's own export (it always has the row)
+        return configured if configured is not None else _our_max(scores)
+    cell = possible_row[column] if column < len(possible_row) else ""
+    points = _leading_number(cell)
+    if points is not None and points > 0:
+        return points
+    if configured is not None:
+        return configured
+    line = next(at for at, row in enumerate(rows, start=1) if row is possible_row)
+    problem = "0" if points == 0 else "not a number"
+    raise ExportError(f"{_shown(template)}, line {line}: the 'Points Possible' cell of "
+                      f"{clean_text(heading, 200)!r} is {clean_text(cell, 50)!r} ({problem}), "
+                      "so scores cannot be scaled to the Canvas assignment: give it points in "
+                      "Canvas and download the gradebook again, or set "
+                      "c.CanvasExport.points_possible in nbgrader_config.py")
+
+
+def _leading_number(cell: str) -> float | None:
+    """The number a points cell starts with ("20.00", "20 (muted)"), or None."""
+    match = _LEADING_NUMBER.match(cell)
+    return float(match[1]) if match else None
 
 
 def _canvas_column(header: list[str], assignment: str, settings: CanvasExport,
@@ -229,19 +275,14 @@ def write_moodle(scores: list[StudentScore], path: Path, template: Path,
         if student.score is None:
             continue
         maximum = student.max_score
-        if maximum_at is not None and maximum_at < len(row):
-            try:
-                maximum = float(row[maximum_at])
-            except ValueError:
-                filled.warnings.append(f"line {line} ({student.student_id}): Maximum Grade "
-                                       f"{clean_text(row[maximum_at], 50)!r} is not a number "
-                                       "(a scale?): left as it was")
-                continue
+        if maximum_at is not None:
+            maximum = _moodle_maximum(row, maximum_at, line, template)
         row.extend([""] * (max(grade_at, comments_at or 0) + 1 - len(row)))
         row[grade_at] = number_cell(scaled(student.score, student.max_score, maximum))
         if comments_at is not None:
             row[comments_at] = _summary(student)
         filled.filled += 1
+    filled.matched, filled.students = len(seen), len(scores)
     graded = [row.student_id for row in scores if row.student_id not in seen and not row.missing]
     if graded:
         filled.warnings.append(f"{len(graded)} graded student(s) are not in {_shown(template)} "
@@ -252,6 +293,19 @@ def write_moodle(scores: list[StudentScore], path: Path, template: Path,
                                "they were")
     _write_rows(path, rows, bom)
     return filled
+
+
+def _moodle_maximum(row: list[str], at: int, line: int, template: Path) -> float:
+    """A row's Maximum Grade ("100.00"): 0, blank or text (a scale) is refused, as a grade
+    scaled to it would be 0 or something Moodle does not take."""
+    cell = row[at] if at < len(row) else ""
+    maximum = _leading_number(cell)
+    if maximum is not None and maximum > 0:
+        return maximum
+    raise ExportError(f"{_shown(template)}, line {line}: 'Maximum Grade' is "
+                      f"{clean_text(cell, 50)!r}, not a positive number of points, so grades "
+                      "cannot be scaled to it: in the Moodle assignment's settings set Grade > "
+                      "Type to 'Point' with a maximum grade, then download the worksheet again")
 
 
 def _summary(row: StudentScore) -> str:
