@@ -307,6 +307,16 @@ def _no_notebook(found: list[str]) -> str:
 def _from_layout(folder: Path, assignment: str, skipped: list[Skipped]) -> list[_Candidate]:
     pairs = _student_folders(folder, assignment, skipped)
     if not pairs and not skipped:
+        shape = downloads.detect(_files_under(folder), assignment)
+        if shape != downloads.NBGRADER:  # Safari unzips downloads (and moves the zip away)
+            lms = shape.capitalize()
+            raise SubmissionError(
+                f"{clean_text(folder, 300)} holds the files of an unzipped "
+                f"{downloads.LABELS[shape].removeprefix('a ')}, not nbgrader's "
+                f"<student_id>/{assignment}/ folders: pass the zip {lms} gave (download it "
+                f"again; in Safari, turn off \"Open safe files after downloading\"), or zip "
+                f"this folder again (zip -r submissions.zip {clean_text(folder.name, 100)}) "
+                "and pass that")
         raise SubmissionError(f"{clean_text(folder, 300)} holds no <student_id>/{assignment}/ "
                               "folder (nbgrader's submitted/ layout)")
     found = []
@@ -324,6 +334,19 @@ def _from_layout(folder: Path, assignment: str, skipped: list[Skipped]) -> list[
         found.append(_Candidate(sid, clean_text(student_dir, 300), read, timestamp,
                                 reason=reason, unknown_time=problem is not None))
     return found
+
+
+def _files_under(folder: Path) -> list[str]:
+    """The relative paths of the files under `folder` (links not followed; at most
+    MAX_ZIP_MEMBERS, as a zip), to tell what kind of download it was unzipped from."""
+    found: list[str] = []
+    for top, folders, files in os.walk(folder):  # os.walk follows no link to a folder
+        folders[:] = [name for name in folders if not _archiver(name)]
+        found += [Path(top, name).relative_to(folder).as_posix() for name in files
+                  if not _archiver(name)]
+        if len(found) >= MAX_ZIP_MEMBERS:
+            break
+    return found[:MAX_ZIP_MEMBERS]
 
 
 def _notebook_reader(path: Path) -> Callable[[], bytes]:

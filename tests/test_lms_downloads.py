@@ -568,3 +568,25 @@ def test_a_timestamp_nbgrader_cannot_read_is_unknown_and_listed(
     assert results["odd"].status == "graded" and results["odd"].timestamp is None
     assert reason_of(skipped, str(stored)).endswith("the submission time is unknown (judged "
                                                     "on time, or by the LMS's late flag)")
+
+
+@pytest.mark.parametrize("lms, files", [
+    ("Canvas", ["smithalice_10001_678901_backprop.ipynb",
+                "smithjohn_LATE_10011_678905_backprop.ipynb"]),
+    ("Moodle", ["Alice Smith_12345_assignsubmission_file_/backprop.ipynb",
+                "Zoë Ångström_12346_assignsubmission_file_/backprop.ipynb"]),
+    ("Blackboard", ["Backprop_asmith_attempt_2026-11-20-12-00-00_backprop.ipynb",
+                    "Backprop_asmith_attempt_2026-11-20-12-00-00.txt"]),
+])
+def test_an_unzipped_download_is_named_and_the_zip_asked_for(
+        lms_course: Course, notebooks: dict[str, str], tmp_path: Path, lms: str,
+        files: list[str]) -> None:
+    """Safari unzips downloads: the folder is not nbgrader's layout, and the message says what
+    it is instead of only what it is not."""
+    folder = tmp_path / "submissions"
+    for name in files:
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_text(notebooks["solved"])
+    with pytest.raises(SubmissionError, match=rf"holds the files of an unzipped {lms} "
+                                              rf"download .*pass the zip {lms} gave"):
+        collect(lms_course, "backprop", "backprop", folder)
