@@ -180,6 +180,14 @@ def _grade(course: Course, assignment_name: str, source: Path | None, student_id
                  and stored[s.student_id].status in FINAL
                  and stored[s.student_id].fingerprint == fingerprint(assignment, s)]
     kept = [] if regrade else [stored[s.student_id] for s in unchanged]
+    # A kept result is judged by the time collected now: a download states it again each
+    # time (a corrected c.LmsDownload.timezone, a later Canvas download with no time at all).
+    retimed: set[str] = set()
+    for submission in unchanged:
+        result = stored[submission.student_id]
+        if not regrade and result.timestamp != submission.timestamp:
+            result.timestamp = submission.timestamp
+            retimed.add(result.student_id)
     kept_ids = {result.student_id for result in kept}
     pending = [s for s in submissions if s.student_id not in kept_ids]
     if kept and out is not None:
@@ -203,7 +211,8 @@ def _grade(course: Course, assignment_name: str, source: Path | None, student_id
                 unrecorded.append(f"{result.student_id} ({type(error).__name__}: {error})")
             progress.done(result)
 
-        _record_late_again(course, assignment_name, gradebook, store, kept, unrecorded)
+        _record_late_again(course, assignment_name, gradebook, store, kept, unrecorded,
+                           retimed)
 
         if pending:
             import pandas  # noqa: F401  (for the table after the batch: 0.4 s, paid while the
@@ -231,14 +240,14 @@ def _grade(course: Course, assignment_name: str, source: Path | None, student_id
 
 def _record_late_again(course: Course, assignment_name: str, gradebook: NbgraderGradebook,
                        store: ResultStore, kept: list[SubmissionResult],
-                       unrecorded: list[str]) -> None:
+                       unrecorded: list[str], retimed: set[str]) -> None:
     """Kept results are not graded again, but their lateness is judged again on every run (a
     due date, an extension, the penalty settings or a TA's manual score may have changed since):
     a few SQL statements each, in gradebook.db; feedback and the stored result are rewritten
     only where a late field changed."""
     for result in kept:
         try:
-            changed = gradebook.record_late(result)
+            changed = gradebook.record_late(result) or result.student_id in retimed
         except Exception as error:
             unrecorded.append(f"{result.student_id} ({type(error).__name__}: {error})")
             continue

@@ -14,10 +14,11 @@
   the due date, never negative).
 - The submission time is `SubmissionResult.timestamp` (timestamp.txt, or the LMS's time that
   the download wrote there). Where the LMS download has no usable time (`lms.json`
-  "submitted_at": null) the only evidence is the LMS's late flag, and `LatePolicy.lms_flag_rule`
-  decides: "late" (default) counts a flagged submission one second past its due date (so
-  penalty_method "zero" zeroes it and a per-day plugin charges one day), "ignore" counts it on
-  time; an unflagged one without a time is on time. A usable time always wins over the flag.
+  "submitted_at": null; every Canvas download, whose member times are the zip's) the only
+  evidence is the LMS's late flag, and `LatePolicy.lms_flag_rule` decides: "late" (default)
+  counts a flagged submission one second past its due date (so penalty_method "zero" zeroes
+  it and a per-day plugin charges one day), "ignore" counts it on time; an unflagged one
+  without a time is on time. A usable time always wins over the flag.
   Without a due date nothing is late (as nbgrader: no due date, no lateness).
 - The penalty is nbgrader's: the plugin of `c.AssignLatePenalties.plugin_class` (default
   `LateSubmissionPlugin`, `c.LateSubmissionPlugin.penalty_method` "none" or "zero"), made as

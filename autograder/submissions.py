@@ -140,10 +140,13 @@ class _Candidate:
     student_id: str
     item: str  # how the instructor finds it: a path, or zip:member
     read: Callable[[], bytes | None]  # None: no notebook; raises SubmissionError
-    timestamp: str | None
+    timestamp: str | None  # the submission time the source states (UTC), taken every time
     lms: dict | None = None  # lms.json, for a member of an LMS download
     reason: str | None = None  # why there is no notebook
-    stated: bool = False  # the time is the LMS's submission time, not a file's time
+    # No time is stated and none may be invented (Canvas; an unusable timestamp.txt): no
+    # timestamp.txt is stored. Otherwise a source without a time gets the time of collection.
+    unknown_time: bool = False
+    zip_minute: tuple[int, ...] | None = None  # the zip member time taken as submission time
 
 
 def collect(course: Course, assignment: str, notebook_name: str, source: Path,
@@ -163,7 +166,7 @@ def collect(course: Course, assignment: str, notebook_name: str, source: Path,
                                       f"{clean_text(source.name, 200)}?)")
             candidates = [_Candidate(student_id, clean_text(source, 300),
                                      lambda: read_regular_file(source, MAX_NOTEBOOK_BYTES),
-                                     _now())]
+                                     None)]
         elif source.is_dir():
             candidates = _from_layout(source, assignment, skipped)
         elif source.suffix == ".zip":
@@ -215,7 +218,7 @@ def submitted_in_course(course: Course, assignment: str, notebook_name: str) -> 
             skipped.append(Skipped(clean_text(student_dir, 300), str(error)))
             continue
         reason = None if notebook else _no_notebook(_other_files(assignment_dir))
-        found.append(Submission(sid, notebook, _read_timestamp(assignment_dir),
+        found.append(Submission(sid, notebook, _listed_timestamp(assignment_dir, skipped),
                                 lms_late=_stored_lms_late(course, sid, assignment),
                                 reason=reason))
     return Collected(found, skipped)
@@ -304,6 +307,16 @@ def _no_notebook(found: list[str]) -> str:
 def _from_layout(folder: Path, assignment: str, skipped: list[Skipped]) -> list[_Candidate]:
     pairs = _student_folders(folder, assignment, skipped)
     if not pairs and not skipped:
+        shape = downloads.detect(_files_under(folder), assignment)
+        if shape != downloads.NBGRADER:  # Safari unzips downloads (and moves the zip away)
+            lms = shape.capitalize()
+            raise SubmissionError(
+                f"{clean_text(folder, 300)} holds the files of an unzipped "
+                f"{downloads.LABELS[shape].removeprefix('a ')}, not nbgrader's "
+                f"<student_id>/{assignment}/ folders: pass the zip {lms} gave (download it "
+                f"again; in Safari, turn off \"Open safe files after downloading\"), or zip "
+                f"this folder again (zip -r submissions.zip {clean_text(folder.name, 100)}) "
+                "and pass that")
         raise SubmissionError(f"{clean_text(folder, 300)} holds no <student_id>/{assignment}/ "
                               "folder (nbgrader's submitted/ layout)")
     found = []
@@ -315,9 +328,25 @@ def _from_layout(folder: Path, assignment: str, skipped: list[Skipped]) -> list[
         read = _notebook_reader(notebooks[0]) if notebooks else (lambda: None)
         reason = None if notebooks else _no_notebook(_other_files(assignment_dir))
         sid = unicodedata.normalize("NFC", student_dir.name)  # the id is stored in NFC
-        found.append(_Candidate(sid, clean_text(student_dir, 300), read,
-                                _read_timestamp(assignment_dir), reason=reason))
+        timestamp, problem = _timestamp_in(assignment_dir)
+        if problem:
+            skipped.append(Skipped(clean_text(assignment_dir / TIMESTAMP_FILE, 300), problem))
+        found.append(_Candidate(sid, clean_text(student_dir, 300), read, timestamp,
+                                reason=reason, unknown_time=problem is not None))
     return found
+
+
+def _files_under(folder: Path) -> list[str]:
+    """The relative paths of the files under `folder` (links not followed; at most
+    MAX_ZIP_MEMBERS, as a zip), to tell what kind of download it was unzipped from."""
+    found: list[str] = []
+    for top, folders, files in os.walk(folder):  # os.walk follows no link to a folder
+        folders[:] = [name for name in folders if not _archiver(name)]
+        found += [Path(top, name).relative_to(folder).as_posix() for name in files
+                  if not _archiver(name)]
+        if len(found) >= MAX_ZIP_MEMBERS:
+            break
+    return found[:MAX_ZIP_MEMBERS]
 
 
 def _notebook_reader(path: Path) -> Callable[[], bytes]:
@@ -370,7 +399,10 @@ def _from_zip(path: Path, assignment: str, notebook_name: str, reading: Reading,
     shape = (downloads.NAMED_REGEXP if reading.pattern is not None
              else downloads.detect([member.filename for member in files], assignment))
     if out is not None:
-        print(f"{name}: read as {downloads.LABELS[shape]}", file=out, flush=True)
+        times = ("its file times are the zip's, not submission times: lateness is Canvas's "
+                 "LATE flag (c.LatePolicy.lms_flag_rule)" if shape == downloads.CANVAS
+                 else reading.zone_note())
+        print(f"{name}: read as {downloads.LABELS[shape]}; {times}", file=out, flush=True)
     by_student: dict[str, list[_Member]] = {}
     for member in files:
         item = f"{name}:{clean_text(member.filename, 300)}"
@@ -394,7 +426,21 @@ def _from_zip(path: Path, assignment: str, notebook_name: str, reading: Reading,
                                    budget, skipped)
         if candidate is not None:
             found.append(candidate)
+    _warn_if_one_minute(name, found, out)
     return found
+
+
+def _warn_if_one_minute(name: str, found: list[_Candidate], out: TextIO | None) -> None:
+    """Member times taken as submission times that are all one minute are the time the zip
+    was made (a re-zipped download, an LMS that sets none), not when students submitted."""
+    minutes = [c.zip_minute for c in found if c.zip_minute is not None]
+    if out is None or len(minutes) < 2 or len(set(minutes)) > 1:
+        return
+    when = "{:04d}-{:02d}-{:02d} {:02d}:{:02d}".format(*minutes[0])
+    print(f"WARNING: {name}: all {len(minutes)} submission times are {when} (the LMS server's "
+          "clock), to the minute: that is when the zip was made, not when the students "
+          "submitted; late work is judged by them. Download the submissions from the LMS "
+          "again rather than a re-zipped copy.", file=out, flush=True)
 
 
 def _archiver(path: str) -> bool:
@@ -439,8 +485,13 @@ def _zip_candidate(sid: str, owned: list[_Member], shape: str, zip_name: str,
         return None
     chosen = winner or max(owned, key=lambda m: _recency(m, reading))
     stated = reading.to_utc(chosen.owner.stamp) if chosen.owner.stamp is not None else None
-    moment = stated or _member_time(chosen.info, reading)
-    timestamp = moment.isoformat() if moment is not None else None
+    zip_minute = None
+    if stated is None and chosen.owner.lms != downloads.CANVAS:
+        # Moodle sets a member's time from the stored file: its submission time. Canvas's
+        # is the time its zip was made (content_zipper.rb sets none): never a submission time.
+        stated = _member_time(chosen.info, reading)
+        zip_minute = chosen.info.date_time[:5] if stated is not None else None
+    timestamp = stated.isoformat() if stated is not None else None
     lms = None
     if shape != downloads.NBGRADER:
         display = chosen.owner.name
@@ -453,10 +504,11 @@ def _zip_candidate(sid: str, owned: list[_Member], shape: str, zip_name: str,
                "submitted_at": timestamp}
     if winner is None:
         return _Candidate(sid, f"{zip_name}:{sid}", lambda: None, timestamp, lms,
-                          _no_notebook([m.owner.file for m in others]), stated is not None)
+                          _no_notebook([m.owner.file for m in others]),
+                          unknown_time=timestamp is None, zip_minute=zip_minute)
     return _Candidate(sid, winner.item, _member_reader(archive, winner.info, winner.item,
                                                        budget), timestamp, lms,
-                      stated=stated is not None)
+                      unknown_time=timestamp is None, zip_minute=zip_minute)
 
 
 def _latest(sid: str, notebooks: list[_Member], zip_name: str, notebook_name: str,
@@ -492,8 +544,9 @@ def _recency(member: _Member, reading: Reading) -> tuple:
     stated = reading.to_utc(owner.stamp) if owner.stamp is not None else None
     number = (int(owner.submission_id) if owner.submission_id and owner.submission_id.isdigit()
               else -1)
-    return ((1, stated) if stated else (0, _EPOCH), number, owner.resubmission,
-            member.info.date_time)
+    # Canvas's member times are all the zip's: its order is the submission id and -N alone.
+    member_time = (0,) * 6 if owner.lms == downloads.CANVAS else member.info.date_time
+    return ((1, stated) if stated else (0, _EPOCH), number, owner.resubmission, member_time)
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -592,20 +645,42 @@ def _member_time(member: zipfile.ZipInfo, reading: Reading) -> datetime | None:
         return None
 
 
-def _read_timestamp(folder: Path) -> str | None:
-    """timestamp.txt, if it is a small regular file holding a date nbgrader can read."""
+# A submission time outside these years is a typo or a forgery, not a submission.
+EARLIEST_TIME, LATEST_TIME = datetime(1970, 1, 1), datetime(2100, 1, 1)
+
+
+def _timestamp_in(folder: Path) -> tuple[str | None, str | None]:
+    """(timestamp.txt's time, None) if it is a small regular file holding a time that
+    gradebook.db's parser (nbgrader's parse_utc, which its Autograde button uses) reads into a
+    sane year; (None, None) without one; (None, why) for an unusable one: then the time is
+    unknown (dateutil alone reads "1 2 3", which nbgrader cannot)."""
+    path = folder / TIMESTAMP_FILE
+    if not os.path.lexists(path):
+        return None, None
+    unknown = "the submission time is unknown (judged on time, or by the LMS's late flag)"
     try:
-        raw = read_regular_file(folder / TIMESTAMP_FILE, MAX_TIMESTAMP_BYTES)
-    except SubmissionError:
-        return None
+        raw = read_regular_file(path, MAX_TIMESTAMP_BYTES)
+    except SubmissionError as error:
+        return None, f"{error}; {unknown}"
     text = clean_text(raw.decode("utf-8", errors="replace").strip(), 100)
-    from dateutil.parser import ParserError, parse
+    from autograder.gradebook_db import parse_utc
 
     try:
-        parse(text)
-    except (ParserError, ValueError, OverflowError):
-        return None
-    return text
+        moment = parse_utc(text)
+    except (ValueError, OverflowError, TypeError, LookupError):
+        return None, f"{text!r} is not a time nbgrader can read; {unknown}"
+    if not EARLIEST_TIME <= moment < LATEST_TIME:
+        return None, (f"{text!r} is not between {EARLIEST_TIME.year} and "
+                      f"{LATEST_TIME.year - 1}; {unknown}")
+    return text, None
+
+
+def _listed_timestamp(folder: Path, skipped: list[Skipped]) -> str | None:
+    """timestamp.txt's usable time; an unusable one is listed with the skipped items."""
+    timestamp, problem = _timestamp_in(folder)
+    if problem:
+        skipped.append(Skipped(clean_text(folder / TIMESTAMP_FILE, 300), problem))
+    return timestamp
 
 
 def _usable_id(sid: str) -> bool:
@@ -645,9 +720,11 @@ def read_notebook_bytes(path: Path) -> bytes:
 def _store(course: Course, assignment: str, notebook_name: str, candidate: _Candidate,
            content: bytes | None) -> Submission:
     """Write one submission under submitted/<sid>/<assignment>/: the notebook, timestamp.txt
-    and, for an LMS download, lms.json. The same notebook imported again (a later download)
-    keeps the time it was first stored with (a zip made later has later member times), unless
-    the download states the LMS's submission time."""
+    and, for an LMS download, lms.json. A time the source states is taken every time (a
+    corrected c.LmsDownload.timezone takes effect on the next import). Where none is stated,
+    timestamp.txt is left out when none may be invented (Canvas: as nbgrader's zip_collect,
+    which writes one only from a time in the file name), else it is the time of collection,
+    which the same notebook collected again keeps."""
     sid = candidate.student_id
     target = course.submitted_dir(sid, assignment)
     for folder in (target.parent, target):  # submitted/<sid>, submitted/<sid>/<assignment>
@@ -656,13 +733,16 @@ def _store(course: Course, assignment: str, notebook_name: str, candidate: _Cand
                                   "nothing is written through it")
     target.mkdir(parents=True, exist_ok=True)
     notebook = target / f"{notebook_name}.ipynb"
-    timestamp = candidate.timestamp or _now()
-    if content is not None and not candidate.stated and _holds(notebook, content):
-        timestamp = _read_timestamp(target) or timestamp
+    timestamp = candidate.timestamp
+    if timestamp is None and not candidate.unknown_time:
+        kept = _timestamp_in(target)[0] if content is not None and _holds(notebook, content) \
+            else None
+        timestamp = kept or _now()
     lms = dict(candidate.lms) if candidate.lms else None
-    if lms is not None and lms["submitted_at"] is not None:
-        lms["submitted_at"] = timestamp  # as kept above
-    write_atomic(target / TIMESTAMP_FILE, timestamp.encode("utf-8"))
+    if timestamp is None:  # an older import's time is not this submission's
+        (target / TIMESTAMP_FILE).unlink(missing_ok=True)
+    else:
+        write_atomic(target / TIMESTAMP_FILE, timestamp.encode("utf-8"))
     if lms is not None:
         write_lms_record(course, sid, assignment, lms)
     else:  # an earlier LMS import's flag is not this submission's

@@ -22,8 +22,10 @@ from autograder.release import put_nbgrader_tools_on_path
 from tests.conftest import AUTOGRADER, make_course, nbgrader_export, run_nbgrader
 
 DUE = "2026-11-20 12:00:00 UTC"
-ON_TIME = (2026, 11, 20, 11, 0, 0)  # zip member times: the LMS server's clock (UTC here)
-LATE = (2026, 11, 21, 9, 0, 0)  # 21 hours after the due date
+# Canvas sets no member times (lib/content_zipper.rb): each is when the zip was made, here the
+# instructor's download days after the due date. Lateness is Canvas's LATE flag alone, judged
+# by c.LatePolicy.lms_flag_rule ("late": one second past the student's due date).
+DOWNLOADED = (2026, 11, 23, 9, 0, 0)
 BOM = "\ufeff"
 
 # Canvas's gradebook as the instructor downloads it: a byte-order mark, the points row, two
@@ -80,18 +82,21 @@ def course_round(tmp_path_factory, release_notebook, solution) -> dict:
     no_backward["train_step"] = solution["train_step"].replace("loss.backward()", "pass")
     wrong = nbformat.writes(with_answers(release_notebook, no_backward))
     members = {  # Canvas: <sortable name>_[LATE_]<user id>_<submission id>_<file name>
-        "smithalice_10001_900001_backprop.ipynb": (right, ON_TIME),
-        "smithjohn_10010_900010_backprop.ipynb": (right, ON_TIME),
-        "smithjohn_10011_900011_backprop.ipynb": (wrong, ON_TIME),
-        "latelarry_LATE_10002_900002_backprop.ipynb": (right, LATE),
-        "extendederin_LATE_10003_900003_backprop.ipynb": (right, LATE),
-        "smithalice_10001_900001_report.pdf": ("%PDF-1.4 not a notebook", ON_TIME),
-        "__MACOSX/._smithalice_10001_900001_backprop.ipynb": ("junk", ON_TIME),
+        "smithalice_10001_900001_backprop.ipynb": right,
+        "smithjohn_10010_900010_backprop.ipynb": right,
+        "smithjohn_10011_900011_backprop.ipynb": wrong,
+        "latelarry_LATE_10002_900002_backprop.ipynb": right,
+        # Erin's two days were also given in Canvas (an "Assign to" date): Canvas does not
+        # flag her; the flag cannot say how late, so an extension given here alone cannot
+        # undo it.
+        "extendederin_10003_900003_backprop.ipynb": right,
+        "smithalice_10001_900001_report.pdf": "%PDF-1.4 not a notebook",
+        "__MACOSX/._smithalice_10001_900001_backprop.ipynb": "junk",
     }
     download = root.parent / f"{root.name}-submissions.zip"
     with zipfile.ZipFile(download, "w") as archive:
-        for name, (text, when) in members.items():
-            archive.writestr(zipfile.ZipInfo(name, date_time=when), text)
+        for name, text in members.items():
+            archive.writestr(zipfile.ZipInfo(name, date_time=DOWNLOADED), text)
     graded = _run(course, "grade", "backprop", str(download))
 
     # A TA gives Alice's chain rule cell a manual score in formgrader (nbgrader's own API).
@@ -123,8 +128,8 @@ def test_every_rostered_student_is_matched_by_canvas_id(course_round) -> None:
     assert scores["10001"] == "18"
     assert scores["10010"] == "20"
     assert 0 < float(scores["10011"]) < 20  # same name part, a different student and score
-    assert scores["10002"] == "0"  # late, penalty "zero"
-    assert scores["10003"] == "20"  # late, but within the extension
+    assert scores["10002"] == "0"  # flagged LATE by Canvas, penalty "zero"
+    assert scores["10003"] == "20"  # not flagged: within the due date Canvas gave her
     assert scores["10004"] == "0"  # rostered, never submitted: 0, as nbgrader does
     assert scores.get("99999", "") == ""  # Canvas's test student is left alone
 

@@ -28,7 +28,7 @@ from autograder.submissions import (
     collect,
     submitted_in_course,
 )
-from tests.conftest import make_course, write_submissions
+from tests.conftest import make_course, run_nbgrader, write_submissions
 
 ZONE = "America/Toronto"
 NOON = (2026, 11, 20, 12, 0, 0)  # the LMS server's clock: 17:00 UTC
@@ -135,18 +135,20 @@ def test_a_canvas_zip_with_every_bad_case_grades_every_good_student(
     assert len(skipped) == 6  # and nothing else
     assert not lms_course.submitted_dir("10040", "backprop").exists()
 
-    # Keys, late flags and times as the download gave them: noon in Toronto is 17:00 UTC.
+    # Keys and late flags as the download gave them. Canvas's member times are the time its
+    # zip was made, not submission times: no time is kept, lateness is the LATE flag.
+    assert "its file times are the zip's, not submission times" in out
     assert lms_json(lms_course, "10011") == {
         "lms": "canvas", "file": "smithjohn_LATE_10011_678905_backprop-1.ipynb",
         "name": "smithjohn", "user_id": "10011", "submission_id": "678905", "late": True,
-        "submitted_at": NOON_UTC}
+        "submitted_at": None}
     assert lms_json(lms_course, "10010")["late"] is False
     assert {sid for sid, r in results.items() if r.lms_late} == {"10011"}
     assert lms_json(lms_course, "10030")["name"] == "müllerjosé"
-    assert lms_json(lms_course, "10020")["submitted_at"] == "2026-11-20T14:30:00+00:00"
-    assert results["10001"].timestamp == NOON_UTC
-    stamp = lms_course.submitted_dir("10001", "backprop") / "timestamp.txt"
-    assert stamp.read_text() == NOON_UTC
+    assert lms_json(lms_course, "10020")["submitted_at"] is None
+    assert results["10001"].timestamp is None
+    # As nbgrader's zip_collect: a timestamp.txt only from a time the download states.
+    assert not (lms_course.submitted_dir("10001", "backprop") / "timestamp.txt").exists()
     assert lms_json(lms_course, "10050")["file"] == "pdfdana_10050_678950_report.pdf"
     assert not (lms_course.submitted_dir("10050", "backprop") / "backprop.ipynb").exists()
     # Each student's row in nbgrader's gradebook is keyed by the Canvas id.
@@ -243,15 +245,14 @@ def test_a_later_download_grades_only_what_changed(lms_course: Course,
         "20001": 10, "20002": 10, "20003": 6, "20004": 10}
     assert skipped == ["b.zip:kim_20001_700001_backprop.ipynb: older submission of '20001' "
                        "superseded by b.zip:kim_LATE_20001_700101_backprop-1.ipynb"]
-    # The unchanged notebooks keep the time they were first stored with.
-    assert (lms_course.submitted_dir("20002", "backprop") / "timestamp.txt").read_text() \
-        == NOON_UTC
+    # Neither download's member times (each the time its zip was made) are submission times.
+    assert not (lms_course.submitted_dir("20002", "backprop") / "timestamp.txt").exists()
+    assert results["20002"].timestamp is None and results["20001"].timestamp is None
     assert lms_json(lms_course, "20001")["late"] is True and results["20001"].lms_late
     # Graded again from submitted/, the flag is read back from lms.json.
     stored = {s.student_id: s for s in submitted_in_course(lms_course, "backprop",
                                                              "backprop").submissions}
     assert stored["20001"].lms_late and not stored["20002"].lms_late
-    assert results["20001"].timestamp == "2026-11-21T13:00:00+00:00"
 
 
 def test_an_nbgrader_folder_takes_accented_ids_and_names_what_is_wrong(
@@ -374,22 +375,30 @@ def test_the_shape_of_a_download_is_what_most_of_its_files_carry() -> None:
                                downloads.BLACKBOARD, "backprop") is None
 
 
-def test_a_stated_submission_time_is_taken_again_a_member_time_is_not(
+def test_a_stated_submission_time_is_taken_again_canvas_states_none(
         lms_course: Course, notebooks: dict[str, str], tmp_path: Path) -> None:
-    """The same notebook imported again keeps its first time when that came from the zip's
-    member time (a later zip has later times), but takes the time the LMS states."""
+    """The same notebook imported again takes the time the download states now (Moodle's
+    member time, Blackboard's stamp); Canvas states none, and a time stored before is gone."""
     course = _course_with(tmp_path, lms_course, "")
     canvas, board = "x_30001_1_backprop.ipynb", "Backprop_zed_attempt_{}_backprop.ipynb"
+    moodle = "Zoe Ma_30002_assignsubmission_file_/backprop.ipynb"
     solved, later = notebooks["solved"], (2026, 12, 1, 0, 0, 0)
-    for download in ({canvas: solved}, {board.format("2026-11-20-12-00-00"): solved}):
+    stale = course.submitted_dir("30001", "backprop") / "timestamp.txt"
+    stale.parent.mkdir(parents=True)
+    stale.write_text(NOON_UTC)  # e.g. from an import before Canvas's times were known
+    for download in ({canvas: solved}, {board.format("2026-11-20-12-00-00"): solved},
+                     {moodle: solved}):
         collect(course, "backprop", "backprop", write_zip(tmp_path / "first.zip", download))
     found = [s for download in ({canvas: (later, solved)},
-                                {board.format("2026-11-20-13-00-00"): (later, solved)})
+                                {board.format("2026-11-20-13-00-00"): (later, solved)},
+                                {moodle: (later, solved)})
              for s in collect(course, "backprop", "backprop",
                               write_zip(tmp_path / "again.zip", download)).submissions]
     assert {s.student_id: s.timestamp for s in found} == {
-        "30001": NOON_UTC, "zed": "2026-11-20T18:00:00+00:00"}
-    assert lms_json(course, "30001")["submitted_at"] == NOON_UTC
+        "30001": None, "zed": "2026-11-20T18:00:00+00:00",
+        "30002": "2026-12-01T05:00:00+00:00"}
+    assert lms_json(course, "30001")["submitted_at"] is None and not stale.exists()
+    assert lms_json(course, "30002")["submitted_at"] == "2026-12-01T05:00:00+00:00"
 
 
 def test_a_download_without_any_notebook_is_refused_whole(lms_course: Course,
@@ -442,3 +451,142 @@ def test_a_member_with_thousands_of_digits_costs_that_member_alone(
     results, skipped, output = grade(lms_course, download)
     assert results["10001"].score == results["10002"].score == 10, output
     assert len(skipped) == 1 and "smithcarl" in skipped[0]
+
+
+# -- times: Canvas states none, a corrected zone takes effect, unusable timestamp.txt ----------
+
+DUE = "2026-11-20 17:00:00 UTC"  # noon in Toronto
+AFTER_DUE = (2026, 11, 23, 9, 0, 0)  # when the instructor downloaded: days after the due date
+
+
+@pytest.fixture(scope="module")
+def due_course(tmp_path_factory: pytest.TempPathFactory) -> Course:
+    """A course with a due date, penalty "zero", and no c.LmsDownload.timezone set."""
+    root = tmp_path_factory.mktemp("due") / "course"
+    root.mkdir()
+    make_course(root)
+    with open(root / "nbgrader_config.py", "a") as config:
+        config.write('\nc.LateSubmissionPlugin.penalty_method = "zero"\n')
+    course = Course.load(root)
+    run_nbgrader(course, "db", "assignment", "add", "backprop", f"--duedate={DUE}")
+    return course
+
+
+def _in_gradebook(course: Course, student: str) -> tuple[float, float]:
+    """(late penalty, seconds late) of a student's submission, as nbgrader's API reads them."""
+    with Gradebook(course.db_url) as gradebook:
+        submission = gradebook.find_submission("backprop", student)
+        return submission.late_submission_penalty or 0, submission.total_seconds_late
+
+
+def test_a_canvas_zip_downloaded_after_the_due_date_is_late_by_its_flag_alone(
+        due_course: Course, notebooks: dict[str, str], tmp_path: Path) -> None:
+    """Canvas sets no member times: each is the time the zip was made. A download made after
+    the due date marks nobody late; Canvas's LATE flag does, by c.LatePolicy.lms_flag_rule."""
+    download = write_zip(tmp_path / "submissions.zip", {
+        "ontimeolga_40001_800001_backprop.ipynb": (AFTER_DUE, notebooks["solved"]),
+        "latepete_LATE_40002_800002_backprop.ipynb": (AFTER_DUE, notebooks["solved"])})
+    results, skipped, out = grade(due_course, download)
+    assert not skipped and "WARNING" not in out, out
+    assert (results["40001"].score, results["40001"].seconds_late) == (10, 0)
+    assert (results["40002"].late_penalty, results["40002"].seconds_late) == (10, 1)
+    assert _in_gradebook(due_course, "40001") == (0, 0)  # nbgrader agrees
+    assert _in_gradebook(due_course, "40002") == (10, 1)
+
+
+def test_a_corrected_time_zone_takes_effect_on_the_next_import(
+        due_course: Course, notebooks: dict[str, str], tmp_path: Path) -> None:
+    """Moodle's member times are the server's clock: read as UTC until the zone is set; once
+    set, the same download gives the right times, on a plain rerun and with --regrade."""
+    download = write_zip(tmp_path / "moodle.zip", {
+        # 12:30 in Toronto is 17:30 UTC: half an hour late, but "on time" read as UTC
+        "Ann Lee_50001_assignsubmission_file_/backprop.ipynb":
+            ((2026, 11, 20, 12, 30, 0), notebooks["solved"]),
+        "Ben Ito_50002_assignsubmission_file_/backprop.ipynb":
+            ((2026, 11, 20, 11, 0, 0), notebooks["solved"])})
+    results, _, out = grade(due_course, download)
+    assert "read as a Moodle download (" in out
+    assert "times read as UTC (c.LmsDownload.timezone not set)" in out
+    assert results["50001"].timestamp == "2026-11-20T12:30:00+00:00"
+    assert (results["50001"].score, results["50001"].late_penalty) == (10, 0)
+
+    config = due_course.root / "nbgrader_config.py"
+    before = config.read_text()
+    try:
+        config.write_text(before + f"\nc.LmsDownload.timezone = {ZONE!r}\n")
+        course = Course.load(due_course.root)
+        for options in ({}, {"regrade": True}):
+            results, _, out = grade(course, download, **options)
+            assert f"times read in {ZONE}" in out
+            assert results["50001"].timestamp == "2026-11-20T17:30:00+00:00", options
+            assert results["50001"].seconds_late == 1800 and results["50001"].late_penalty == 10
+            assert results["50002"].seconds_late == 0
+            assert _in_gradebook(course, "50001") == (10, 1800)
+            stored = course.submitted_dir("50001", "backprop") / "timestamp.txt"
+            assert stored.read_text() == "2026-11-20T17:30:00+00:00"
+    finally:
+        config.write_text(before)
+
+
+def test_member_times_all_in_one_minute_are_warned_about(
+        lms_course: Course, notebooks: dict[str, str], tmp_path: Path) -> None:
+    """A re-zipped Moodle download: every member carries the zip's time, not the students'."""
+    course = _course_with(tmp_path, lms_course, "")
+    one_minute = {f"Stu Dent{n}_6000{n}_assignsubmission_file_/backprop.ipynb":
+                  ((2026, 11, 23, 9, 0, n), notebooks["solved"]) for n in range(3)}
+    out = io.StringIO()
+    collect(course, "backprop", "backprop", write_zip(tmp_path / "m.zip", one_minute), out=out)
+    assert ("WARNING: m.zip: all 3 submission times are 2026-11-23 09:00 (the LMS server's "
+            "clock), to the minute: that is when the zip was made") in out.getvalue()
+    spread = dict(one_minute)
+    spread["Stu Dent0_60000_assignsubmission_file_/backprop.ipynb"] = (
+        (2026, 11, 20, 8, 0, 0), notebooks["solved"])
+    out = io.StringIO()
+    collect(course, "backprop", "backprop", write_zip(tmp_path / "n.zip", spread), out=out)
+    assert "WARNING" not in out.getvalue()
+
+
+@pytest.mark.parametrize("text", ["1 2 3", "0001-01-01 00:00:00 +0100",
+                                  "2999-01-01 00:00:00 UTC"])
+def test_a_timestamp_nbgrader_cannot_read_is_unknown_and_listed(
+        lms_course: Course, notebooks: dict[str, str], tmp_path: Path, text: str) -> None:
+    """dateutil reads "1 2 3"; gradebook.db's parser (nbgrader's) does not. Such a time is
+    unknown: the student is graded and recorded, and the run lists the file."""
+    folder = write_submissions(tmp_path / "in", {"odd": notebooks["solved"],
+                                                 "fine": notebooks["solved"]})
+    (folder / "odd" / "backprop" / "timestamp.txt").write_text(text)
+    (folder / "fine" / "backprop" / "timestamp.txt").write_text("2026-11-20 10:00:00 UTC")
+    results, skipped, _ = grade(lms_course, folder, regrade=True)
+    assert results["odd"].status == "graded" and results["odd"].timestamp is None
+    assert results["fine"].timestamp == "2026-11-20 10:00:00 UTC"
+    stored = lms_course.submitted_dir("odd", "backprop") / "timestamp.txt"
+    assert not stored.exists()
+    assert reason_of(skipped, f"{folder}/odd/backprop/timestamp.txt").startswith(repr(text))
+    # One already under submitted/ (nbgrader's exchange copies what students sent): the same.
+    stored.write_text(text)
+    results, skipped, _ = grade(lms_course, None, regrade=True, student_id="odd")
+    assert results["odd"].status == "graded" and results["odd"].timestamp is None
+    assert reason_of(skipped, str(stored)).endswith("the submission time is unknown (judged "
+                                                    "on time, or by the LMS's late flag)")
+
+
+@pytest.mark.parametrize("lms, files", [
+    ("Canvas", ["smithalice_10001_678901_backprop.ipynb",
+                "smithjohn_LATE_10011_678905_backprop.ipynb"]),
+    ("Moodle", ["Alice Smith_12345_assignsubmission_file_/backprop.ipynb",
+                "Zoë Ångström_12346_assignsubmission_file_/backprop.ipynb"]),
+    ("Blackboard", ["Backprop_asmith_attempt_2026-11-20-12-00-00_backprop.ipynb",
+                    "Backprop_asmith_attempt_2026-11-20-12-00-00.txt"]),
+])
+def test_an_unzipped_download_is_named_and_the_zip_asked_for(
+        lms_course: Course, notebooks: dict[str, str], tmp_path: Path, lms: str,
+        files: list[str]) -> None:
+    """Safari unzips downloads: the folder is not nbgrader's layout, and the message says what
+    it is instead of only what it is not."""
+    folder = tmp_path / "submissions"
+    for name in files:
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_text(notebooks["solved"])
+    with pytest.raises(SubmissionError, match=rf"holds the files of an unzipped {lms} "
+                                              rf"download .*pass the zip {lms} gave"):
+        collect(lms_course, "backprop", "backprop", folder)

@@ -7,7 +7,9 @@ username), never by the display name in a file name, which only travels along fo
 read. The shapes are recognised automatically; an instructor whose LMS names files otherwise
 sets nbgrader's own `c.FileNameCollectorPlugin.named_regexp` (and `valid_ext`), which then
 decides alone. Times in a download are the LMS server's local time: `c.LmsDownload.timezone`
-says which zone that is.
+says which zone that is. Canvas's member times are not submission times: Canvas builds its zip
+without setting them (lib/content_zipper.rb), so each carries the time the zip was made; a
+Canvas submission's lateness is its `LATE` flag (`c.LatePolicy.lms_flag_rule`).
 """
 
 from __future__ import annotations
@@ -81,8 +83,9 @@ class LmsDownload(Configurable):
     timezone = Unicode(
         "UTC",
         help="The time zone of the LMS server, as an IANA name (e.g. 'America/Toronto'): the "
-             "times in its downloads (zip member times, Blackboard attempt stamps) are its "
-             "local time, converted from this zone to UTC.").tag(config=True)
+             "times in its downloads (Moodle's zip member times, Blackboard's attempt stamps) "
+             "are its local time, converted from this zone to UTC. Canvas's member times are "
+             "the time its zip was made and are not read.").tag(config=True)
 
     @validate("timezone")
     def _known_zone(self, proposal: dict[str, Any]) -> str:
@@ -107,6 +110,13 @@ class Reading:
     zone: ZoneInfo
     pattern: re.Pattern[str] | None  # the instructor's named_regexp, if set
     valid_ext: tuple[str, ...]  # what counts as a submitted notebook
+    zone_set: bool = True  # False: c.LmsDownload.timezone was left at its default, UTC
+
+    def zone_note(self) -> str:
+        """How the download's times are read, for the line that says what it was read as."""
+        if not self.zone_set:
+            return "times read as UTC (c.LmsDownload.timezone not set)"
+        return f"times read in {self.zone.key}"
 
     def is_notebook(self, file_name: str) -> bool:
         return any(file_name.lower().endswith(ext.lower()) for ext in self.valid_ext)
@@ -130,6 +140,7 @@ def reading(config: Any) -> Reading:
         zone = zone_name(LmsDownload(config=config).timezone)
     except TraitError as error:  # raised by the validator above, wrapped by traitlets
         raise DownloadSettingsError(str(error)) from None
+    zone_set = config is not None and "timezone" in config.LmsDownload
     section = config.FileNameCollectorPlugin if config is not None else {}
     regexp = section.get("named_regexp", "") or ""
     pattern = None
@@ -149,7 +160,7 @@ def reading(config: Any) -> Reading:
             or not all(isinstance(ext, str) and ext.startswith(".") for ext in valid_ext)):
         raise DownloadSettingsError("c.FileNameCollectorPlugin.valid_ext must be a list of "
                                     f"extensions such as ['.ipynb'], got {valid_ext!r:.80}")
-    return Reading(zone, pattern, tuple(valid_ext))
+    return Reading(zone, pattern, tuple(valid_ext), zone_set)
 
 
 @dataclass(frozen=True)
