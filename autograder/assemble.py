@@ -13,10 +13,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from autograder.errors import UserError
 from autograder.execute.runner import Cell
 
 
-class InvalidNotebook(Exception):
+class InvalidNotebook(UserError):
     """A notebook file that cannot be read as a Jupyter notebook."""
 
 

@@ -14,10 +14,11 @@ import nbformat
 
 from autograder.assemble import InvalidNotebook, grade_id, is_test, nbgrader_metadata, read_notebook
 from autograder.course import Course
+from autograder.errors import UserError
 from autograder.verify.hidden import HiddenTests
 
 
-class AssignmentError(Exception):
+class AssignmentError(UserError):
     """The assignment is not ready to grade; the message says what is missing."""
 
 

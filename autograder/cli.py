@@ -216,12 +216,12 @@ def _main(argv: list[str] | None) -> int:
         return _fail("--workers must be at least 1")
     if args.command == "grade" and args.timeout is not None and args.timeout <= 0:
         return _fail("--timeout must be positive")
-    from autograder.errors import USER_ERRORS
+    from autograder.errors import UserError
     from autograder.interrupts import Interrupted
 
     try:
         return _run(args)
-    except USER_ERRORS as error:
+    except UserError as error:
         return _fail(str(error))
     except Interrupted as interrupted:
         print(interrupted, file=sys.stderr)

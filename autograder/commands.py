@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, TextIO
 from autograder.assignment import Assignment, AssignmentError
 from autograder.course import Course
 from autograder.engine import fingerprint
+from autograder.errors import SubmissionError
 from autograder.execute.runner import Budgets
 from autograder.execute.warm import WarmPool
 from autograder.export import FORMATS, ExportError, write_csv
@@ -36,7 +37,7 @@ from autograder.results import (
 )
 from autograder.scores import StudentScore, final_score, final_scores
 from autograder.store import ResultStore, load_results, result_store
-from autograder.submissions import SubmissionError, collect, submitted_in_course
+from autograder.submissions import collect, submitted_in_course
 from autograder.summary import GradeRun
 from autograder.summary import render as render_summary
 from autograder.tempfiles import sweep_stale

@@ -11,6 +11,8 @@ from typing import Any
 from traitlets import Float, TraitError, Unicode, validate
 from traitlets.config import Config, Configurable
 
+from autograder.errors import UserError
+
 CONFIG_FILE = "nbgrader_config.py"
 DEFAULT_TIMEOUT = 60.0
 DEFAULT_LOCKED_CELL_TIMEOUT = 10.0
@@ -18,7 +20,7 @@ DEFAULT_PROBE_TIMEOUT = 2.0
 SECRET_FILE = ".autograder-secret"  # draws each submission's unseen inputs; never in a job
 
 
-class CourseError(Exception):
+class CourseError(UserError):
     """The course directory or its configuration is not usable."""
 
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from autograder.assemble import InvalidNotebook, assemble, parse_notebook, part_titles
 from autograder.assignment import Assignment
+from autograder.errors import SubmissionError
 from autograder.execute.runner import Budgets, Execution, Job, ProbeCall, run_job
 from autograder.execute.warm import WarmWorker
 from autograder.messages import explain_cell_errors, explain_undefined
@@ -25,7 +26,7 @@ from autograder.results import (
     TestResult,
     cleaned,
 )
-from autograder.submissions import Submission, SubmissionError, read_notebook_bytes
+from autograder.submissions import Submission, read_notebook_bytes
 from autograder.verify.hidden import HiddenTests
 from autograder.verify.judge import judge
 

@@ -1,19 +1,17 @@
-"""The errors that mean "the input is wrong": shown to the instructor as one clear line."""
+"""The one base of the errors that mean "the input is wrong" (a course, an assignment, a file,
+a setting, a command given at the wrong time): the command line shows their message as one
+clear line and exits 2. Anything else is a bug of the grader's and keeps its traceback.
 
-from autograder.assemble import InvalidNotebook
-from autograder.assignment import AssignmentError
-from autograder.course import CourseError
-from autograder.execute.warm import UnsafeSandboxError
-from autograder.export import ExportError
-from autograder.gradebook_db import GradebookError
-from autograder.late import LateError
-from autograder.lock import CourseBusy
-from autograder.release import ReleaseError
-from autograder.roster import RosterError
-from autograder.store import StoreError
-from autograder.submissions import SubmissionError
-from autograder.verify.hidden import HiddenTestsError
+A leaf module: every module that defines such an error imports this, and it imports nothing.
+SubmissionError lives here because both collection (autograder.submissions) and the bounded
+file reader every module uses (autograder.files) raise it.
+"""
 
-USER_ERRORS = (CourseError, AssignmentError, HiddenTestsError, SubmissionError, ReleaseError,
-               InvalidNotebook, GradebookError, UnsafeSandboxError, LateError, RosterError,
-               ExportError, CourseBusy, StoreError)
+
+class UserError(Exception):
+    """The instructor's input is wrong; the message names what, and how to put it right."""
+
+
+class SubmissionError(UserError):
+    """A submission, or a file given, cannot be read or collected; the message names the file
+    and the problem."""

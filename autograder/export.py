@@ -13,8 +13,9 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from autograder.errors import UserError
+from autograder.files import write_atomic
 from autograder.results import clean_text
-from autograder.submissions import write_atomic
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -24,7 +25,7 @@ _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 _NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
 
 
-class ExportError(Exception):
+class ExportError(UserError):
     """An export cannot be written as asked (a template that is not what it should be, a
     setting that is missing): the message names the file or the setting and what is wrong."""
 

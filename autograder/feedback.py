@@ -17,6 +17,7 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from autograder.files import write_atomic
 from autograder.results import GRADED, SubmissionResult, clean_text
 
 if TYPE_CHECKING:
@@ -244,8 +245,6 @@ def write_feedback(result: SubmissionResult, directory: Path,
     written = []
     for suffix, text in render_feedback(result, final).items():
         path = directory / f"{result.notebook}{suffix}"
-        partial = path.with_name(path.name + ".partial")
-        partial.write_text(text, encoding="utf-8")
-        partial.replace(path)
+        write_atomic(path, text.encode("utf-8"))
         written.append(path)
     return written

@@ -15,6 +15,7 @@ import uuid
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from autograder.errors import UserError
 from autograder.late import LateRules, iso_utc, load_extensions
 from autograder.results import SubmissionResult
 
@@ -26,28 +27,8 @@ TABLES = ("student", "assignment", "notebook", "base_cell", "grade_cells", "solu
           "task_cells", "submitted_assignment", "submitted_notebook", "grade", "comment")
 
 
-class GradebookError(Exception):
+class GradebookError(UserError):
     """gradebook.db cannot take these results (e.g. the assignment was never released)."""
-
-
-def parse_utc(timestamp: str) -> datetime:
-    """A submission time as nbgrader stores it: naive UTC (as nbgrader.utils.parse_utc)."""
-    import dateutil.parser
-    import dateutil.tz
-
-    parts = timestamp.split(" ")
-    if len(parts) == 3:  # "2026-11-20 12:00:00.000000 UTC": a zone name or a numeric offset
-        zone: Any = parts[2]
-        try:
-            zone = int(zone)
-        except ValueError:
-            zone = dateutil.tz.gettz(zone)
-        moment = dateutil.parser.parse(" ".join([*parts[:2], "TZ"]), tzinfos={"TZ": zone})
-    else:
-        moment = dateutil.parser.parse(timestamp)
-    if moment.tzinfo is not None:
-        moment = (moment - moment.utcoffset()).replace(tzinfo=None)
-    return moment
 
 
 def _new_id() -> str:

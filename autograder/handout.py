@@ -13,9 +13,9 @@ from pathlib import Path
 
 from autograder.assignment import AssignmentError, released_notebook
 from autograder.course import Course
+from autograder.files import write_atomic
 from autograder.late import due_date
 from autograder.release import LEAK_MARKERS
-from autograder.submissions import write_atomic
 
 README = """\
 # {assignment}

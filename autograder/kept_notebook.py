@@ -239,8 +239,10 @@ def build_kept_notebook(submitted: Path, release_notebook: Any,
     bounded. Raises KeptNotebookError saying why it cannot be built."""
     import nbformat
 
+    from autograder.errors import SubmissionError
+    from autograder.files import read_regular_file
     from autograder.sanitize import sanitize_notebook
-    from autograder.submissions import MAX_NOTEBOOK_BYTES, SubmissionError, read_regular_file
+    from autograder.submissions import MAX_NOTEBOOK_BYTES
 
     try:
         text = read_regular_file(submitted, MAX_NOTEBOOK_BYTES).decode("utf-8")
@@ -263,7 +265,7 @@ def keep_graded_notebook(course: Course, assignment: Assignment,
                          result: SubmissionResult) -> str | None:
     """Write the kept notebook of `result`'s student from their submitted one, atomically.
     Returns why it was not kept, or None (nothing to keep: no notebook was submitted)."""
-    from autograder.submissions import write_atomic
+    from autograder.files import write_atomic
 
     folder = course.autograded_dir(result.student_id, assignment.name)
     folder.mkdir(parents=True, exist_ok=True)

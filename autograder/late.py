@@ -43,7 +43,9 @@ from typing import TYPE_CHECKING, Any
 from traitlets import Enum
 from traitlets.config import Configurable
 
+from autograder.errors import UserError
 from autograder.results import clean_text
+from autograder.timestamps import parse_utc
 
 if TYPE_CHECKING:
     from autograder.course import Course
@@ -53,7 +55,7 @@ MAX_CSV_BYTES = 5 * 1024 * 1024
 ONE_SECOND = timedelta(seconds=1)
 
 
-class LateError(Exception):
+class LateError(UserError):
     """An extension, its CSV, or the late-penalty settings are not usable."""
 
 
@@ -153,7 +155,7 @@ class LateRules:
         self._plugin: Any = None
 
     def judge(self, student_id: str, timestamp: str | None) -> Lateness:
-        from autograder.gradebook_db import parse_utc
+
 
         extension = (self.extensions[student_id].delta(self.due)
                      if student_id in self.extensions else None)
@@ -258,7 +260,7 @@ def _due_date(db: Any, assignment: str) -> tuple[bool, datetime | None]:
                      {"name": assignment}).first()
     if row is None:
         return False, None
-    from autograder.gradebook_db import parse_utc
+
 
     return True, (parse_utc(str(row[0])) if row[0] is not None else None)
 
@@ -339,8 +341,8 @@ def make_extension(student_id: str, days: str | float | None = None,
                    hours: str | float | None = None, until: str | None = None) -> Extension:
     """An extension from exactly one of days, hours or until (a date nbgrader can read; a
     date without a zone is UTC, as nbgrader reads due dates). Raises LateError saying why."""
-    from autograder.gradebook_db import parse_utc
     from autograder.submissions import STUDENT_ID
+
 
     if not STUDENT_ID.fullmatch(student_id or ""):
         raise LateError(f"'{clean_text(student_id, 120)}' is not a usable student id")
@@ -369,7 +371,8 @@ def make_extension(student_id: str, days: str | float | None = None,
 def read_extensions_csv(path: Path) -> list[Extension]:
     """student_id,days|hours|until rows (one of the three per row). A bad row is an error
     naming its line, and then nothing is taken."""
-    from autograder.submissions import SubmissionError, read_regular_file
+    from autograder.errors import SubmissionError
+    from autograder.files import read_regular_file
 
     try:
         text = read_regular_file(path, MAX_CSV_BYTES).decode("utf-8-sig")

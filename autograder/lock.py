@@ -14,10 +14,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from autograder.errors import UserError
+
 LOCK_FILE = ".autograder-grading.lock"
 
 
-class CourseBusy(Exception):
+class CourseBusy(UserError):
     """Another process is grading this course."""
 
 

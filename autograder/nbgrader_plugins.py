@@ -170,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
 
     from autograder.cli import _fail, _skip_grammar_nobody_uses
-    from autograder.errors import USER_ERRORS
+    from autograder.errors import UserError
 
     parser = argparse.ArgumentParser(prog="autograder.nbgrader_plugins")
     parser.add_argument("--course", type=Path, default=Path("."))
@@ -180,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     _skip_grammar_nobody_uses()
     try:
         grade_and_record(args.course, args.assignment, args.student)
-    except USER_ERRORS as error:
+    except UserError as error:
         return _fail(str(error))
     return 0
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from autograder.assignment import Assignment
 from autograder.course import Course
+from autograder.errors import UserError
 
 LEAK_MARKERS = ("### BEGIN SOLUTION", "### END SOLUTION", "### BEGIN HIDDEN TESTS")
 
@@ -20,7 +21,7 @@ def put_nbgrader_tools_on_path() -> None:
         os.environ["PATH"] = tools + os.pathsep + os.environ.get("PATH", "")
 
 
-class ReleaseError(Exception):
+class ReleaseError(UserError):
     """generate_assignment failed, or its output is not safe to hand out."""
 
 

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from autograder.errors import UserError
 from autograder.results import clean_text
 
 if TYPE_CHECKING:
@@ -41,7 +42,7 @@ MOODLE_PARTICIPANT = re.compile(r"^Participant\s+(\d{1,20})$", re.IGNORECASE)
 CANVAS_ID = re.compile(r"^\d{1,20}$")
 
 
-class RosterError(Exception):
+class RosterError(UserError):
     """The roster file cannot be imported; the message names the file, the line and why."""
 
 

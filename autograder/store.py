@@ -19,6 +19,8 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from autograder.errors import SubmissionError, UserError
+from autograder.files import read_regular_file, write_atomic
 from autograder.results import SubmissionResult, cleaned
 
 if TYPE_CHECKING:
@@ -35,7 +37,7 @@ MAX_RESULT_BYTES = 64 * 1024 * 1024  # a result holds capped text and the drawn 
 _ASSIGNMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,199}$")
 
 
-class StoreError(Exception):
+class StoreError(UserError):
     """A stored result cannot be read or written; the message names it and says why."""
 
 
@@ -121,14 +123,10 @@ class FileResultStore(ResultStore):
         self.path(assignment, student).unlink(missing_ok=True)
 
     def _write(self, path: Path, result: SubmissionResult) -> None:
-        from autograder.submissions import write_atomic
-
         path.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(path, result.to_json().encode("utf-8"))
 
     def _read(self, path: Path) -> SubmissionResult:
-        from autograder.submissions import SubmissionError, read_regular_file
-
         try:
             data = json.loads(read_regular_file(path, MAX_RESULT_BYTES).decode("utf-8"))
             if not isinstance(data, dict):

@@ -15,26 +15,27 @@ before it is graded, so nothing is lost.
 
 from __future__ import annotations
 
-import errno
 import os
 import re
 import stat
-import tempfile
 import unicodedata
 import zipfile
 import zlib
 from collections.abc import Callable
-from contextlib import ExitStack, suppress
+from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import NamedTuple, TextIO
 
 from autograder.course import Course
+from autograder.errors import SubmissionError
+from autograder.files import kind_of, read_regular_file, write_atomic
 from autograder.lms import downloads
 from autograder.lms.downloads import DownloadSettingsError, Owner, Reading
 from autograder.lms.record import LMS_FILE, read_lms_record, remove_lms_record, write_lms_record
 from autograder.results import clean_text
+from autograder.timestamps import parse_utc
 
 # Letters of any script (nbgrader takes "josé"), digits and ._@+-: never a slash, a space, a
 # control character or a leading dot. Ids are compared in Unicode's NFC form (macOS zips NFD).
@@ -51,10 +52,6 @@ MAX_ZIP_TOTAL_BYTES = 1024 * 1024 * 1024  # bytes uncompressed from one zip, all
 MAX_ZIP_RATIO = 100  # uncompressed / compressed bytes of a member, past the first MiB
 _ZIP_RATIO_FREE_BYTES = 1024 * 1024
 _CHUNK = 64 * 1024
-
-
-class SubmissionError(Exception):
-    """The submissions given cannot be collected; the message names the file and the problem."""
 
 
 @dataclass(frozen=True)
@@ -82,57 +79,8 @@ class Collected(NamedTuple):
     skipped: list[Skipped]
 
 
-def read_regular_file(path: Path, cap: int) -> bytes:
-    """The bytes of `path`, which must be a regular file (not a symbolic link, FIFO, device or
-    folder) of at most `cap` bytes. The size is not trusted from stat: the read itself stops
-    past `cap`. Raises SubmissionError naming the file and the problem."""
-    name = clean_text(path, 300)
-    try:
-        # lstat first: a device or FIFO is never even opened (opening some has effects).
-        mode = os.lstat(path).st_mode
-        if not stat.S_ISREG(mode):
-            raise SubmissionError(f"{name} is {_kind(mode)}, not a regular file: not read")
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY
-                     | os.O_CLOEXEC)
-    except OSError as error:
-        if error.errno == errno.ELOOP:  # swapped for a link after the lstat
-            raise SubmissionError(f"{name} is a symbolic link: not followed") from None
-        raise SubmissionError(f"{name} cannot be read: {error.strerror}") from None
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):  # swapped after the lstat
-            raise SubmissionError(f"{name} is {_kind(info.st_mode)}, not a regular file: "
-                                  "not read")
-        if info.st_size > cap:  # a shortcut only: the loop below does not trust the size
-            raise SubmissionError(f"{name} is larger than {cap} bytes: not read")
-        chunks, total = [], 0
-        while True:
-            try:
-                chunk = os.read(fd, min(_CHUNK, cap + 1 - total))
-            except OSError as error:
-                raise SubmissionError(f"{name} cannot be read: {error.strerror}") from None
-            if not chunk:
-                return b"".join(chunks)
-            total += len(chunk)
-            if total > cap:
-                raise SubmissionError(f"{name} is larger than {cap} bytes: not read")
-            chunks.append(chunk)
-    finally:
-        os.close(fd)
 
 
-def _kind(mode: int) -> str:
-    if stat.S_ISLNK(mode):
-        return "a symbolic link"
-    if stat.S_ISDIR(mode):
-        return "a folder"
-    if stat.S_ISFIFO(mode):
-        return "a FIFO"
-    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-        return "a device"
-    if stat.S_ISSOCK(mode):
-        return "a socket"
-    return "not a regular file"
 
 
 @dataclass
@@ -246,7 +194,7 @@ def _stored_notebook(folder: Path, notebook_name: str) -> Path | None:
         notebook = candidates[0]
     info = os.lstat(notebook)
     if not stat.S_ISREG(info.st_mode):
-        raise SubmissionError(f"{clean_text(notebook, 300)} is {_kind(info.st_mode)}, "
+        raise SubmissionError(f"{clean_text(notebook, 300)} is {kind_of(info.st_mode)}, "
                               "not a regular file: not graded")
     if info.st_size > MAX_NOTEBOOK_BYTES:
         raise SubmissionError(f"{clean_text(notebook, 300)} is larger than "
@@ -386,7 +334,7 @@ def _from_zip(path: Path, assignment: str, notebook_name: str, reading: Reading,
         # A Unix zip records each member's file type; a link's "content" is its target.
         mode = member.external_attr >> 16 if member.create_system == 3 else 0
         if stat.S_IFMT(mode) not in (0, stat.S_IFREG):
-            skipped.append(Skipped(item, f"{_kind(mode)} in the zip: not read"))
+            skipped.append(Skipped(item, f"{kind_of(mode)} in the zip: not read"))
             continue
         files.append(member)
     if archiver:
@@ -663,7 +611,7 @@ def _timestamp_in(folder: Path) -> tuple[str | None, str | None]:
     except SubmissionError as error:
         return None, f"{error}; {unknown}"
     text = clean_text(raw.decode("utf-8", errors="replace").strip(), 100)
-    from autograder.gradebook_db import parse_utc
+
 
     try:
         moment = parse_utc(text)
@@ -763,18 +711,7 @@ def _holds(path: Path, content: bytes) -> bool:
         return False
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write through a new file renamed over `path`: a link planted at `path` is replaced,
-    never written through, and a reader sees the old content or the new."""
-    fd, partial = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(partial, path)
-    except BaseException:
-        with suppress(OSError):
-            os.unlink(partial)
-        raise
+
 
 
 def _now() -> str:

@@ -11,7 +11,8 @@ import pytest
 
 from autograder.assignment import Assignment
 from autograder.course import Course, CourseError
-from autograder.submissions import SubmissionError, collect
+from autograder.errors import SubmissionError
+from autograder.submissions import collect
 from autograder.verify.hidden import HiddenTestsError
 from tests.conftest import AUTOGRADER, REPO
 

@@ -11,7 +11,8 @@ from nbgrader.api import Gradebook
 from autograder import results
 from autograder.assignment import Assignment
 from autograder.course import Course
-from autograder.gradebook_db import GradebookError, NbgraderGradebook, parse_utc
+from autograder.gradebook_db import GradebookError, NbgraderGradebook
+from autograder.timestamps import parse_utc
 from tests.conftest import make_course
 
 CELL_POINTS = {"check_forward_backward": 3.0, "check_chain_rule": 3.0, "check_train": 4.0}

@@ -23,10 +23,11 @@ import pytest
 from autograder import commands, submissions
 from autograder.author import with_answers
 from autograder.course import Course
+from autograder.errors import SubmissionError
 from autograder.kept_notebook import keep_graded_notebook
 from autograder.results import SubmissionResult
 from autograder.store import result_store
-from autograder.submissions import MAX_NOTEBOOK_BYTES, SubmissionError, collect
+from autograder.submissions import MAX_NOTEBOOK_BYTES, collect
 from tests.conftest import REPO
 
 SECRET = "TOP-SECRET-4c1d"  # in a file that a link points to: must never be copied anywhere
@@ -106,7 +107,7 @@ def _result(course: Course, student: str) -> dict | None:
 
 
 def test_read_regular_file_reads_a_regular_file_within_its_cap(tmp_path: Path) -> None:
-    from autograder.submissions import read_regular_file
+    from autograder.files import read_regular_file
 
     path = tmp_path / "nb.ipynb"
     path.write_bytes(b"x" * 100)
@@ -117,7 +118,7 @@ def test_read_regular_file_reads_a_regular_file_within_its_cap(tmp_path: Path) -
 
 def test_read_regular_file_follows_no_link_and_reads_no_fifo_or_device(tmp_path: Path,
                                                                         secret: Path) -> None:
-    from autograder.submissions import read_regular_file
+    from autograder.files import read_regular_file
 
     (tmp_path / "link.ipynb").symlink_to(secret)
     (tmp_path / "zero.ipynb").symlink_to("/dev/zero")
@@ -133,7 +134,7 @@ def test_read_regular_file_follows_no_link_and_reads_no_fifo_or_device(tmp_path:
 
 def test_a_file_that_grows_past_its_stat_size_is_still_cut_at_the_cap(tmp_path: Path) -> None:
     # /proc files report size 0 and hold more: the read itself must stop at the cap.
-    from autograder.submissions import read_regular_file
+    from autograder.files import read_regular_file
 
     with pytest.raises(SubmissionError, match="larger than 10 bytes"):
         read_regular_file(Path("/proc/self/status"), 10)

@@ -20,14 +20,10 @@ from nbgrader.api import Gradebook
 from autograder import commands
 from autograder.author import with_answers
 from autograder.course import Course
+from autograder.errors import SubmissionError
 from autograder.lms import downloads
 from autograder.lms.record import read_lms_record
-from autograder.submissions import (
-    MAX_NOTEBOOK_BYTES,
-    SubmissionError,
-    collect,
-    submitted_in_course,
-)
+from autograder.submissions import MAX_NOTEBOOK_BYTES, collect, submitted_in_course
 from tests.conftest import make_course, run_nbgrader, write_submissions
 
 ZONE = "America/Toronto"

@@ -23,6 +23,7 @@ from contextlib import contextmanager
 from types import TracebackType
 from typing import IO
 
+from autograder.errors import UserError
 from autograder.tempfiles import log_problems, make_temp_dir, remove_tree
 
 
@@ -30,7 +31,7 @@ class WorkerStartError(RuntimeError):
     """A warm worker could not start (a broken install, most likely)."""
 
 
-class UnsafeSandboxError(RuntimeError):
+class UnsafeSandboxError(UserError):
     """A sandbox layer that protects the grader itself is off, and --unsafe was not given."""
 
 

@@ -8,13 +8,14 @@ import csv
 import io
 from pathlib import Path
 
+from autograder.errors import SubmissionError, UserError
+from autograder.files import read_regular_file
 from autograder.results import clean_text
-from autograder.submissions import SubmissionError, read_regular_file
 
 BOM = b"\xef\xbb\xbf"
 
 
-class CsvFileError(Exception):
+class CsvFileError(UserError):
     """The file is not a readable CSV file; the message names it and what is wrong."""
 
 

@@ -25,6 +25,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from traitlets import TraitError, Unicode, validate
 from traitlets.config import Configurable
 
+from autograder.errors import UserError
+
 CANVAS, MOODLE, BLACKBOARD = "canvas", "moodle", "blackboard"
 NBGRADER = "nbgrader"  # <student>/<assignment>/<notebook>.ipynb, as nbgrader's submitted/
 NAMED_REGEXP = "named_regexp"  # the instructor's c.FileNameCollectorPlugin.named_regexp
@@ -73,7 +75,7 @@ _BLACKBOARD_NAME = re.compile(r"^Name:\s*(?P<name>.*?)\s*\((?P<username>[^()]*)\
 DEFAULT_VALID_EXT = (".ipynb",)  # nbgrader's FileNameCollectorPlugin.valid_ext default
 
 
-class DownloadSettingsError(ValueError):
+class DownloadSettingsError(UserError, ValueError):
     """A setting that reads downloads is unusable; the message names it."""
 
 

@@ -36,10 +36,12 @@ import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
+from autograder.errors import SubmissionError
 from autograder.export import ExportError
+from autograder.files import read_regular_file, write_atomic
 from autograder.lms.record import read_lms_record
 from autograder.results import clean_text
-from autograder.submissions import Skipped, SubmissionError, read_regular_file, write_atomic
+from autograder.submissions import Skipped
 
 if TYPE_CHECKING:
     from autograder.course import Course

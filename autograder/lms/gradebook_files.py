@@ -33,10 +33,10 @@ from traitlets import Bool, Float, Unicode
 from traitlets.config import Configurable
 
 from autograder.export import ExportError, neutralised, neutralised_cell, number_cell
+from autograder.files import write_atomic
 from autograder.lms.csvfile import BOM, CsvFileError, read_csv_rows
 from autograder.results import clean_text
 from autograder.scores import StudentScore
-from autograder.submissions import write_atomic
 
 MAX_TEMPLATE_BYTES = 50 * 1024 * 1024  # a gradebook of a very large course is a few MiB
 CANVAS_FIXED = ["Student", "ID", "SIS User ID", "SIS Login ID", "Section"]

@@ -18,6 +18,9 @@ import logging
 import os
 from typing import TYPE_CHECKING, Any
 
+from autograder.errors import SubmissionError
+from autograder.files import read_regular_file, write_atomic
+
 if TYPE_CHECKING:
     from autograder.course import Course
 
@@ -39,8 +42,6 @@ def _signature(secret: bytes, student_id: str, assignment: str, record: dict[str
 def write_lms_record(course: Course, student_id: str, assignment: str,
                      record: dict[str, Any]) -> None:
     """Write (atomically, replacing a planted link) the signed record of one submission."""
-    from autograder.submissions import write_atomic
-
     body = {key: record.get(key) for key in FIELDS}
     body["signature"] = _signature(course.secret(), student_id, assignment, body)
     write_atomic(course.submitted_dir(student_id, assignment) / LMS_FILE,
@@ -54,8 +55,6 @@ def remove_lms_record(course: Course, student_id: str, assignment: str) -> None:
 def read_lms_record(course: Course, student_id: str, assignment: str) -> dict[str, Any] | None:
     """The record this grader wrote for the submission, or None: none there, unreadable, or
     not signed by this course (then it is logged and ignored, never trusted)."""
-    from autograder.submissions import SubmissionError, read_regular_file
-
     path = course.submitted_dir(student_id, assignment) / LMS_FILE
     if not os.path.lexists(path):
         return None

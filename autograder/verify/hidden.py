@@ -27,11 +27,13 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from autograder.errors import UserError
+
 TESTS_FILE = "tests.py"
 PROBES_FILE = "probes.py"
 
 
-class HiddenTestsError(Exception):
+class HiddenTestsError(UserError):
     """The hidden tests of an assignment are missing or do not fit its notebook."""
 
 
