@@ -177,10 +177,13 @@ def _grade(course: Course, assignment_name: str, source: Path | None, student_id
         print_safely("WARNING: graded again, their stored result could not be read: "
                      + "; ".join(unreadable), out)
     stored = {result.student_id: result for result in readable}
+    prints = {s.student_id: fingerprint(assignment, s) for s in submissions
+              if s.student_id in stored}
     unchanged = [s for s in submissions if s.student_id in stored
                  and stored[s.student_id].status in FINAL
-                 and stored[s.student_id].fingerprint == fingerprint(assignment, s)]
+                 and stored[s.student_id].fingerprint == prints[s.student_id]]
     kept = [] if regrade else [stored[s.student_id] for s in unchanged]
+    changed = {sid for sid, print_ in prints.items() if stored[sid].fingerprint != print_}
     # A kept result is judged by the time collected now: a download states it again each
     # time (a corrected c.LmsDownload.timezone, a later Canvas download with no time at all).
     retimed: set[str] = set()
@@ -208,6 +211,8 @@ def _grade(course: Course, assignment_name: str, source: Path | None, student_id
             try:
                 record_result(course, assignment, gradebook, store, result)
                 recorded.append(result)
+                if result.student_id in changed:
+                    _flag_manual_grades(gradebook, result.student_id, out)
             except Exception as error:  # not done: graded again on the next run
                 unrecorded.append(f"{result.student_id} ({type(error).__name__}: {error})")
             progress.done(result)
@@ -237,6 +242,14 @@ def _grade(course: Course, assignment_name: str, source: Path | None, student_id
                     sandbox_off=sorted({layer for result in results
                                         for layer in result.sandbox_off}),
                     unsafe=unsafe)
+
+
+def _flag_manual_grades(gradebook: NbgraderGradebook, student: str, out: TextIO | None) -> None:
+    flagged = gradebook.flag_manual_grades(student)
+    if flagged and out is not None:
+        print_safely(f"{_one_line(student, 100)}: a new notebook, and {flagged} manual grade(s) "
+                     "a TA gave the earlier one still count: flagged for review in formgrader",
+                     out)
 
 
 def _record_late_again(course: Course, assignment_name: str, gradebook: NbgraderGradebook,

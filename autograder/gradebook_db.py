@@ -210,6 +210,20 @@ class NbgraderGradebook:
                 {"id": _new_id(), "notebook_id": notebook_id, "cell_id": cell,
                  "auto_comment": None, "manual_comment": None} for cell in commented])
 
+    def flag_manual_grades(self, student: str) -> int:
+        """A new notebook of `student` was just recorded: the manual grades a TA gave the
+        earlier one still count (as in nbgrader), so they are flagged for review in formgrader
+        (needs_manual_grade, as nbgrader's SaveAutoGrades flags them). Returns how many."""
+        if student not in self._submissions:
+            return 0
+        grade = self._tables["grade"]
+        notebook_id = self._submissions[student][1]
+        with self._engine.begin() as db:
+            return db.execute(grade.update()
+                              .where(grade.c.notebook_id == notebook_id,
+                                     grade.c.manual_score.is_not(None))
+                              .values(needs_manual_grade=True)).rowcount
+
     def close(self) -> None:
         self._engine.dispose()
 

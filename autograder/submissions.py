@@ -23,7 +23,7 @@ import zipfile
 import zlib
 from collections.abc import Callable
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import NamedTuple, TextIO
@@ -127,6 +127,12 @@ def collect(course: Course, assignment: str, notebook_name: str, source: Path,
         if student_id is not None and len(candidates) > 1:
             raise SubmissionError("--student names one student, but the source holds "
                                   f"{len(candidates)} submissions")
+        mismatched = [c.student_id for c in candidates
+                      if student_id is not None and c.student_id != student_id]
+        if mismatched:  # the download says whose it is: a --student that disagrees is a slip
+            raise SubmissionError(f"--student {clean_text(student_id, 100)}, but "
+                                  f"{clean_text(source.name, 200)} holds the submission of "
+                                  f"'{clean_text(mismatched[0], 100)}': nothing was stored")
         stored = []
         for candidate in candidates:
             try:
@@ -351,11 +357,16 @@ def _from_zip(path: Path, assignment: str, notebook_name: str, reading: Reading,
                  "LATE flag (c.LatePolicy.lms_flag_rule)" if shape == downloads.CANVAS
                  else reading.zone_note())
         print(f"{name}: read as {downloads.LABELS[shape]}; {times}", file=out, flush=True)
+    budget = _Budget(MAX_ZIP_TOTAL_BYTES)
+    usernames = (_blackboard_usernames(files, archive, budget) if shape == downloads.BLACKBOARD
+                 else None)
     by_student: dict[str, list[_Member]] = {}
     for member in files:
         item = f"{name}:{clean_text(member.filename, 300)}"
         try:
             owner = downloads.recognise(member.filename, shape, assignment, reading.pattern)
+            if owner is not None and usernames is not None:
+                owner = _blackboard_owner(owner, member.filename, usernames)
         except downloads.AmbiguousName as error:
             skipped.append(Skipped(item, str(error)))
             continue
@@ -367,7 +378,6 @@ def _from_zip(path: Path, assignment: str, notebook_name: str, reading: Reading,
             skipped.append(Skipped(item, _bad_id(sid)))
             continue
         by_student.setdefault(sid, []).append(_Member(member, item, owner))
-    budget = _Budget(MAX_ZIP_TOTAL_BYTES)
     found = []
     for sid, owned in by_student.items():
         candidate = _zip_candidate(sid, owned, shape, name, notebook_name, reading, archive,
@@ -376,6 +386,44 @@ def _from_zip(path: Path, assignment: str, notebook_name: str, reading: Reading,
             found.append(candidate)
     _warn_if_one_minute(name, found, out)
     return found
+
+
+def _blackboard_usernames(files: list[zipfile.ZipInfo], archive: zipfile.ZipFile,
+                          budget: _Budget) -> dict[str, str | None]:
+    """{"<Assignment>_<username>" part of a name: the username}, for Blackboard's names, whose
+    username may itself hold underscores ("Backprop_john_doe_attempt_..."): the attempt's .txt
+    says whose it is ("Name: John Doe (john_doe)"); where no .txt does, the part all the
+    names share is the assignment's. A part read two ways maps to None."""
+    heads: dict[str, str | None] = {}
+    for member in files:
+        base = PurePosixPath(member.filename).name
+        head = downloads.blackboard_head(base)
+        if head is None:
+            continue
+        heads.setdefault(head, None)
+        if not base.endswith(".txt"):
+            continue
+        try:
+            text = _read_member(archive, member, member.filename, budget, MAX_ATTEMPT_TEXT_BYTES)
+        except SubmissionError:
+            continue
+        username = downloads.blackboard_record(text.decode("utf-8", errors="replace"))[1]
+        if username and head.endswith("_" + username) and len(head) > len(username) + 1:
+            heads[head] = username if heads[head] in (None, username) else ""
+    assignment = downloads.blackboard_assignment(set(heads))
+    for head, username in heads.items():
+        if username is None and assignment and head.startswith(assignment + "_"):
+            heads[head] = head[len(assignment) + 1:]
+    return {head: username or None for head, username in heads.items()}
+
+
+def _blackboard_owner(owner: Owner, path: str, usernames: dict[str, str | None]) -> Owner:
+    """The owner as the attempt's .txt (or the names' shared assignment part) says."""
+    head = downloads.blackboard_head(PurePosixPath(path).name)
+    username = usernames.get(head) if head is not None else None
+    if username is None or username == owner.student_id:
+        return owner
+    return replace(owner, student_id=username)
 
 
 def _warn_if_one_minute(name: str, found: list[_Candidate], out: TextIO | None) -> None:
@@ -413,6 +461,9 @@ def _zip_candidate(sid: str, owned: list[_Member], shape: str, zip_name: str,
     notebooks = [m for m in owned
                  if not m.owner.record and reading.is_notebook(m.info.filename)]
     others = [m for m in owned if not m.owner.record and m not in notebooks]
+    stamps = [m for m in others if shape == downloads.NBGRADER
+              and PurePosixPath(m.info.filename).name == TIMESTAMP_FILE]
+    others = [m for m in others if m not in stamps]
     if shape == downloads.NBGRADER and len(notebooks) > 1:  # a folder: nothing says which
         skipped.append(Skipped(f"{zip_name}:{clean_text(notebooks[0].owner.folder, 300)}",
                                _several([m.owner.file for m in notebooks])))
@@ -434,7 +485,9 @@ def _zip_candidate(sid: str, owned: list[_Member], shape: str, zip_name: str,
     chosen = winner or max(owned, key=lambda m: _recency(m, reading))
     stated = reading.to_utc(chosen.owner.stamp) if chosen.owner.stamp is not None else None
     zip_minute = None
-    if stated is None and chosen.owner.lms != downloads.CANVAS:
+    if shape == downloads.NBGRADER:  # nbgrader's own record of the time, as from a folder
+        stated = _timestamp_member(stamps, archive, budget, skipped)
+    elif stated is None and chosen.owner.lms != downloads.CANVAS:
         # Moodle sets a member's time from the stored file: its submission time. Canvas's
         # is the time its zip was made (content_zipper.rb sets none): never a submission time.
         stated = _member_time(chosen.info, reading)
@@ -457,6 +510,28 @@ def _zip_candidate(sid: str, owned: list[_Member], shape: str, zip_name: str,
     return _Candidate(sid, winner.item, _member_reader(archive, winner.info, winner.item,
                                                        budget), timestamp, lms,
                       unknown_time=timestamp is None, zip_minute=zip_minute)
+
+
+def _timestamp_member(stamps: list[_Member], archive: zipfile.ZipFile, budget: _Budget,
+                      skipped: list[Skipped]) -> datetime | None:
+    """The time in a student folder's timestamp.txt inside an nbgrader-layout zip (a member's
+    own time is when someone zipped it, never the submission's); None without a usable one."""
+    if len(stamps) != 1:
+        for member in stamps:
+            skipped.append(Skipped(member.item, "one of several timestamp.txt files of this "
+                                                f"student: not read; {_UNKNOWN_TIME}"))
+        return None
+    member = stamps[0]
+    try:
+        raw = _read_member(archive, member.info, member.item, budget, MAX_TIMESTAMP_BYTES)
+    except SubmissionError as error:
+        skipped.append(Skipped(member.item, f"{error}; {_UNKNOWN_TIME}"))
+        return None
+    text, problem = timestamp_text(raw)
+    if problem:
+        skipped.append(Skipped(member.item, problem))
+        return None
+    return parse_utc(text).replace(tzinfo=UTC)
 
 
 def _latest(sid: str, notebooks: list[_Member], zip_name: str, notebook_name: str,
@@ -598,28 +673,41 @@ EARLIEST_TIME, LATEST_TIME = datetime(1970, 1, 1), datetime(2100, 1, 1)
 
 
 def _timestamp_in(folder: Path) -> tuple[str | None, str | None]:
-    """(timestamp.txt's time, None) if it is a small regular file holding a time that
-    gradebook.db's parser (nbgrader's parse_utc, which its Autograde button uses) reads into a
-    sane year; (None, None) without one; (None, why) for an unusable one: then the time is
-    unknown (dateutil alone reads "1 2 3", which nbgrader cannot)."""
+    """(timestamp.txt's time, None) if it is a small regular file holding a time nbgrader
+    reads; (None, None) without one; (None, why) for an unusable one: then the time is
+    unknown."""
     path = folder / TIMESTAMP_FILE
     if not os.path.lexists(path):
         return None, None
-    unknown = "the submission time is unknown (judged on time, or by the LMS's late flag)"
     try:
         raw = read_regular_file(path, MAX_TIMESTAMP_BYTES)
     except SubmissionError as error:
-        return None, f"{error}; {unknown}"
-    text = clean_text(raw.decode("utf-8", errors="replace").strip(), 100)
+        return None, f"{error}; {_UNKNOWN_TIME}"
+    return timestamp_text(raw)
 
 
+_UNKNOWN_TIME = "the submission time is unknown (judged on time, or by the LMS's late flag)"
+
+
+def timestamp_text(raw: bytes) -> tuple[str | None, str | None]:
+    """(the time, None) if `raw` (a timestamp.txt's bytes) is exactly what nbgrader's
+    Autograde button reads (its text stripped, parsed by nbgrader's parse_utc: a byte-order
+    mark or an invisible character it would choke on is not cleaned away first) in a sane
+    year; else (None, why). dateutil alone reads "1 2 3", which nbgrader cannot."""
+    try:
+        text = raw.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        return None, f"timestamp.txt is not UTF-8 text; {_UNKNOWN_TIME}"
+    shown = clean_text(text, 100)
+    if shown != text:  # control, format or bidi characters: nothing nbgrader reads as a time
+        return None, f"{shown!r} holds characters no time has; {_UNKNOWN_TIME}"
     try:
         moment = parse_utc(text)
     except (ValueError, OverflowError, TypeError, LookupError):
-        return None, f"{text!r} is not a time nbgrader can read; {unknown}"
+        return None, f"{shown!r} is not a time nbgrader can read; {_UNKNOWN_TIME}"
     if not EARLIEST_TIME <= moment < LATEST_TIME:
-        return None, (f"{text!r} is not between {EARLIEST_TIME.year} and "
-                      f"{LATEST_TIME.year - 1}; {unknown}")
+        return None, (f"{shown!r} is not between {EARLIEST_TIME.year} and "
+                      f"{LATEST_TIME.year - 1}; {_UNKNOWN_TIME}")
     return text, None
 
 

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import io
 import sqlite3
 import warnings
 
+import nbformat
 import pytest
 from nbgrader.api import Gradebook
 
-from autograder import results
+from autograder import commands, results
 from autograder.assignment import Assignment
+from autograder.author import solution_answers, with_answers
 from autograder.course import Course
 from autograder.gradebook_db import GradebookError, NbgraderGradebook
 from autograder.timestamps import parse_utc
-from tests.conftest import make_course
+from tests.conftest import REPO, make_course, write_submissions
 
 CELL_POINTS = {"check_forward_backward": 3.0, "check_chain_rule": 3.0, "check_train": 4.0}
 
@@ -146,3 +149,34 @@ def test_an_assignment_added_with_a_due_date_but_not_released_is_named_so(course
     assert released.returncode == 0, released.stderr
     with Gradebook(fresh.db_url) as gradebook:  # as the message says: the due date is kept
         assert gradebook.find_assignment("backprop").duedate == parse_utc("2026-11-20 17:00:00")
+
+
+def test_a_new_notebook_flags_the_earlier_manual_grades_for_review(tmp_path) -> None:
+    """A TA graded a cell by hand; the student's next notebook is graded: the manual grade
+    still counts (as in nbgrader), but formgrader flags it for review and the run says so."""
+    course = make_course(tmp_path)
+    release_notebook = nbformat.read(course.release_dir("backprop") / "backprop.ipynb",
+                                     as_version=4)
+    solution = solution_answers(nbformat.read(REPO / "source" / "backprop" / "backprop.ipynb",
+                                              as_version=4))
+    first = write_submissions(tmp_path / "in-first", {"ta-flag": with_answers(release_notebook,
+                                                                           solution)})
+    commands.grade(course, "backprop", first)
+    with Gradebook(course.db_url, course_id=course.course_id) as gradebook, \
+            warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        gradebook.find_grade("check_train", "backprop", "backprop", "ta-flag").manual_score = 4
+        gradebook.db.commit()
+    unchanged = io.StringIO()
+    commands.grade(course, "backprop", first, out=unchanged)  # same notebook: nothing to review
+    assert "flagged for review" not in unchanged.getvalue()
+    second = write_submissions(tmp_path / "in-second", {"ta-flag": with_answers(
+        release_notebook, dict(solution, train_step=solution["train_step"].replace(
+            "optimizer.step()", "pass")))})
+    out = io.StringIO()
+    commands.grade(course, "backprop", second, out=out)
+    assert "ta-flag: a new notebook, and 1 manual grade(s) a TA gave the earlier one still " \
+           "count: flagged for review in formgrader" in out.getvalue()
+    with Gradebook(course.db_url, course_id=course.course_id) as gradebook:
+        grade = gradebook.find_grade("check_train", "backprop", "backprop", "ta-flag")
+        assert grade.manual_score == 4 and grade.needs_manual_grade

@@ -586,3 +586,58 @@ def test_an_unzipped_download_is_named_and_the_zip_asked_for(
     with pytest.raises(SubmissionError, match=rf"holds the files of an unzipped {lms} "
                                               rf"download .*pass the zip {lms} gave"):
         collect(lms_course, "backprop", "backprop", folder)
+
+
+@pytest.mark.parametrize("with_records", [True, False])
+def test_blackboard_usernames_with_underscores_are_whole(
+        lms_course: Course, notebooks: dict[str, str], tmp_path: Path,
+        with_records: bool) -> None:
+    """"Backprop_john_doe_attempt_..." is john_doe's, not doe's: the attempt's .txt says so,
+    or, without one, the part every name shares is the assignment's."""
+    attempts = {"john_doe": ("John Doe", "2026-11-20-13-00-00", "blank"),
+                "doe": ("Dana Doe", "2026-11-20-12-00-00", "solved")}
+    members: dict[str, str] = {}
+    for username, (name, stamp, kind) in attempts.items():
+        members[f"Backprop_{username}_attempt_{stamp}_backprop.ipynb"] = notebooks[kind]
+        if with_records:
+            members[f"Backprop_{username}_attempt_{stamp}.txt"] = _blackboard_record(
+                name, username, stamp, "backprop.ipynb")
+    results, skipped, output = grade(lms_course, write_zip(tmp_path / "bb.zip", members))
+    assert results["doe"].score == 10 and results["john_doe"].score == 0, output
+    assert not skipped, skipped
+
+
+def test_an_nbgrader_zip_takes_each_students_timestamp_txt(
+        lms_course: Course, notebooks: dict[str, str], tmp_path: Path) -> None:
+    """A zip of nbgrader's submitted/ layout: the time is timestamp.txt's, as from the folder;
+    a member's own time is when someone zipped it."""
+    late = (2026, 11, 27, 2, 19, 48)  # zipped a week after everything
+    download = write_zip(tmp_path / "nbgrader.zip", {
+        "frank/backprop/backprop.ipynb": (late, notebooks["solved"]),
+        "frank/backprop/timestamp.txt": (late, "2026-11-19 12:00:00.000000 UTC"),
+        "gina/backprop/backprop.ipynb": (late, notebooks["solved"]),
+        "gina/backprop/timestamp.txt": (late, "\ufeff2026-11-19 12:00:00 UTC")})
+    results, skipped, _ = grade(lms_course, download)
+    assert results["frank"].timestamp == "2026-11-19T12:00:00+00:00"
+    assert results["gina"].timestamp is None  # nbgrader could not read it: unknown, listed
+    assert len(skipped) == 1 and "gina/backprop/timestamp.txt" in skipped[0]
+    assert "characters no time has" in skipped[0]
+
+
+def test_a_timestamp_nbgrader_cannot_read_is_not_cleaned_into_one(
+        lms_course: Course, notebooks: dict[str, str], tmp_path: Path) -> None:
+    folder = write_submissions(tmp_path / "in", {"bomdave": notebooks["solved"]})
+    (folder / "bomdave" / "backprop" / "timestamp.txt").write_bytes(
+        b"\xef\xbb\xbf2026-11-21 17:00:00 UTC\n")
+    results, skipped, _ = grade(lms_course, folder)
+    assert results["bomdave"].timestamp is None
+    assert any("bomdave" in line and "characters no time has" in line for line in skipped)
+
+
+def test_a_student_option_that_disagrees_with_the_download_is_refused(
+        lms_course: Course, notebooks: dict[str, str], tmp_path: Path) -> None:
+    download = write_zip(tmp_path / "one.zip",
+                         {"jonesbob_10002_678902_backprop.ipynb": notebooks["blank"]})
+    with pytest.raises(SubmissionError, match="--student 10001, but one.zip holds the "
+                                              "submission of '10002': nothing was stored"):
+        collect(lms_course, "backprop", "backprop", download, "10001")

@@ -14,6 +14,7 @@ Canvas submission's lateness is its `LATE` flag (`c.LatePolicy.lms_flag_rule`).
 
 from __future__ import annotations
 
+import os
 import re
 from collections import Counter
 from dataclasses import dataclass
@@ -290,6 +291,24 @@ def _blackboard_stamp(text: str) -> datetime | None:
         return datetime.strptime(text, "%Y-%m-%d-%H-%M-%S")
     except ValueError:  # e.g. a 13th month
         return None
+
+
+def blackboard_head(base: str) -> str | None:
+    """"<Assignment>_<username>" of a Blackboard file name: all before its first
+    "_attempt_<stamp>"; None if it has none."""
+    found = _BLACKBOARD_ATTEMPTS.search(base)
+    return base[:found.start()] if found else None
+
+
+def blackboard_assignment(heads: set[str]) -> str | None:
+    """The assignment's part of Blackboard's names, where several students' names show it:
+    their longest common prefix up to an underscore ("Week_3_Backprop" of "Week_3_Backprop_
+    asmith" and "Week_3_Backprop_john_doe"); None from fewer than two names."""
+    if len(heads) < 2:
+        return None
+    common = os.path.commonprefix(sorted(heads))
+    cut = common.rfind("_")
+    return common[:cut] if cut > 0 else None
 
 
 def blackboard_record(text: str) -> tuple[str | None, str | None]:
