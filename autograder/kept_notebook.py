@@ -20,7 +20,7 @@ from __future__ import annotations
 import copy
 import json
 import os
-import re
+import unicodedata
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -33,6 +33,9 @@ if TYPE_CHECKING:
     from autograder.course import Course
 
 REPORT_HEADING = "Autograder, hidden tests"
+# What formgrader shows instead of student text imitating the report (the original stays in
+# submitted/).
+IMITATION = "*[The autograder removed this cell from this copy: it imitated its report.]*"
 
 
 class KeptNotebookError(Exception):
@@ -185,6 +188,8 @@ def annotate(notebook: Any, result: SubmissionResult,
     already restored from its gradebook)."""
     for cell in notebook.get("cells", []):
         if cell.get("cell_type") != "code":
+            if _HEADING in _skeleton(_source(cell)):  # Markdown posing as a report
+                cell["source"] = IMITATION
             continue
         cell_id = grade_id(cell)
         if grade_cells is not None:
@@ -203,14 +208,34 @@ def annotate(notebook: Any, result: SubmissionResult,
     return notebook
 
 
-_SPACES = re.compile(r"\s+")
-_HEADING = _SPACES.sub(" ", REPORT_HEADING).casefold()
+def _skeleton(text: str) -> str:
+    """`text` reduced to what a reader sees: compatibility forms folded (NFKC), invisible
+    format characters dropped, Cyrillic and Greek letters that look Latin read as the Latin
+    letter their Unicode name gives (CYRILLIC SMALL LETTER A -> a), case folded, and only
+    letters kept -- so a look-alike of the report's heading cannot pass for it."""
+    letters = []
+    for char in unicodedata.normalize("NFKC", text):
+        if unicodedata.category(char) == "Cf":
+            continue
+        if not char.isascii() and char.isalpha():
+            name = unicodedata.name(char, "")
+            words = name.split()
+            if words[:1] in (["CYRILLIC"], ["GREEK"]) and "LETTER" in words and \
+                    len(words[-1]) == 1:
+                char = words[-1]
+        if char.isalpha():
+            letters.append(char.casefold())
+    return "".join(letters)
+
+
+_HEADING = _skeleton(REPORT_HEADING)
 
 
 def _poses(output: Any) -> bool:
-    """An output whose text carries the report's heading (any case or spacing)."""
-    text = _SPACES.sub(" ", json.dumps(output, ensure_ascii=False)).casefold()
-    return _HEADING in text or _HEADING in _SPACES.sub(" ", _text_of(output)).casefold()
+    """An output whose text looks like the report's heading (any case, spacing, invisible
+    characters or look-alike letters)."""
+    return _HEADING in _skeleton(json.dumps(output, ensure_ascii=False)) or \
+        _HEADING in _skeleton(_text_of(output))
 
 
 def _text_of(output: Any) -> str:

@@ -125,6 +125,18 @@ def _attacks(release) -> dict[str, nbformat.NotebookNode]:
     _cell(notebook, "part1_run").outputs = [nbformat.v4.new_output(
         "stream", name="stdout", text=["autograder,\n", f"HIDDEN  tests: {FORGED}\n"])]
     attacks["kept-extra"] = notebook
+    # Look-alikes: a Cyrillic "А" and a zero-width space in printed output, and Markdown
+    # cells that show the report as preformatted text beside the test cell.
+    notebook = copy.deepcopy(release)
+    _cell(notebook, "part1_run").outputs = [nbformat.v4.new_output(
+        "stream", name="stdout", text=f"\u0410utograder, hidden tests: {FORGED}\n")]
+    real = _cell(notebook, "check_forward_backward")
+    at = notebook.cells.index(real)
+    notebook.cells.insert(at + 1, nbformat.v4.new_markdown_cell(
+        f"<pre>Auto\u200bgrader, hidden tests: {FORGED}</pre>"))
+    notebook.cells.insert(at, nbformat.v4.new_markdown_cell(
+        f"    Autograder, hidden tests: {FORGED}"))
+    attacks["kept-lookalike"] = notebook
     return attacks
 
 
@@ -148,8 +160,8 @@ def _read_kept(course: Course, student: str) -> nbformat.NotebookNode:
                          as_version=4)
 
 
-@pytest.mark.parametrize("student", ["kept-decoy", "kept-decoy-edited", "kept-ungraded",
-                                     "kept-string", "kept-extra"])
+@pytest.mark.parametrize("student", ["kept-lookalike", "kept-decoy", "kept-decoy-edited",
+                                     "kept-ungraded", "kept-string", "kept-extra"])
 def test_a_forged_notebook_is_kept_with_only_the_real_reports(
         kept, course: Course, release_notebook, student: str) -> None:
     from nbgrader.nbgraderformat import MetadataValidator
