@@ -12,7 +12,14 @@ from typing import Any
 
 import nbformat
 
-from autograder.assemble import InvalidNotebook, grade_id, is_test, nbgrader_metadata, read_notebook
+from autograder.assemble import (
+    InvalidNotebook,
+    grade_id,
+    is_test,
+    nbgrader_metadata,
+    part_titles,
+    read_notebook,
+)
 from autograder.course import Course
 from autograder.errors import UserError
 from autograder.verify.hidden import HiddenTests
@@ -59,6 +66,11 @@ class Assignment:
             digest.update(path.read_bytes())
         return digest.hexdigest()
 
+
+    @cached_property
+    def part_titles(self) -> dict[str, str]:
+        """{grade id: the title of the notebook part it belongs to}, read once."""
+        return part_titles(self.release_notebook)
 
     def seed_for(self, notebook: bytes) -> int:
         """The seed of one notebook's unseen inputs: the same notebook always gets the same

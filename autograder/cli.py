@@ -142,7 +142,7 @@ def _add_late_parsers(command: Callable[..., argparse.ArgumentParser],
 
 
 def _run_late(args: argparse.Namespace, course: Course) -> None:
-    from autograder.results import clean_text
+    from autograder.results import clean_text, one_line
 
     if args.command == "roster":
         from autograder import roster
@@ -158,7 +158,7 @@ def _run_late(args: argparse.Namespace, course: Course) -> None:
         students = roster.roster_students(course)
         if args.roster_command is None:
             for student in students:
-                print(" | ".join(clean_text(value or "", 128).replace("\n", " ")
+                print(" | ".join(one_line(value or "", 128)
                                  for value in (student.id, student.last_name,
                                                student.first_name, student.email,
                                                student.lms_user_id)))

@@ -34,6 +34,7 @@ from autograder.results import (
     SubmissionResult,
     clean_text,
     cleaned,
+    one_line,
 )
 from autograder.scores import StudentScore, final_score, final_scores
 from autograder.store import ResultStore, load_results, result_store
@@ -247,7 +248,7 @@ def _grade(course: Course, assignment_name: str, source: Path | None, student_id
 def _flag_manual_grades(gradebook: NbgraderGradebook, student: str, out: TextIO | None) -> None:
     flagged = gradebook.flag_manual_grades(student)
     if flagged and out is not None:
-        print_safely(f"{_one_line(student, 100)}: a new notebook, and {flagged} manual grade(s) "
+        print_safely(f"{one_line(student, 100)}: a new notebook, and {flagged} manual grade(s) "
                      "a TA gave the earlier one still count: flagged for review in formgrader",
                      out)
 
@@ -324,13 +325,13 @@ class Progress:
             log.exception("could not show the progress line of a submission")
 
     def _show(self, result: SubmissionResult) -> None:
-        student = _one_line(result.student_id, 100)
+        student = one_line(result.student_id, 100)
         if self.bar is not None:
             self.bar.set_postfix_str(printable(f"{student}: {result.score:g}", self.out),
                                      refresh=False)
             self.bar.update()
         elif self.out is not None:
-            note = f"  {_one_line(result.reason, 300)}" if result.reason else ""
+            note = f"  {one_line(result.reason, 300)}" if result.reason else ""
             print_safely(f"[{self.count}/{self.total}] {student}: {result.score:g}/"
                          f"{result.max_score:g} {result.status} ({result.seconds:.2f} s){note}",
                          self.out)
@@ -341,10 +342,6 @@ class Progress:
     def __exit__(self, *exc: object) -> None:
         if self.bar is not None:
             self.bar.close()
-
-
-def _one_line(text: str, cap: int) -> str:
-    return clean_text(text, cap).replace("\n", " ").replace("\t", " ")
 
 
 def printable(text: str, stream: TextIO | None) -> str:
@@ -465,5 +462,5 @@ def show_table(course: Course, assignment_name: str, students: list[str] | None 
     if students is not None:
         table = table.loc[students]
     shown = by_cell(table, assignment)
-    shown["reason"] = shown["reason"].fillna("").map(lambda text: _one_line(text, 2_000)[:50])
+    shown["reason"] = shown["reason"].fillna("").map(lambda text: one_line(text, 2_000)[:50])
     return shown.to_string()

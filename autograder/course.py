@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import re
 import secrets
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,18 @@ DEFAULT_TIMEOUT = 60.0
 DEFAULT_LOCKED_CELL_TIMEOUT = 10.0
 DEFAULT_PROBE_TIMEOUT = 2.0
 SECRET_FILE = ".autograder-secret"  # draws each submission's unseen inputs; never in a job
+
+
+# A student's key: the LMS's id (Canvas user id, Moodle participant id, Blackboard username) or
+# nbgrader's folder name. Letters of any script, digits and _ . @ + -, starting with a letter or
+# digit, in NFC form (one spelling of "josé", not two): it names folders and files.
+STUDENT_ID = re.compile(r"^[^\W_][\w.@+-]{0,99}$")
+
+
+def usable_student_id(sid: object) -> bool:
+    """Whether `sid` can key a student (see STUDENT_ID)."""
+    return (isinstance(sid, str) and STUDENT_ID.fullmatch(sid) is not None
+            and unicodedata.is_normalized("NFC", sid))
 
 
 class CourseError(UserError):

@@ -12,7 +12,7 @@ import hashlib
 import logging
 from typing import Any
 
-from autograder.assemble import InvalidNotebook, assemble, parse_notebook, part_titles
+from autograder.assemble import InvalidNotebook, assemble, parse_notebook
 from autograder.assignment import Assignment
 from autograder.errors import SubmissionError
 from autograder.execute.runner import Budgets, Execution, Job, ProbeCall, run_job
@@ -67,7 +67,7 @@ def grade_submission(assignment: Assignment, submission: Submission, timeout: fl
 
 def _with_parts(result: SubmissionResult, assignment: Assignment) -> SubmissionResult:
     """Each test named by its part's title, as the student knows it (feedback headings)."""
-    titles = part_titles(assignment.release_notebook)
+    titles = assignment.part_titles
     for test in result.tests:
         test.part = titles.get(test.cell, "")
     return result

@@ -59,14 +59,6 @@ def write_csv(table: pd.DataFrame, path: Path) -> Path:
     return path
 
 
-def write_export(table: pd.DataFrame, assignment: str, fmt: str, path: Path) -> Path:
-    """The plain CSV of `table`; the LMS formats are filled from final scores by
-    autograder.lms.gradebook_files (see autograder.commands.export)."""
-    if fmt != "csv":
-        raise ExportError(f"write_export writes the plain CSV only, not '{fmt}'")
-    return write_csv(table, path)
-
-
 def _safe_table(table: pd.DataFrame) -> pd.DataFrame:
     """The table with its text cells and its index (student ids) neutralised; numeric
     columns untouched."""

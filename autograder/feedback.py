@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from autograder.files import write_atomic
-from autograder.results import GRADED, SubmissionResult, clean_text
+from autograder.results import GRADED, SubmissionResult, clean_text, one_line
 
 if TYPE_CHECKING:
     from autograder.scores import StudentScore
@@ -38,7 +38,7 @@ def _sections(result: SubmissionResult) -> list[tuple[str, list[tuple[bool, str,
 
 
 def _one_line(text: str) -> str:
-    return clean_text(text, 300).replace("\n", " ").replace("\t", " ").strip()
+    return one_line(text, 300).strip()
 
 
 # How a failure that follows from the notebook-wide reason begins (runner and pipeline).
@@ -77,7 +77,7 @@ def _final(result: SubmissionResult, final: StudentScore | None
     if final is None or final.score is None:
         autograded, adjustment, extra = result.score, 0.0, 0.0
         penalty, max_score = result.late_penalty, result.max_score
-        score = max(0.0, autograded - penalty)
+        score = result.score_after_penalty
     else:
         autograded = result.score if final.autograded is None else final.autograded
         adjustment, extra = final.manual_adjustment, final.extra_credit

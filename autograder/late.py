@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any
 from traitlets import Enum
 from traitlets.config import Configurable
 
+from autograder.course import usable_student_id
 from autograder.errors import UserError
 from autograder.results import clean_text
 from autograder.timestamps import parse_utc
@@ -341,10 +342,7 @@ def make_extension(student_id: str, days: str | float | None = None,
                    hours: str | float | None = None, until: str | None = None) -> Extension:
     """An extension from exactly one of days, hours or until (a date nbgrader can read; a
     date without a zone is UTC, as nbgrader reads due dates). Raises LateError saying why."""
-    from autograder.submissions import STUDENT_ID
-
-
-    if not STUDENT_ID.fullmatch(student_id or ""):
+    if not usable_student_id(student_id):
         raise LateError(f"'{clean_text(student_id, 120)}' is not a usable student id")
     given = {name: value for name, value in (("days", days), ("hours", hours), ("until", until))
              if value not in (None, "")}

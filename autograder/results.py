@@ -64,6 +64,12 @@ class SubmissionResult:
         return sum(test.points for test in self.tests)
 
     @property
+    def score_after_penalty(self) -> float:
+        """The autograded score less the late penalty, never below 0 (manual grades and extra
+        credit live in gradebook.db: autograder.scores has the final score)."""
+        return max(0.0, self.score - self.late_penalty)
+
+    @property
     def max_score(self) -> float:
         return sum(test.max_points for test in self.tests)
 
@@ -128,6 +134,12 @@ def clean_text(text: object, cap: int = MESSAGE_CAP) -> str:
         marker = f"[... {total - keep} more characters]"
         keep = max(0, cap - len(marker))
     return shown[:keep] + marker
+
+
+def one_line(text: object, cap: int = MESSAGE_CAP) -> str:
+    """`clean_text` on one line: newlines and tabs become spaces (a terminal row, a CSV-safe
+    summary)."""
+    return clean_text(text, cap).replace("\n", " ").replace("\t", " ")
 
 
 def cleaned(result: SubmissionResult) -> SubmissionResult:

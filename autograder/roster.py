@@ -29,6 +29,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from autograder.course import usable_student_id
 from autograder.errors import UserError
 from autograder.results import clean_text
 
@@ -150,9 +151,7 @@ def _cell(value: str | None) -> str | None:
 
 
 def _student_id(value: str) -> str:
-    from autograder.submissions import STUDENT_ID
-
-    if not STUDENT_ID.fullmatch(value):
+    if not usable_student_id(value):
         raise RosterError(f"'{clean_text(value, 120)}' is not a usable student id (letters, "
                           "digits and ._@+- only, starting with a letter or digit)")
     return value

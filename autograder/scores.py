@@ -125,7 +125,7 @@ def final_scores(course: Course, assignment: str,
         elif result is not None:  # e.g. gradebook.db replaced since: our own result stands
             row.autograded = row.raw_score = result.score
             row.late_penalty = result.late_penalty
-            row.score = max(0.0, result.score - result.late_penalty)
+            row.score = result.score_after_penalty
             row.max_score = result.max_score or book.max_score
             row.reason = clean_text("; ".join(filter(None, [
                 row.reason, "not in gradebook.db: the score is this grader's"])))

@@ -19,6 +19,7 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from autograder.course import usable_student_id
 from autograder.errors import SubmissionError, UserError
 from autograder.files import read_regular_file, write_atomic
 from autograder.results import SubmissionResult, cleaned
@@ -33,7 +34,7 @@ LEGACY_FILE = "results.json"  # autograded/<student>/<assignment>/results.json, 
 MAX_RESULT_BYTES = 64 * 1024 * 1024  # a result holds capped text and the drawn inputs: far less
 # An assignment key is one path component: nothing that could climb out of the store's
 # folder, hide (a leading dot) or be read as an option. Student keys follow the ids that
-# collecting accepts (autograder.submissions.STUDENT_ID), which have the same properties.
+# collecting accepts (autograder.course.STUDENT_ID), which have the same properties.
 _ASSIGNMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,199}$")
 
 
@@ -67,10 +68,9 @@ class ResultStore(ABC):
 
 def check_key(kind: str, key: str) -> str:
     """`key` if it can name a stored result's file; else StoreError."""
-    from autograder.submissions import STUDENT_ID
-
-    pattern = STUDENT_ID if kind == "student" else _ASSIGNMENT
-    if not isinstance(key, str) or not pattern.fullmatch(key) or key in (".", ".."):
+    usable = (usable_student_id(key) if kind == "student"
+              else isinstance(key, str) and _ASSIGNMENT.fullmatch(key) is not None)
+    if not usable or key in (".", ".."):
         raise StoreError(f"{kind} {key!r} cannot key a stored result: one name of letters, "
                          "digits and . _ @ + - is expected")
     return key

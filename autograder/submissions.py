@@ -28,7 +28,7 @@ from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import NamedTuple, TextIO
 
-from autograder.course import Course
+from autograder.course import Course, usable_student_id
 from autograder.errors import SubmissionError
 from autograder.files import kind_of, read_regular_file, write_atomic
 from autograder.lms import downloads
@@ -39,7 +39,6 @@ from autograder.timestamps import parse_utc
 
 # Letters of any script (nbgrader takes "josé"), digits and ._@+-: never a slash, a space, a
 # control character or a leading dot. Ids are compared in Unicode's NFC form (macOS zips NFD).
-STUDENT_ID = re.compile(r"^[^\W_][\w.@+-]{0,99}$")
 TIMESTAMP_FILE = "timestamp.txt"
 MAX_ATTEMPT_TEXT_BYTES = 64 * 1024  # a Blackboard attempt's .txt
 
@@ -163,7 +162,7 @@ def submitted_in_course(course: Course, assignment: str, notebook_name: str) -> 
         return Collected(found, skipped)
     for student_dir, assignment_dir in _student_folders(root, assignment, skipped):
         sid = student_dir.name
-        if not _usable_id(sid):
+        if not usable_student_id(sid):
             skipped.append(Skipped(clean_text(student_dir, 300), _bad_id(sid)))
             continue
         try:
@@ -374,7 +373,7 @@ def _from_zip(path: Path, assignment: str, notebook_name: str, reading: Reading,
             skipped.append(Skipped(item, _unrecognised(shape)))
             continue
         sid = unicodedata.normalize("NFC", owner.student_id)
-        if not _usable_id(sid):
+        if not usable_student_id(sid):
             skipped.append(Skipped(item, _bad_id(sid)))
             continue
         by_student.setdefault(sid, []).append(_Member(member, item, owner))
@@ -719,10 +718,6 @@ def _listed_timestamp(folder: Path, skipped: list[Skipped]) -> str | None:
     return timestamp
 
 
-def _usable_id(sid: str) -> bool:
-    return STUDENT_ID.fullmatch(sid) is not None and unicodedata.is_normalized("NFC", sid)
-
-
 def _bad_id(sid: str) -> str:
     return (f"'{clean_text(sid, 120)}' is not a usable student id (letters, digits and _.@+- "
             "only, starting with a letter or digit)")
@@ -733,7 +728,7 @@ def _usable_ids(candidates: list[_Candidate], skipped: list[Skipped]) -> list[_C
     of the two is theirs cannot be known)."""
     by_id: dict[str, list[_Candidate]] = {}
     for candidate in candidates:
-        if _usable_id(candidate.student_id):
+        if usable_student_id(candidate.student_id):
             by_id.setdefault(candidate.student_id, []).append(candidate)
         else:
             skipped.append(Skipped(candidate.item, _bad_id(candidate.student_id)))

@@ -14,7 +14,7 @@ from autograder.results import (
     INVALID,
     TIMEOUT,
     SubmissionResult,
-    clean_text,
+    one_line,
 )
 from autograder.submissions import Skipped
 
@@ -37,7 +37,7 @@ class GradeRun:
 
 
 def _line(text: str, width: int = WIDTH) -> str:
-    text = clean_text(text, 2_000).replace("\n", " ").replace("\t", " ")
+    text = one_line(text, 2_000)
     return text if len(text) <= width else text[:width - 3] + "..."
 
 
@@ -81,11 +81,6 @@ def _late(results: list[SubmissionResult]) -> list[str]:
                   "scores below are after it")]
 
 
-def _final(result: SubmissionResult) -> float:
-    """The autograded score less the late penalty (manual grades live in gradebook.db)."""
-    return max(0.0, result.score - result.late_penalty)
-
-
 def _pass_rates(results: list[SubmissionResult]) -> list[str]:
     """Each hidden test's pass rate, grouped under its part, in the tests' order."""
     order: dict[str, tuple[str, str]] = {}  # test name -> (part, title)
@@ -116,9 +111,9 @@ def _histogram(results: list[SubmissionResult]) -> list[str]:
     bins = int(top // step) + 1
     counts = [0] * bins
     for result in results:
-        counts[min(bins - 1, int(_final(result) // step))] += 1
+        counts[min(bins - 1, int(result.score_after_penalty // step))] += 1
     most = max(counts) or 1
-    scores = sorted(_final(result) for result in results)
+    scores = sorted(result.score_after_penalty for result in results)
     middle = len(scores) // 2
     median = scores[middle] if len(scores) % 2 else (scores[middle - 1] + scores[middle]) / 2
     lines = ["", f"scores (out of {top:g}): mean {sum(scores) / len(scores):.2f}, "

@@ -25,7 +25,7 @@ import pytest
 from autograder import commands
 from autograder.author import with_answers
 from autograder.course import Course
-from autograder.export import write_export
+from autograder.export import write_csv
 from autograder.feedback import render_html, render_markdown
 from autograder.kept_notebook import REPORT_HEADING
 from autograder.results import SubmissionResult, clean_text, cleaned
@@ -178,7 +178,7 @@ def test_both_csvs_neutralise_formulas_and_hold_clean_text(graded, course: Cours
 def test_numbers_we_computed_are_not_quoted(tmp_path: Path) -> None:
     table = pd.DataFrame({"total": [-1.5, 2.0], "status": ["graded", "-x"]},
                          index=pd.Index(["-a", "b"], name="student_id"))
-    path = write_export(table, "backprop", "csv", tmp_path / "x.csv")
+    path = write_csv(table, tmp_path / "x.csv")
     rows = list(csv.DictReader(path.open()))
     assert [(r["student_id"], r["total"], r["status"]) for r in rows] == [
         ("'-a", "-1.5", "graded"), ("b", "2.0", "'-x")]
