@@ -190,16 +190,22 @@ def grade_and_record(root: Path, assignment_name: str, student: str) -> Submissi
     from autograder.assignment import Assignment
     from autograder.course import Course
     from autograder.gradebook_db import NbgraderGradebook
+    from autograder.lock import course_lock
     from autograder.store import result_store
+    from autograder.summary import render
 
     course = Course.load(root)
-    results = commands.grade(course, assignment_name, student_id=student, out=sys.stdout)
-    [result] = [r for r in results if r.student_id == student]
-    # A result kept as unchanged was not recorded by this run: nbgrader has just removed
-    # its notebook under autograded/. Recording again is idempotent.
-    assignment = Assignment.load(course, assignment_name)
-    with NbgraderGradebook(course, assignment) as gradebook:
-        commands.record_result(course, assignment, gradebook, result_store(course), result)
+    run = commands.grade_run(course, assignment_name, student_id=student, out=sys.stdout)
+    commands.print_safely(render(run), sys.stdout)
+    [result] = [r for r in run.results if r.student_id == student]
+    if run.kept:
+        # Kept as unchanged, so this run did not record it, and nbgrader has just removed its
+        # notebook under autograded/ and written its own scores: record it again (that is
+        # idempotent), under the course's lock as any recording.
+        assignment = Assignment.load(course, assignment_name)
+        with course_lock(course.root), NbgraderGradebook(course, assignment) as gradebook:
+            commands.record_result(course, assignment, gradebook, result_store(course),
+                                   result)
     return result
 
 
