@@ -12,7 +12,6 @@ test: it asserts nothing timed.
 from __future__ import annotations
 
 import argparse
-import shutil
 import sqlite3
 import subprocess
 import sys
@@ -29,13 +28,10 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=300)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-scores-") as scratch:
-        root = Path(scratch)
-        for name in ("nbgrader_config.py", "source", "hidden_tests"):
-            source = REPO / name
-            if source.is_dir():
-                shutil.copytree(source, root / name)
-            else:
-                shutil.copy(source, root / name)
+        from autograder.course import Course
+        from autograder.demo import scratch_course
+
+        root = scratch_course(Course.load(REPO), Path(scratch)).root
         subprocess.run([sys.executable, "-m", "autograder.cli", "--course", str(root),
                         "release", "backprop"], check=True, capture_output=True)
         from autograder.assignment import Assignment
