@@ -35,7 +35,6 @@ def main() -> None:
         subprocess.run([sys.executable, "-m", "autograder.cli", "--course", str(root),
                         "release", "backprop"], check=True, capture_output=True)
         from autograder.assignment import Assignment
-        from autograder.course import Course
         from autograder.gradebook_db import NbgraderGradebook
         from autograder.results import SubmissionResult, TestResult
         from autograder.scores import final_scores
