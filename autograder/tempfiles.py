@@ -152,12 +152,7 @@ def remove_tree(path: Path | str) -> list[str]:
                 _empty(top, problems)
             finally:
                 os.close(top)
-        try:
-            os.rmdir(name, dir_fd=parent_fd)
-        except FileNotFoundError:
-            pass
-        except OSError as error:
-            problems.add("", error)
+        _rmdir(name, parent_fd, problems, "")
     except Exception as error:  # never fails: a surprise is reported too
         problems.add("", error)
     finally:
@@ -228,12 +223,7 @@ def _empty(top: int, problems: _Problems) -> None:
                     queue.append(new)
         finally:
             os.close(folder)
-        try:
-            os.rmdir(name, dir_fd=top)
-        except FileNotFoundError:
-            pass
-        except OSError as error:
-            problems.add(name, error)
+        _rmdir(name, top, problems, name)
 
 
 def _move(name: str, folder: int, new: str, top: int) -> None:
@@ -289,6 +279,15 @@ def _open_dir(name: str, parent: int, problems: _Problems, where: str) -> int | 
     except OSError:
         pass  # not ours: removing its entries will say what fails
     return folder
+
+
+def _rmdir(name: str, folder: int, problems: _Problems, where: str) -> None:
+    try:
+        os.rmdir(name, dir_fd=folder)
+    except FileNotFoundError:
+        pass  # gone already: what was wanted
+    except OSError as error:
+        problems.add(where, error)
 
 
 def _unlink(name: str, folder: int, problems: _Problems, where: str) -> None:
