@@ -90,6 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
                                       "notebook and a README)")
     handout.add_argument("assignment")
     command("doctor", help="report which sandbox layers are active on this machine")
+    from autograder.service.cli import add_service_parsers
+
+    add_service_parsers(command)
     return parser
 
 
@@ -234,6 +237,10 @@ def _run(args: argparse.Namespace) -> int:
 
     if args.command == "doctor":
         return 0 if commands.doctor(sys.stdout) else 1
+    from autograder.service.cli import SERVICE_COMMANDS, run_service_command
+
+    if args.command in SERVICE_COMMANDS:  # serve, worker, submit, token, service
+        return run_service_command(args)
     course = Course.load(args.course)
     if getattr(args, "assignment", None) is not None:
         commands.check_assignment_name(course, args.assignment)

@@ -140,7 +140,7 @@ def grade_on_cluster(scheduler: str, assignment: Assignment, submissions: list[S
         package = client.scatter(AssignmentPackage.of(assignment), broadcast=True)
         futures: dict = {}
         for submission in submissions:
-            notebook = submission.notebook.read_bytes() if submission.notebook else None
+            notebook = submission.read() if submission.notebook else None
             future = client.submit(grade_on_worker, package, submission.student_id, notebook,
                                    submission.timestamp, timeout, unsafe,
                                    reason=submission.reason, lms_late=submission.lms_late,

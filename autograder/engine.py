@@ -26,7 +26,7 @@ from autograder.results import (
     TestResult,
     cleaned,
 )
-from autograder.submissions import Submission, read_notebook_bytes
+from autograder.submissions import Submission
 from autograder.verify.hidden import HiddenTests
 from autograder.verify.judge import judge
 
@@ -40,7 +40,7 @@ def fingerprint(assignment: Assignment, submission: Submission) -> str:
     content = None
     if submission.notebook is not None:
         try:
-            content = read_notebook_bytes(submission.notebook)
+            content = submission.read()
         except SubmissionError:
             content = None
     return _fingerprint(assignment, content)
@@ -83,7 +83,7 @@ def _grade(assignment: Assignment, submission: Submission, budgets: Budgets,
         return _zero(result, assignment, INVALID,
                      submission.reason or "no notebook was submitted")
     try:
-        content = read_notebook_bytes(submission.notebook)  # once: hashed, seeded, parsed
+        content = submission.read()  # once: hashed, seeded, parsed
     except SubmissionError as error:
         result.fingerprint = _fingerprint(assignment, None)
         return _zero(result, assignment, INVALID, str(error))

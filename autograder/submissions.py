@@ -23,7 +23,7 @@ import zipfile
 import zlib
 from collections.abc import Callable
 from contextlib import ExitStack
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import NamedTuple, TextIO
@@ -60,6 +60,17 @@ class Submission:
     timestamp: str | None = None
     lms_late: bool = False  # the LMS marked it late (Canvas's LATE; lms.json "late")
     reason: str | None = None  # why there is no notebook: "... (found: report.pdf)"
+    # The notebook's bytes, when they are not in a file (the service's uploads); `notebook`
+    # then only names it.
+    content: bytes | None = field(default=None, repr=False, compare=False)
+
+    def read(self) -> bytes:
+        """The notebook's bytes (SubmissionError if it cannot be read)."""
+        if self.content is not None:
+            return self.content
+        if self.notebook is None:
+            raise SubmissionError("no notebook was submitted")
+        return read_notebook_bytes(self.notebook)
 
 
 @dataclass(frozen=True)

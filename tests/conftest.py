@@ -165,3 +165,23 @@ def nbgrader_export(course: Course, tmp_path: Path,
         return {row["student_id"]: row for row in csv.DictReader(handle)
                 if row["assignment"] == assignment}
 
+
+
+# --- The service's databases (tests/databases.py): a SQLite file and PostgreSQL -------------
+
+@pytest.fixture(scope="session")
+def postgres():  # -> databases.PostgresForTests
+    """The test run's PostgreSQL: the machine's server, else a throwaway one (never a skip)."""
+    from databases import PostgresForTests
+
+    server = PostgresForTests()
+    yield server
+    server.drop_all()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A new, empty database for one test, on each kind the service runs on."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'service.db'}"
+    return request.getfixturevalue("postgres").create()

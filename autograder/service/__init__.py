@@ -1,0 +1,1 @@
+"""The grading service: HTTP API, durable queue, workers (see README, "The grading service")."""

@@ -1,0 +1,40 @@
+"""The service's settings: `c.Service.*` in nbgrader_config.py, each declared once with its help.
+Per-assignment course policy (budgets, which submission counts, exam mode) is
+`autograder.service.policy`."""
+
+from __future__ import annotations
+
+from traitlets import Float, Int, List, Unicode
+from traitlets.config import Configurable
+
+
+class Service(Configurable):
+    """How `autograder serve` and `autograder worker` run."""
+
+    database_url = Unicode(
+        "", help="SQLAlchemy URL of the service's database, e.g. "
+                 "postgresql+psycopg://grader@db/course. Empty: a SQLite file, "
+                 "<course>/service.db (WAL mode; one worker).").tag(config=True)
+    host = Unicode("127.0.0.1", help="Address `serve` listens on.").tag(config=True)
+    port = Int(8000, help="Port `serve` listens on.").tag(config=True)
+    user = Unicode("nobody", help="The unprivileged user the HTTP process runs as when started "
+                                  "as root (the embedded worker alone keeps root: it runs the "
+                                  "sandbox).").tag(config=True)
+    trusted_proxies = List(Unicode(), default_value=[], help=(
+        "Addresses (or CIDR networks) of reverse proxies whose X-Forwarded-For is believed; "
+        "from anyone else the connection's own address is the client's.")).tag(config=True)
+    instructors = List(Unicode(), default_value=[], help=(
+        "Ids of the people who may use the instructor's API (the roster's students are the "
+        "students).")).tag(config=True)
+    max_upload_bytes = Int(5 * 1024 * 1024, help="Largest notebook accepted, in bytes."
+                           ).tag(config=True)
+    lease_seconds = Float(30.0, help="How long a worker holds a job without renewing it; a "
+                                     "worker that died loses its jobs after this.").tag(config=True)
+    poll_seconds = Float(0.02, help="How often an idle worker looks for jobs.").tag(config=True)
+    session_hours = Float(12.0, help="How long a browser sign-in lasts.").tag(config=True)
+    sign_in_attempts = Int(5, help="Failed sign-ins allowed per person, and per address, in "
+                                   "`sign_in_window_minutes`.").tag(config=True)
+    sign_in_window_minutes = Float(15.0, help="The window of `sign_in_attempts`."
+                                   ).tag(config=True)
+    retention_days = Int(0, help="Submissions older than this many days are deleted by "
+                                 "`autograder service purge` (0: kept).").tag(config=True)
