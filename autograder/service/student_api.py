@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -111,25 +111,6 @@ def _assignment_or_404(request: Request, name: str) -> Assignment:
     if found is None:
         raise NotFoundException(f"no released assignment '{clean_text(name, 100)}'")
     return found
-
-
-def student_due(course: Course, assignment: str, student_id: str
-                ) -> tuple[datetime | None, timedelta | None]:
-    """(the student's due date, extension included, aware UTC; their extension)."""
-    from autograder.late import due_date, list_extensions
-
-    due = due_date(course, assignment)
-    if due is None:
-        return None, None
-    due = due.replace(tzinfo=UTC) if due.tzinfo is None else due.astimezone(UTC)
-    extension = None
-    try:
-        for entry in list_extensions(course, assignment):
-            if entry.student_id == student_id:
-                extension = entry.delta(due.replace(tzinfo=None))
-    except UserError:
-        extension = None  # no extensions table yet: none given
-    return (due + extension if extension else due), extension
 
 
 def _own_submission(session: Session, submission_id: str, who: auth.Principal) -> Submission:
@@ -232,7 +213,7 @@ def _store_upload(request: Request, assignment: Assignment, who: auth.Principal,
     course: Course = state.course
     intake.check_upload(content, assignment, state.settings.max_upload_bytes)
     policy = policies.policy_for(course, assignment.name)
-    due, _ = student_due(course, assignment.name, who.id)
+    due = policies.student_due(course, assignment.name, who.id)
     now = datetime.now(UTC)
     with state.db.session() as session:
         try:
@@ -326,7 +307,7 @@ def assignment_terms(request: Request, assignment: str,
     found = _assignment_or_404(request, assignment)
     course: Course = state.course
     policy = policies.policy_for(course, found.name)
-    due, extension = student_due(course, found.name, principal.id)
+    due = policies.student_due(course, found.name, principal.id)
     now = datetime.now(UTC)
     with state.db.session() as session:
         left = budgets.budget_of(session, policy, principal.id, found.name, now, due)
@@ -334,8 +315,7 @@ def assignment_terms(request: Request, assignment: str,
     return {
         "name": found.name,
         "max_score": found.max_score,
-        "due": _iso(due),
-        "extension_seconds": extension.total_seconds() if extension else None,
+        "due": _iso(due),  # the student's: their extension included
         "late_policy": {"penalty_method": str(late.get("penalty_method", "none"))},
         "counts": policy.counts,
         "results_shown": policy.results_shown,
