@@ -77,8 +77,7 @@ def route_table(service: Running) -> list[tuple[str, str]]:
         for method in sorted(getattr(route, "methods", ())):
             if method in ("OPTIONS", "HEAD"):
                 continue  # Litestar's own preflight and HEAD answers carry no data
-            found.append((method, route.path_format if hasattr(route, "path_format")
-                          else route.path))
+            found.append((method, route.path))
     return found
 
 
