@@ -34,7 +34,9 @@ from autograder.assignment import Assignment, grade_cells_of, released_notebook
 from autograder.course import Course
 from autograder.errors import UserError
 from autograder.results import clean_text
-from autograder.service import auth
+from autograder.service import auth, intake, queue, views
+from autograder.service import budget as budgets
+from autograder.service import policy as policies
 from autograder.service.models import Job, JobKind, JobState, Person, Result, Submission
 from autograder.service.settings import Service
 from autograder.verify.hidden import PROBES_FILE, TESTS_FILE
@@ -132,8 +134,6 @@ def _submit_job(session: Session, submission_id: str) -> Job | None:
 
 
 def _status(session: Session, submission: Submission, graders: int) -> dict[str, Any]:
-    from autograder.service import queue
-
     job = _submit_job(session, submission.id)
     shown: dict[str, Any] = {"id": submission.id, "assignment": submission.assignment,
                              "submitted_at": _iso(submission.submitted_at),
@@ -160,9 +160,6 @@ def _published_result(session: Session, submission_id: str) -> Result | None:
 
 def _feedback(request: Request, session: Session, result: Result, now: datetime
               ) -> dict[str, Any]:
-    from autograder.service import policy as policies
-    from autograder.service import views
-
     course = _state(request).course
     policy = policies.policy_for(course, result.assignment)
     until = views.hidden_until(course, policy, result.assignment, result.student_id)
@@ -208,10 +205,6 @@ async def _read_upload(request: Request, assignment: Assignment) -> tuple[bytes,
 
 def _store_upload(request: Request, assignment: Assignment, who: auth.Principal, content: bytes,
                   filename: str) -> Response:
-    from autograder.service import budget as budgets
-    from autograder.service import intake, queue
-    from autograder.service import policy as policies
-
     state = _state(request)
     course: Course = state.course
     intake.check_upload(content, assignment, state.settings.max_upload_bytes)
@@ -303,9 +296,6 @@ def history(request: Request, assignment: FromPath[str],
              "the student's remaining budget")
 def assignment_terms(request: Request, assignment: FromPath[str],
                      principal: Who) -> dict[str, Any]:
-    from autograder.service import budget as budgets
-    from autograder.service import policy as policies
-
     state = _state(request)
     found = _assignment_or_404(request, assignment)
     course: Course = state.course
