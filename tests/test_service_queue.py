@@ -278,6 +278,12 @@ def test_position_and_eta_follow_the_queue_and_measured_times(db: Database) -> N
         assert queue.eta_seconds(session, ids[3], graders=2) == 4.0
         assert queue.eta_seconds(session, ids[3], graders=1) == 6.0
         assert queue.position(session, 10_000) is None
+    # Jobs of an older version wait for the regrade, not for a worker: not ahead of anyone.
+    [stale] = enqueue(db, 1, fingerprint="0" * 64)
+    [fresh] = enqueue(db, 1)
+    with db.session(readonly=True) as session:
+        assert queue.position(session, fresh) == 4
+        assert queue.position(session, stale) == 1
 
 
 def test_sqlite_read_then_write_transactions_do_not_fail_each_other(tmp_path: Path) -> None:

@@ -243,12 +243,17 @@ def _end_failed(job: Job, submission: Submission | None, now: datetime, reason: 
 
 
 def position(session: Session, job_id: int) -> int | None:
-    """Where a queued job is: 1 = the next to be claimed; None if it is not queued."""
+    """Where a queued job is: 1 = the next to be claimed; None if it is not queued. Jobs
+    ahead that name another version of the same assignment are not counted: they wait for the
+    instructor's regrade, not for a worker."""
     job = session.get(Job, job_id)
     if job is None or job.state != JobState.QUEUED:
         return None
-    ahead = session.execute(select(func.count()).select_from(Job)
-                            .where(Job.state == JobState.QUEUED, Job.id < job_id)).scalar_one()
+    ahead = session.execute(
+        select(func.count()).select_from(Job)
+        .where(Job.state == JobState.QUEUED, Job.id < job_id,
+               or_(Job.assignment != job.assignment, Job.fingerprint == job.fingerprint))
+    ).scalar_one()
     return ahead + 1
 
 
