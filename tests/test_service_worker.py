@@ -8,6 +8,7 @@ from __future__ import annotations
 import shutil
 import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -103,6 +104,27 @@ def test_queued_notebooks_are_graded_and_recorded(db: Database, grader: Grader, 
     assert queue.waiting_versions(db) == {("backprop", "0" * 64)}
     with db.session(readonly=True) as session:
         assert queue.eta_seconds(session, stale, graders=2) > 0
+
+
+def test_stopping_gives_an_unfinished_job_back_to_the_queue(db: Database, course: Course,
+                                                             solution: dict[str, str]) -> None:
+    """SIGTERM's path: jobs in flight get `drain_seconds` to finish; the rest are cancelled
+    and queued again, not counted as attempts, and nothing is recorded for them."""
+    slow = {**solution, "chain_rule": "import time\ntime.sleep(60)\n" + solution["chain_rule"]}
+    job_id = enqueue(db, "slow", notebook_bytes(course, slow), fingerprint(course))
+    stop = threading.Event()
+    with Grader(course, workers=1) as own, ServiceWorker(db, own, drain_seconds=0.5) as worker:
+        running = threading.Thread(target=worker.run, args=(stop,))
+        running.start()
+        wait_for(lambda: job(db, job_id).state == JobState.LEASED, timeout=60)
+        time.sleep(3)  # warm-up done, the cell sleeping
+        started = time.monotonic()
+        stop.set()
+        running.join(timeout=30)
+        assert not running.is_alive() and time.monotonic() - started < 15
+    back = job(db, job_id)
+    assert (back.state, back.attempts, back.lease_owner) == (JobState.QUEUED, 0, None)
+    assert rows(db) == []
 
 
 def test_a_second_worker_on_one_sqlite_file_refuses(tmp_path: Path, grader: Grader) -> None:
