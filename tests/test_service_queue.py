@@ -334,3 +334,13 @@ def test_a_wrong_statement_is_not_mistaken_for_an_unreachable_database(db: Datab
     with pytest.raises(sqlalchemy.exc.DBAPIError) as raised, db.session() as session:
         session.execute(sqlalchemy.text("SELECT * FROM no_such_table"))
     assert not isinstance(raised.value, DatabaseUnavailable)
+
+
+def test_a_url_that_is_not_a_database_is_a_clear_error() -> None:
+    from autograder.errors import UserError
+    from autograder.service.database import BadDatabaseUrl
+
+    for url in ("nonsense", "nosuchdb://x/y"):
+        with pytest.raises(BadDatabaseUrl, match="not a database URL") as raised:
+            Database(url)
+        assert isinstance(raised.value, UserError)

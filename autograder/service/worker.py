@@ -346,7 +346,10 @@ def run_worker_command(args: argparse.Namespace) -> int:
     course = Course.load(args.course)
     settings = Service(config=course.config)
     db = Database.for_course(course, args.database)
-    db.upgrade()
+    try:
+        db.upgrade()
+    except DatabaseUnavailable as error:
+        raise UserError(str(error)) from None
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
