@@ -10,13 +10,17 @@ machine's own server.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import glob
 import os
 import pwd
 import shutil
 import socket
+import struct
 import subprocess
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -145,3 +149,125 @@ def wait_for(predicate, timeout: float = 30.0, interval: float = 0.02):  # noqa:
         if time.monotonic() > deadline:
             raise AssertionError(f"not true within {timeout} s: {predicate}")
         time.sleep(interval)
+
+
+class CuttableProxy:
+    """A TCP proxy the test runs between the service and its PostgreSQL, to cut the database
+    off and bring it back: `cut()` resets every connection and refuses new ones (a reset
+    at once, as a dead route or a restarted server gives); `restore()` lets them through
+    again. The service sees its database vanish without anyone touching the server."""
+
+    def __init__(self, target_host: str, target_port: int) -> None:
+        self.target = (target_host, target_port)
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self._lock = threading.Lock()
+        self._open: set[socket.socket] = set()
+        self._cut = False
+        self._closed = False
+        threading.Thread(target=self._accept, daemon=True, name="proxy-accept").start()
+
+    def url(self, db: str, user: str = "postgres") -> str:
+        return f"postgresql+psycopg://{user}@127.0.0.1:{self.port}/{db}"
+
+    def _accept(self) -> None:
+        while not self._closed:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return  # closed
+            with self._lock:
+                refused = self._cut
+            if refused:
+                _reset(client)
+                continue
+            try:
+                upstream = socket.create_connection(self.target, timeout=5)
+            except OSError:
+                _reset(client)
+                continue
+            upstream.settimeout(None)
+            with self._lock:
+                self._open |= {client, upstream}
+            for source, sink in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(source, sink), daemon=True,
+                                 name="proxy-pump").start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for end in (source, sink):
+                self._drop(end)
+
+    def _drop(self, end: socket.socket) -> None:
+        with self._lock:
+            self._open.discard(end)
+        _reset(end)
+
+    def cut(self) -> None:
+        with self._lock:
+            self._cut = True
+            ends, self._open = list(self._open), set()
+        for end in ends:
+            _reset(end)
+
+    def restore(self) -> None:
+        with self._lock:
+            self._cut = False
+
+    @property
+    def connections(self) -> int:
+        with self._lock:
+            return len(self._open) // 2
+
+    def close(self) -> None:
+        self._closed = True
+        self.cut()
+        self.listener.close()
+
+
+def _reset(end: socket.socket) -> None:
+    """Close with RST (SO_LINGER 0), not FIN: the other side sees the connection die."""
+    try:
+        end.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    except OSError:
+        pass
+    try:
+        end.close()
+    except OSError:
+        pass
+
+
+@contextlib.contextmanager
+def tmpfs(size: str = "2m", mode: int = 0o755):  # -> Iterator[Path]
+    """A tiny tmpfs of its own (root only: the test fails, never skips, without root), so a
+    test can fill the service's disk without filling the machine's."""
+    if os.geteuid() != 0:
+        raise RuntimeError("mounting a tmpfs needs root")
+    mountpoint = Path(tempfile.mkdtemp(prefix="agtmpfs-"))
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode={mode:o}", "tmpfs",
+                    str(mountpoint)], check=True, capture_output=True, timeout=30)
+    try:
+        yield mountpoint
+    finally:
+        subprocess.run(["umount", "-l", str(mountpoint)], capture_output=True, timeout=30)
+        shutil.rmtree(mountpoint, ignore_errors=True)
+
+
+def fill(folder: Path, leave: int = 0) -> Path:
+    """Fill the file system holding `folder` until at most `leave` bytes are free (0: full);
+    the file written, to delete when space should come back."""
+    filler = folder / "filler"
+    with filler.open("wb", buffering=0) as handle:
+        while (free := shutil.disk_usage(folder).free) > leave:
+            try:
+                handle.write(b"\0" * min(65536, free - leave))
+            except OSError as error:
+                if error.errno != errno.ENOSPC:
+                    raise
+                break
+    return filler

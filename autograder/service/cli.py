@@ -43,4 +43,31 @@ def add_service_parsers(command: Callable[..., argparse.ArgumentParser]) -> None
 
 
 def run_service_command(args: argparse.Namespace) -> int:
+    if args.command == "submit":
+        return _submit(args)
+    if args.command == "serve":
+        return _serve(args)
     raise NotImplementedError(args.command)
+
+
+def _submit(args: argparse.Namespace) -> int:
+    import sys
+
+    from autograder.service.client import SubmitError, read_token, submit
+
+    try:
+        token = read_token(args.token_file)
+        outcome = submit(args.server, args.notebook, token, args.assignment, out=sys.stdout,
+                         wait=not args.no_wait)
+    except SubmitError as error:
+        print(f"autograder submit: {error}", file=sys.stderr)
+        return error.exit_code
+    return outcome.exit_code
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from autograder.course import Course
+    from autograder.service.serve import serve
+
+    return serve(Course.load(args.course), database_url=args.database, host=args.host,
+                 port=args.port, worker=not args.no_worker)
