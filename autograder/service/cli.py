@@ -18,6 +18,8 @@ def add_service_parsers(command: Callable[..., argparse.ArgumentParser]) -> None
     serve.add_argument("--port", type=int, help="port to listen on (default: c.Service.port)")
     serve.add_argument("--no-worker", action="store_true",
                        help="no embedded worker: `autograder worker` runs elsewhere")
+    serve.add_argument("--unsafe", action="store_true",
+                       help="the embedded worker grades without root (see `grade --unsafe`)")
 
     worker = command("worker", help="grade the service's queued submissions")
     worker.add_argument("--database", help="SQLAlchemy URL (default: c.Service.database_url)")
@@ -70,4 +72,4 @@ def _serve(args: argparse.Namespace) -> int:
     from autograder.service.serve import serve
 
     return serve(Course.load(args.course), database_url=args.database, host=args.host,
-                 port=args.port, worker=not args.no_worker)
+                 port=args.port, worker=not args.no_worker, unsafe=args.unsafe)

@@ -1,0 +1,295 @@
+"""`autograder serve`: the whole service on one machine, as two processes.
+
+1. As whoever started it (root in production): upgrade the database, sync the roster's people,
+   bind the listening socket (so a port below 1024 works), and start the embedded worker, a
+   child process that keeps root because it alone runs student code (the sandbox needs root).
+2. Then this process drops to `c.Service.user` (setgroups([]), setgid, setuid, no new
+   privileges) and serves the HTTP API with uvicorn. The HTTP process never runs student code;
+   if it is compromised it holds nobody's privileges and cannot signal the worker.
+
+The worker reads its stdin, a pipe from this process: when this process ends, however it ends
+(SIGTERM, a crash, kill -9), the pipe closes and the worker finishes the job in hand and stops.
+The queue is in the database, so nothing is lost either way: a job in hand when the worker was
+killed is claimed again after its lease. If the worker dies on its own, the service stops
+(exit 1) rather than accept uploads nobody grades.
+
+SQLite as root: the HTTP process must write the database, its -wal and -shm, and create them in
+its folder, so the folder is handed to the service user; that is refused for a folder holding
+anything but the database (the course's root holds nbgrader_config.py, which the root worker
+executes: whoever may rename files there may replace it).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import pwd
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import TextIO
+
+from autograder.course import Course
+from autograder.errors import UserError
+
+log = logging.getLogger(__name__)
+
+MAX_CONNECTIONS = 2048  # uvicorn answers 503 beyond this many at once (a bound on memory)
+BACKLOG = 2048
+STOP_SECONDS = 30.0  # how long the worker may take to finish the job in hand
+SQLITE_FILES = ("", "-wal", "-shm", "-journal")
+_PR_SET_NO_NEW_PRIVS = 38
+DATABASE_VARIABLE = "AUTOGRADER_SERVICE_DATABASE"  # serve -> its embedded worker
+
+
+class ServeError(UserError):
+    """The service cannot start as configured."""
+
+
+def serve(course: Course, database_url: str | None = None, host: str | None = None,
+          port: int | None = None, worker: bool = True, unsafe: bool = False,
+          out: TextIO = sys.stdout) -> int:
+    """Run the service until SIGTERM or SIGINT; 0 when stopped so, 1 when the worker died."""
+    from autograder.service.auth import sync_people
+    from autograder.service.database import Database
+    from autograder.service.settings import Service
+
+    settings = Service(config=course.config)
+    host = host or settings.host
+    port = settings.port if port is None else port
+    db = Database.for_course(course, database_url)
+    url = db.url
+    if db.sqlite_path is not None:
+        db.sqlite_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        db.upgrade()
+        with db.session() as session:
+            sync_people(session, course, list(settings.instructors))
+    finally:
+        db.dispose()  # no connection opened as root goes on into the unprivileged process
+    account = service_account(settings.user) if os.geteuid() == 0 else None
+    if account is not None and db.is_sqlite:
+        hand_over_sqlite(db.sqlite_path, course, account)
+    listener = bind(host, port)
+    child = start_worker(course, url, unsafe) if worker else None
+    try:
+        if account is not None:
+            drop_privileges(account)
+        check_readable(course)
+        return run_http(course, url, settings, listener, child, out)
+    finally:
+        stop_worker(child)
+
+
+def service_account(name: str) -> pwd.struct_passwd:
+    try:
+        account = pwd.getpwnam(name)
+    except KeyError:
+        raise ServeError(f"c.Service.user = {name!r}: no such user on this machine (the HTTP "
+                         "process runs as that user when started as root)") from None
+    if account.pw_uid == 0:
+        raise ServeError(f"c.Service.user = {name!r} is root: the HTTP process must run "
+                         "unprivileged")
+    return account
+
+
+def hand_over_sqlite(path: Path | None, course: Course, account: pwd.struct_passwd) -> None:
+    """Make the SQLite database, its -wal/-shm and its folder the service user's."""
+    if path is None:
+        return
+    folder = path.parent
+    course_root = course.root.resolve()
+    own = {path.name + suffix for suffix in SQLITE_FILES}
+    others = sorted(name for name in os.listdir(folder) if name not in own)
+    if folder == course_root or folder in course_root.parents or others:
+        raise ServeError(
+            f"{path}: started as root, the service hands the SQLite database's folder to "
+            f"{account.pw_name} (it creates the -wal and -shm files there), and {folder} holds "
+            f"other files ({', '.join(others[:3]) or 'the course'}): put the database in a "
+            "folder of its own, e.g. --database sqlite:///"
+            f"{course_root / 'service' / 'service.db'} (or c.Service.database_url), or use "
+            "PostgreSQL")
+    for name in own:
+        if (folder / name).exists():
+            os.chown(folder / name, account.pw_uid, account.pw_gid)
+    os.chown(folder, account.pw_uid, account.pw_gid)
+    os.chmod(folder, 0o700)
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """The listening socket, bound while still privileged."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    listener = socket.socket(family, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        listener.bind((host, port))
+    except OSError as error:
+        listener.close()
+        raise ServeError(f"cannot listen on {host}:{port}: {error.strerror}") from None
+    listener.listen(BACKLOG)
+    listener.set_inheritable(False)  # the worker must not hold the port
+    return listener
+
+
+def drop_privileges(account: pwd.struct_passwd) -> None:
+    """Become `account` for good: no supplementary groups, its group, its user, and no way
+    back (setuid binaries cannot raise privileges either)."""
+    os.setgroups([])
+    os.setgid(account.pw_gid)
+    os.setuid(account.pw_uid)
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+    os.environ["HOME"] = account.pw_dir
+    try:
+        os.setuid(0)
+    except PermissionError:
+        return
+    raise RuntimeError("privileges could not be dropped")  # pragma: no cover
+
+
+def check_readable(course: Course) -> None:
+    """The HTTP process reads the course's configuration and releases: say so clearly if the
+    service user cannot."""
+    try:
+        Course.load(course.root)
+        os.listdir(course.root / "release")
+    except (OSError, UserError) as error:
+        raise ServeError(f"{course.root}: the service's user ({pwd.getpwuid(os.getuid())[0]}) "
+                         f"cannot read the course: {error}") from None
+
+
+def start_worker(course: Course, url: str, unsafe: bool) -> subprocess.Popen:
+    """The embedded worker: a child that keeps our privileges and stops when its stdin
+    closes (when this process ends, however it ends)."""
+    command = [sys.executable, "-m", "autograder.service.serve", "--embedded-worker",
+               str(course.root)]
+    if unsafe:
+        command.append("--unsafe")
+    # The URL may hold a password: in the environment (readable by root only), not in argv
+    # (which `ps` shows everyone).
+    environment = {**os.environ, DATABASE_VARIABLE: url}
+    # Its own process group: a Ctrl-C at the terminal reaches this process, which then stops
+    # the worker in order (finish the job in hand), rather than both at once.
+    return subprocess.Popen(command, stdin=subprocess.PIPE, close_fds=True, env=environment,
+                            start_new_session=True)
+
+
+def stop_worker(child: subprocess.Popen | None) -> None:
+    if child is None or child.poll() is not None:
+        return
+    try:
+        child.stdin.close()  # the worker's signal to stop
+    except OSError:
+        pass
+    try:
+        child.wait(STOP_SECONDS)
+    except subprocess.TimeoutExpired:
+        log.warning("the embedded worker did not stop within %.0f s: its jobs go back to "
+                    "the queue after their lease", STOP_SECONDS)
+        try:
+            child.kill()
+        except PermissionError:  # root's process, and we are not root any more
+            pass
+
+
+def run_http(course: Course, url: str, settings: object, listener: socket.socket,
+             child: subprocess.Popen | None, out: TextIO) -> int:
+    """uvicorn on the bound socket until SIGTERM/SIGINT, or until the worker dies."""
+    import uvicorn
+
+    from autograder.service.app import create_app
+    from autograder.service.database import Database
+
+    db = Database(url)
+    app = create_app(course, db, settings)
+    config = uvicorn.Config(
+        app, proxy_headers=False,  # the app decides on X-Forwarded-For (trusted_proxies)
+        access_log=False,  # paths hold submission ids; errors are logged by the app
+        server_header=False, date_header=True, limit_concurrency=MAX_CONNECTIONS,
+        backlog=BACKLOG, timeout_keep_alive=5, timeout_graceful_shutdown=10,
+        log_level="warning", lifespan="on")
+    server = uvicorn.Server(config)
+    worker_died: list[int] = []
+    if child is not None:
+        def watch() -> None:
+            code = child.wait()
+            if not server.should_exit:
+                worker_died.append(code)
+                log.error("the embedded worker ended (exit %s): stopping the service", code)
+                server.should_exit = True
+
+        threading.Thread(target=watch, daemon=True, name="worker-watch").start()
+    address, port = listener.getsockname()[:2]
+    print(f"autograder serve: http://{address}:{port} (HTTP as "
+          f"{pwd.getpwuid(os.getuid())[0]}, pid {os.getpid()}; "
+          + (f"worker pid {child.pid}" if child else "no embedded worker")
+          + f"; database {_redacted(url)})", file=out, flush=True)
+    try:
+        server.run(sockets=[listener])
+    finally:
+        db.dispose()
+    return 1 if worker_died else 0
+
+
+def _redacted(url: str) -> str:
+    from sqlalchemy import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+# --- the embedded worker's process ---------------------------------------------------------
+
+def run_embedded_worker(course_root: Path, url: str, unsafe: bool = False) -> int:
+    """Grade queued jobs until stdin closes or SIGTERM/SIGINT; results are synced to the
+    course's files (gradebook.db, autograded/, feedback/) as they are committed."""
+    from autograder.grader import Grader
+    from autograder.service.course_sync import sync_result
+    from autograder.service.database import Database
+    from autograder.service.settings import Service
+    from autograder.service.worker import ServiceWorker
+
+    stop = threading.Event()
+    for number in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(number, lambda *_: stop.set())
+
+    def parent_gone() -> None:
+        while sys.stdin.buffer.read(4096):
+            pass
+        stop.set()
+
+    threading.Thread(target=parent_gone, daemon=True, name="parent-watch").start()
+    course = Course.load(course_root)
+    settings = Service(config=course.config)
+    db = Database(url)
+    with Grader(course, unsafe=unsafe) as grader:
+        grader.launch()
+        while not stop.is_set():
+            worker = ServiceWorker(db, grader, lease_seconds=settings.lease_seconds,
+                                   poll_seconds=settings.poll_seconds,
+                                   on_result=lambda result: sync_result(course, db, result))
+            try:
+                worker.run(stop)
+            except Exception:  # the database gone for a while, a bug: keep the service up
+                log.exception("the embedded worker failed; starting again in 1 s")
+                stop.wait(1.0)
+    db.dispose()
+    return 0
+
+
+def _main(argv: list[str]) -> int:
+    logging.basicConfig(level=logging.WARNING,
+                        format="autograder worker: %(levelname)s: %(message)s")
+    url = os.environ.pop(DATABASE_VARIABLE, "")
+    if len(argv) < 2 or argv[0] != "--embedded-worker" or not url:
+        print("usage: python -m autograder.service.serve --embedded-worker COURSE [--unsafe], "
+              f"with ${DATABASE_VARIABLE} (started by `autograder serve`)", file=sys.stderr)
+        return 2
+    return run_embedded_worker(Path(argv[1]), url, unsafe="--unsafe" in argv[2:])
+
+
+if __name__ == "__main__":
+    sys.exit(_main(sys.argv[1:]))
