@@ -271,3 +271,157 @@ def fill(folder: Path, leave: int = 0) -> Path:
                     raise
                 break
     return filler
+
+
+# --- A real `autograder serve` for the service's tests and the bench ----------------------------
+
+def add_students(course_root: Path, ids: list[str]) -> None:
+    """Put `ids` in the course's roster (nbgrader's student CSV through `autograder roster
+    import`), as an instructor would."""
+    from autograder.course import Course
+    from autograder.roster import import_roster
+
+    roster = Path(tempfile.mkdtemp(prefix="agroster-")) / "students.csv"
+    roster.write_text("id,first_name,last_name,email\n"
+                      + "".join(f"{sid},Student,{sid},{sid}@example.edu\n" for sid in ids),
+                      encoding="utf-8")
+    import_roster(Course.load(course_root), roster)
+    shutil.rmtree(roster.parent)
+
+
+def student_tokens(course_root: Path, url: str) -> dict[str, str]:
+    """Every rostered student's token, issued in the service's database (upgraded first)."""
+    from autograder.service.auth import issue_roster_tokens, sync_people
+    from autograder.service.database import Database
+
+    from autograder.course import Course
+
+    course = Course.load(course_root)
+    db = Database.for_course(course, url)
+    try:
+        db.upgrade()
+        with db.session() as session:
+            sync_people(session, course, [])
+            rows = issue_roster_tokens(session, course)
+    finally:
+        db.dispose()
+    return {sid: token for sid, _name, _email, token in rows}
+
+
+class ServeProcess:
+    """`autograder serve` as a real process on a free port; its output in a file."""
+
+    def __init__(self, course_root: Path, database_url: str, *args: str,
+                 port: int | None = None, env: dict[str, str] | None = None) -> None:
+        import sys
+
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = Path(tempfile.mkdtemp(prefix="agserve-")) / "serve.log"
+        self.command = [sys.executable, "-m", "autograder.cli", "--course", str(course_root),
+                        "serve", "--database", database_url, "--port", str(self.port), *args]
+        self.env = {**os.environ, **(env or {})}
+        self.process: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 60.0) -> ServeProcess:
+        import httpx
+
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT,
+                                        env=self.env)
+        log.close()
+
+        def ready() -> bool:
+            if self.process.poll() is not None:
+                raise AssertionError(f"serve ended ({self.process.returncode}):\n{self.log}")
+            try:
+                return httpx.get(f"{self.url}/schema/openapi.json", timeout=2).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_for(ready, timeout, 0.1)
+        return self
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    @property
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def worker_pid(self) -> int:
+        """The embedded worker's pid (the serve process's child running the worker)."""
+        def found() -> int | None:
+            for child in _children(self.pid):
+                try:
+                    command = Path(f"/proc/{child}/cmdline").read_bytes()
+                except OSError:
+                    continue
+                if b"--embedded-worker" in command:
+                    return child
+            return None
+
+        return wait_for(found, 30)
+
+    def stop(self, timeout: float = 60.0) -> int:
+        """SIGTERM, and the exit code (the worker must be gone too)."""
+        if self.process is None:
+            return 0
+        if self.process.poll() is None:
+            self.process.send_signal(15)
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+            raise AssertionError(f"serve did not stop within {timeout} s:\n{self.log}") from None
+
+    def kill(self) -> None:
+        """kill -9 the serve process and its worker (a power cut, as near as a test gets)."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        pids = [self.pid, *_children(self.pid)]
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, 9)
+        self.process.wait()
+        for pid in pids[1:]:
+            wait_for(lambda pid=pid: not Path(f"/proc/{pid}").exists()
+                     or _state(pid) == "Z", 30)
+
+    def __enter__(self) -> ServeProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _children(pid: int) -> list[int]:
+    found: list[int] = []
+    todo = [pid]
+    while todo:
+        parent = todo.pop()
+        try:
+            for task in os.listdir(f"/proc/{parent}/task"):
+                kids = Path(f"/proc/{parent}/task/{task}/children").read_text().split()
+                found += [int(kid) for kid in kids]
+                todo += [int(kid) for kid in kids]
+        except OSError:
+            pass
+    return found
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return ""
+
+
+def uid_of(pid: int) -> int:
+    """The real uid of a process (/proc/<pid>/status)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("Uid:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no Uid line for {pid}")
