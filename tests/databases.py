@@ -15,6 +15,7 @@ import errno
 import glob
 import os
 import pwd
+import shlex
 import shutil
 import socket
 import struct
@@ -27,6 +28,7 @@ from pathlib import Path
 
 import psycopg
 
+REPO = Path(__file__).resolve().parent.parent
 MACHINE_SERVER = "postgresql+psycopg://postgres@127.0.0.1:5432/{db}"
 RUN_PREFIX = f"agtest_{os.getpid()}_{uuid.uuid4().hex[:6]}"
 
@@ -308,18 +310,46 @@ def student_tokens(course_root: Path, url: str) -> dict[str, str]:
     return {sid: token for sid, _name, _email, token in rows}
 
 
+def visible_python(command: list[str], as_uid: int | None = None) -> list[str]:
+    """`command` (a Python program) as run by root on a server where Python is installed for
+    everyone. On this test machine Python lives under /root (mode 700), so an unprivileged
+    process (the service's HTTP process after it drops root, or `as_uid`) could not read the
+    standard library: run it in a mount namespace where /root shows only Python's folder."""
+    if os.geteuid() != 0:
+        return command
+    import sys
+
+    pyenv = Path(sys.base_prefix).resolve()
+    while pyenv.parent != Path("/root") and pyenv != pyenv.parent:
+        pyenv = pyenv.parent
+    if as_uid is not None:
+        command = ["setpriv", f"--reuid={as_uid}", f"--regid={as_uid}", "--clear-groups",
+                   *command]
+    if pyenv.parent != Path("/root"):
+        return command
+    hold = shlex.quote(tempfile.mkdtemp(prefix="agpython-"))
+    target = shlex.quote(str(pyenv))
+    script = (f"set -e\nmount --bind {target} {hold}\n"
+              "mount -t tmpfs -o mode=755,size=1m tmpfs /root\n"
+              f"mkdir -p {target}\nmount --move {hold} {target}\nrmdir {hold}\n"
+              f"exec {shlex.join(command)}")
+    return ["unshare", "--mount", "--propagation", "private", "sh", "-c", script]
+
+
 class ServeProcess:
     """`autograder serve` as a real process on a free port; its output in a file."""
 
     def __init__(self, course_root: Path, database_url: str, *args: str,
-                 port: int | None = None, env: dict[str, str] | None = None) -> None:
+                 port: int | None = None, env: dict[str, str] | None = None,
+                 as_uid: int | None = None, log_dir: Path | None = None) -> None:
         import sys
 
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = Path(tempfile.mkdtemp(prefix="agserve-")) / "serve.log"
-        self.command = [sys.executable, "-m", "autograder.cli", "--course", str(course_root),
-                        "serve", "--database", database_url, "--port", str(self.port), *args]
+        self.log_path = (log_dir or Path(tempfile.mkdtemp(prefix="agserve-"))) / "serve.log"
+        self.command = visible_python(
+            [sys.executable, "-m", "autograder.cli", "--course", str(course_root), "serve",
+             "--database", database_url, "--port", str(self.port), *args], as_uid)
         self.env = {**os.environ, **(env or {})}
         self.process: subprocess.Popen | None = None
 
@@ -328,7 +358,7 @@ class ServeProcess:
 
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT,
-                                        env=self.env)
+                                        env=self.env, cwd=REPO)
         log.close()
 
         def ready() -> bool:

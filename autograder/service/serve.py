@@ -29,6 +29,7 @@ import signal
 import socket
 import subprocess
 import sys
+import sysconfig
 import threading
 from pathlib import Path
 from typing import TextIO
@@ -152,8 +153,16 @@ def drop_privileges(account: pwd.struct_passwd) -> None:
 
 
 def check_readable(course: Course) -> None:
-    """The HTTP process reads the course's configuration and releases: say so clearly if the
-    service user cannot."""
+    """The HTTP process imports Python's modules as it needs them and reads the course's
+    configuration and releases: say so clearly if the service user cannot (rather than fail
+    requests later)."""
+    stdlib = sysconfig.get_paths()["stdlib"]
+    try:
+        os.listdir(stdlib)
+    except OSError as error:
+        raise ServeError(f"the service's user ({pwd.getpwuid(os.getuid())[0]}) cannot read "
+                         f"Python's standard library ({stdlib}: {error.strerror}): install "
+                         "Python where every user may read it") from None
     try:
         Course.load(course.root)
         os.listdir(course.root / "release")
