@@ -104,7 +104,7 @@ def assignments_of(course: Course) -> set[str]:
     return names
 
 
-def test_names(course: Course, assignment: str) -> set[str]:
+def hidden_test_names(course: Course, assignment: str) -> set[str]:
     """Names a `tests_shown` key may take: each @hidden_test function of the assignment's
     tests.py and each grade cell it scores, read without running it (it imports torch)."""
     path = course.hidden_dir(assignment) / "tests.py"
@@ -150,7 +150,7 @@ def _check_settings(course: Course, settings: dict[str, Any], where: str,
                               f"{clean_text(repr(value), 200)} is not usable: "
                               f"{clean_text(error, 300)}") from None
         if name == "tests_shown" and assignments:
-            known = set().union(*(test_names(course, a) for a in assignments))
+            known = set().union(*(hidden_test_names(course, a) for a in assignments))
             for test in value:
                 if test not in known:
                     raise PolicyError(
