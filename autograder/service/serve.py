@@ -237,6 +237,11 @@ def run_http(course: Course, url: str, settings: object, listener: socket.socket
           f"{pwd.getpwuid(os.getuid())[0]}, pid {os.getpid()}; "
           + (f"worker pid {child.pid}" if child else "no embedded worker")
           + f"; database {_redacted(url)})", file=out, flush=True)
+    # uvicorn stops gracefully on SIGTERM/SIGINT, then raises the signal again for the handler
+    # it found: let that be one that records it, so that this process goes on to stop the
+    # worker in order and exits 0 (not killed by its own signal halfway).
+    for number in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(number, lambda *_: None)
     try:
         server.run(sockets=[listener])
     finally:
