@@ -51,6 +51,10 @@ def run_service_command(args: argparse.Namespace) -> int:
         return _serve(args)
     if args.command == "token":
         return _run_token(args)
+    if args.command == "worker":
+        from autograder.service.worker import run_worker_command
+
+        return run_worker_command(args)
     raise NotImplementedError(args.command)
 
 
