@@ -16,14 +16,16 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import anyio
 from litestar import Request, Response, Router, delete, get, post
 from litestar.datastructures import Cookie, UploadFile
+from litestar.di import NamedDependency
 from litestar.exceptions import ClientException, NotFoundException
+from litestar.params import FromPath, JSONBody
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -37,6 +39,7 @@ from autograder.service.models import Job, JobKind, JobState, Person, Result, Su
 from autograder.service.settings import Service
 from autograder.verify.hidden import PROBES_FILE, TESTS_FILE
 
+Who = NamedDependency[auth.Principal]  # the `principal` dependency (create_app provides it)
 JSON_TYPES = ("application/json", "application/x-ipynb+json")
 SUBMISSION_ID_CAP = 64
 
@@ -113,25 +116,6 @@ def _assignment_or_404(request: Request, name: str) -> Assignment:
     return found
 
 
-def student_due(course: Course, assignment: str, student_id: str
-                ) -> tuple[datetime | None, timedelta | None]:
-    """(the student's due date, extension included, aware UTC; their extension)."""
-    from autograder.late import due_date, list_extensions
-
-    due = due_date(course, assignment)
-    if due is None:
-        return None, None
-    due = due.replace(tzinfo=UTC) if due.tzinfo is None else due.astimezone(UTC)
-    extension = None
-    try:
-        for entry in list_extensions(course, assignment):
-            if entry.student_id == student_id:
-                extension = entry.delta(due.replace(tzinfo=None))
-    except UserError:
-        extension = None  # no extensions table yet: none given
-    return (due + extension if extension else due), extension
-
-
 def _own_submission(session: Session, submission_id: str, who: auth.Principal) -> Submission:
     """The caller's submission; 404 for another's, exactly as for one that does not exist."""
     found = (session.get(Submission, submission_id)
@@ -189,7 +173,7 @@ def _feedback(request: Request, session: Session, result: Result, now: datetime
 
 @post("/api/assignments/{assignment:str}/submissions", status_code=202,
       summary="Submit a notebook (multipart field 'notebook', or the notebook as the body)")
-async def submit(request: Request, assignment: str, principal: auth.Principal) -> Response:
+async def submit(request: Request, assignment: FromPath[str], principal: Who) -> Response:
     found = _assignment_or_404(request, assignment)
     content, filename = await _read_upload(request, found)
     return await anyio.to_thread.run_sync(_store_upload, request, found, principal, content,
@@ -232,7 +216,7 @@ def _store_upload(request: Request, assignment: Assignment, who: auth.Principal,
     course: Course = state.course
     intake.check_upload(content, assignment, state.settings.max_upload_bytes)
     policy = policies.policy_for(course, assignment.name)
-    due, _ = student_due(course, assignment.name, who.id)
+    due = policies.student_due(course, assignment.name, who.id)
     now = datetime.now(UTC)
     with state.db.session() as session:
         try:
@@ -266,20 +250,20 @@ def _over_budget(over: Any, now: datetime) -> Response:
 
 @get("/api/submissions/{submission_id:str}", sync_to_thread=True,
      summary="A submission's status: queued (position, eta), grading, graded or failed")
-def submission_status(request: Request, submission_id: str,
-                      principal: auth.Principal) -> dict[str, Any]:
+def submission_status(request: Request, submission_id: FromPath[str],
+                      principal: Who) -> dict[str, Any]:
     state = _state(request)
-    with state.db.session() as session:
+    with state.db.session(readonly=True) as session:
         return _status(session, _own_submission(session, submission_id, principal),
                        state.graders)
 
 
 @get("/api/submissions/{submission_id:str}/feedback", sync_to_thread=True,
      summary="What the student may see of a graded submission")
-def submission_feedback(request: Request, submission_id: str,
-                        principal: auth.Principal) -> dict[str, Any]:
+def submission_feedback(request: Request, submission_id: FromPath[str],
+                        principal: Who) -> dict[str, Any]:
     state = _state(request)
-    with state.db.session() as session:
+    with state.db.session(readonly=True) as session:
         submission = _own_submission(session, submission_id, principal)
         result = _published_result(session, submission.id)
         if result is None:
@@ -292,12 +276,12 @@ def submission_feedback(request: Request, submission_id: str,
 
 @get("/api/assignments/{assignment:str}/submissions", sync_to_thread=True,
      summary="The student's own submissions of an assignment, newest first")
-def history(request: Request, assignment: str,
-            principal: auth.Principal) -> dict[str, Any]:
+def history(request: Request, assignment: FromPath[str],
+            principal: Who) -> dict[str, Any]:
     state = _state(request)
     _assignment_or_404(request, assignment)
     now = datetime.now(UTC)
-    with state.db.session() as session:
+    with state.db.session(readonly=True) as session:
         rows = session.scalars(select(Submission)
                                .where(Submission.student_id == principal.id,
                                       Submission.assignment == assignment)
@@ -317,8 +301,8 @@ def history(request: Request, assignment: str,
 @get("/api/assignments/{assignment:str}", sync_to_thread=True,
      summary="The assignment's due date (the student's extension included), late policy and "
              "the student's remaining budget")
-def assignment_terms(request: Request, assignment: str,
-                     principal: auth.Principal) -> dict[str, Any]:
+def assignment_terms(request: Request, assignment: FromPath[str],
+                     principal: Who) -> dict[str, Any]:
     from autograder.service import budget as budgets
     from autograder.service import policy as policies
 
@@ -326,16 +310,15 @@ def assignment_terms(request: Request, assignment: str,
     found = _assignment_or_404(request, assignment)
     course: Course = state.course
     policy = policies.policy_for(course, found.name)
-    due, extension = student_due(course, found.name, principal.id)
+    due = policies.student_due(course, found.name, principal.id)
     now = datetime.now(UTC)
-    with state.db.session() as session:
+    with state.db.session(readonly=True) as session:
         left = budgets.budget_of(session, policy, principal.id, found.name, now, due)
     late = course.config.LateSubmissionPlugin if course.config is not None else {}
     return {
         "name": found.name,
         "max_score": found.max_score,
-        "due": _iso(due),
-        "extension_seconds": extension.total_seconds() if extension else None,
+        "due": _iso(due),  # the student's: their extension included
         "late_policy": {"penalty_method": str(late.get("penalty_method", "none"))},
         "counts": policy.counts,
         "results_shown": policy.results_shown,
@@ -345,8 +328,8 @@ def assignment_terms(request: Request, assignment: str,
 
 
 @get("/api/me", sync_to_thread=True, summary="Who the caller is")
-def me(request: Request, principal: auth.Principal) -> dict[str, Any]:
-    with _state(request).db.session() as session:
+def me(request: Request, principal: Who) -> dict[str, Any]:
+    with _state(request).db.session(readonly=True) as session:
         person = session.get(Person, principal.id)
         return {"id": principal.id, "role": str(principal.role),
                 "name": clean_text(person.name if person else "", 300)}
@@ -357,7 +340,7 @@ def me(request: Request, principal: auth.Principal) -> dict[str, Any]:
 @post("/api/session", sync_to_thread=True, status_code=200,
       summary="Sign in with id and password: a session cookie, and its CSRF token to send as "
               "X-CSRF-Token with every POST and DELETE")
-def sign_in(request: Request, data: dict[str, Any]) -> Response:
+def sign_in(request: Request, data: JSONBody[dict[str, Any]]) -> Response:
     state = _state(request)
     settings: Service = state.settings
     person_id, password = data.get("id"), data.get("password")
@@ -390,7 +373,7 @@ def sign_in(request: Request, data: dict[str, Any]) -> Response:
 
 
 @delete("/api/session", sync_to_thread=True, status_code=200, summary="Sign out")
-def sign_out(request: Request, principal: auth.Principal) -> Response:
+def sign_out(request: Request, principal: Who) -> Response:
     with _state(request).db.session() as session:
         auth.end_session(session, request.cookies.get(auth.SESSION_COOKIE))
     return Response({"signed_out": principal.id},
