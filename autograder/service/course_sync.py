@@ -255,14 +255,14 @@ def sync_result(course: Course, db: Database, result: Result) -> bool:
             row = session.get(Result, result_id)
             if row is None:  # deleted meanwhile (a student's data deleted)
                 return True
-            _mark_pending(course, db, [(row.assignment, row.student_id)])
+            mark_pending(course, db, [(row.assignment, row.student_id)])
     except Exception:
         log.exception("could not read the result to bring the course's files up to date")
         return False
     return retry_pending(course, db)
 
 
-def _mark_pending(course: Course, db: Database, keys: list[tuple[str, str]]) -> None:
+def mark_pending(course: Course, db: Database, keys: list[tuple[str, str]]) -> None:
     with _pending_lock:
         _pending.setdefault((str(course.root), db.url), set()).update(keys)
 
