@@ -43,4 +43,56 @@ def add_service_parsers(command: Callable[..., argparse.ArgumentParser]) -> None
 
 
 def run_service_command(args: argparse.Namespace) -> int:
+    if args.command == "token":
+        return _run_token(args)
     raise NotImplementedError(args.command)
+
+
+def _run_token(args: argparse.Namespace) -> int:
+    """`token issue ID`, `token issue --roster --output CSV`, `token revoke ID`, `token list`.
+    People are brought up to date from the roster and c.Service.instructors first."""
+    import csv
+    import io
+
+    from autograder.course import Course
+    from autograder.errors import UserError
+    from autograder.export import neutralised
+    from autograder.files import write_atomic
+    from autograder.service import auth
+    from autograder.service.database import Database
+    from autograder.service.settings import Service
+
+    course = Course.load(args.course)
+    if args.action == "issue" and args.roster == bool(args.person):
+        raise UserError("token issue: give a person's id, or --roster (not both)")
+    if args.roster and (args.action != "issue" or args.output is None):
+        raise UserError("--roster goes with `token issue` and needs --output FILE.csv")
+    if args.action == "revoke" and not args.person:
+        raise UserError("token revoke: give the person's id")
+    db = Database.for_course(course, args.database)
+    try:
+        db.upgrade()
+        with db.session() as session:
+            auth.sync_people(session, course, list(Service(config=course.config).instructors))
+            if args.action == "issue" and args.roster:
+                issued = auth.issue_roster_tokens(session, course)
+                table = io.StringIO()
+                writer = csv.writer(table)
+                writer.writerow(["id", "name", "email", "token"])
+                for row in issued:
+                    writer.writerow([neutralised(cell) for cell in row])
+                # mkstemp's file is the owner's alone (0600): the tokens are secrets
+                write_atomic(args.output, table.getvalue().encode())
+                print(f"wrote {len(issued)} tokens to {args.output} (readable by you only; "
+                      "earlier tokens still work until revoked)")
+            elif args.action == "issue":
+                print(auth.issue_token(session, args.person))
+            elif args.action == "revoke":
+                count = auth.revoke_tokens(session, args.person)
+                print(f"revoked {count} token(s) of {args.person}; their sign-ins ended")
+            else:
+                for person_id, role, live in auth.token_counts(session):
+                    print(f"{person_id}\t{role}\t{live} live token(s)")
+    finally:
+        db.dispose()
+    return 0

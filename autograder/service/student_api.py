@@ -1,0 +1,383 @@
+"""The student's API: upload, status, feedback, history, the assignment's terms, and sign-in.
+
+A student reaches only their own submissions: another student's id gets the same 404 as an id
+that does not exist, so ids cannot be probed. The upload is checked in this order, and nothing
+is stored until the last step: authenticated -> the assignment is released (404) -> the body's
+size (413) and its parts (400) -> intake's checks of the notebook (400/413/415/422) -> one
+transaction that takes from the budget (429 with when the next one is possible) and stores the
+submission with its job -> 202.
+
+The HTTP process never imports the hidden tests (they import torch, and they are the secret):
+it reads the release notebook, and hashes the hidden tests' files for the assignment's
+fingerprint (`Assignment.fingerprint`, which only reads bytes).
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import anyio
+from litestar import Request, Response, Router, delete, get, post
+from litestar.datastructures import Cookie, UploadFile
+from litestar.exceptions import ClientException, NotFoundException
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from autograder.assemble import InvalidNotebook, read_notebook
+from autograder.assignment import Assignment, grade_cells_of, released_notebook
+from autograder.course import Course
+from autograder.errors import UserError
+from autograder.results import clean_text
+from autograder.service import auth
+from autograder.service.models import Job, JobKind, JobState, Person, Result, Submission
+from autograder.service.settings import Service
+from autograder.verify.hidden import PROBES_FILE, TESTS_FILE
+
+JSON_TYPES = ("application/json", "application/x-ipynb+json")
+SUBMISSION_ID_CAP = 64
+
+
+class TooManyRequests(ClientException):
+    status_code = 429
+
+
+class UnsupportedMediaType(ClientException):
+    status_code = 415
+
+
+@dataclass(frozen=True)
+class _HiddenFiles:
+    """What `Assignment.fingerprint` reads of the hidden tests: the file, never the module."""
+
+    probes_file: Path
+
+
+class AssignmentCatalog:
+    """The released assignments as the HTTP process knows them: the release notebook and the
+    fingerprint, read again when the release or the hidden tests' files change."""
+
+    def __init__(self, course: Course) -> None:
+        self.course = course
+        self._loaded: dict[str, tuple[tuple, Assignment]] = {}
+        self._lock = threading.Lock()
+
+    def names(self) -> list[str]:
+        release = self.course.root / "release"
+        return sorted(p.name for p in release.iterdir() if p.is_dir()) if release.is_dir() else []
+
+    def get(self, name: str) -> Assignment | None:
+        """The assignment, or None if `name` is not a released assignment with hidden tests."""
+        if name not in self.names():  # also keeps "..", "." and the like out of any path
+            return None
+        hidden = self.course.hidden_dir(name)
+        try:
+            path = released_notebook(self.course, name)
+            stamp = tuple((p.stat().st_mtime_ns, p.stat().st_size)
+                          for p in (path, hidden / PROBES_FILE, hidden / TESTS_FILE))
+        except (UserError, OSError):
+            return None
+        with self._lock:
+            cached = self._loaded.get(name)
+            if cached is not None and cached[0] == stamp:
+                return cached[1]
+        try:
+            notebook = read_notebook(path)
+        except InvalidNotebook:
+            return None
+        assignment = Assignment(name, path.stem, notebook, grade_cells_of(notebook),
+                                _HiddenFiles(hidden / PROBES_FILE))  # type: ignore[arg-type]
+        _ = assignment.fingerprint  # computed now, from the files as they are now
+        with self._lock:
+            self._loaded[name] = (stamp, assignment)
+        return assignment
+
+
+# --- helpers ----------------------------------------------------------------------------------
+
+def _state(request: Request) -> Any:
+    return request.app.state
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.astimezone(UTC).isoformat() if moment is not None else None
+
+
+def _assignment_or_404(request: Request, name: str) -> Assignment:
+    found = _state(request).catalog.get(name)
+    if found is None:
+        raise NotFoundException(f"no released assignment '{clean_text(name, 100)}'")
+    return found
+
+
+def _own_submission(session: Session, submission_id: str, who: auth.Principal) -> Submission:
+    """The caller's submission; 404 for another's, exactly as for one that does not exist."""
+    found = (session.get(Submission, submission_id)
+             if len(submission_id) <= SUBMISSION_ID_CAP else None)
+    if found is None or found.student_id != who.id:
+        raise NotFoundException("no such submission")
+    return found
+
+
+def _submit_job(session: Session, submission_id: str) -> Job | None:
+    return session.scalars(select(Job).where(Job.submission_id == submission_id,
+                                             Job.kind == JobKind.SUBMIT)
+                           .order_by(Job.id.desc()).limit(1)).first()
+
+
+def _status(session: Session, submission: Submission, graders: int) -> dict[str, Any]:
+    from autograder.service import queue
+
+    job = _submit_job(session, submission.id)
+    shown: dict[str, Any] = {"id": submission.id, "assignment": submission.assignment,
+                             "submitted_at": _iso(submission.submitted_at),
+                             "size": submission.size, "sha256": submission.sha256}
+    if job is None or job.state == JobState.QUEUED:
+        shown.update(status="queued",
+                     position=queue.position(session, job.id) if job else None,
+                     eta_seconds=queue.eta_seconds(session, job.id, graders) if job else None)
+    elif job.state == JobState.LEASED:
+        shown["status"] = "grading"
+    elif job.state == JobState.DONE:
+        shown["status"] = "graded"
+    else:
+        shown.update(status="failed", reason=clean_text(job.error or "the grader failed", 500),
+                     charged=submission.charged)
+    return shown
+
+
+def _published_result(session: Session, submission_id: str) -> Result | None:
+    return session.scalars(select(Result).where(Result.submission_id == submission_id,
+                                                Result.published.is_(True))
+                           .order_by(Result.graded_at.desc(), Result.id.desc()).limit(1)).first()
+
+
+def _feedback(request: Request, session: Session, result: Result, now: datetime
+              ) -> dict[str, Any]:
+    from autograder.service import policy as policies
+    from autograder.service import views
+
+    course = _state(request).course
+    policy = policies.policy_for(course, result.assignment)
+    until = views.hidden_until(course, policy, result.assignment, result.student_id)
+    return views.student_result(result, policy, now, until)
+
+
+# --- routes -----------------------------------------------------------------------------------
+
+@post("/api/assignments/{assignment:str}/submissions", status_code=202,
+      summary="Submit a notebook (multipart field 'notebook', or the notebook as the body)")
+async def submit(request: Request, assignment: str, principal: auth.Principal) -> Response:
+    found = _assignment_or_404(request, assignment)
+    content, filename = await _read_upload(request, found)
+    return await anyio.to_thread.run_sync(_store_upload, request, found, principal, content,
+                                          filename)
+
+
+async def _read_upload(request: Request, assignment: Assignment) -> tuple[bytes, str]:
+    """The notebook's bytes and its file name (size and part limits are Litestar's)."""
+    media_type = request.content_type[0]
+    default_name = f"{assignment.notebook_name}.ipynb"
+    if media_type in JSON_TYPES:
+        return await request.body(), default_name
+    if media_type != "multipart/form-data":
+        raise UnsupportedMediaType("send the notebook as multipart/form-data (field "
+                                   "'notebook') or as an application/json body")
+    form = await request.form()
+    try:
+        files = form.getall("notebook") if "notebook" in form else []
+        extra = [key for key in form if key != "notebook"]
+        if len(files) != 1 or not isinstance(files[0], UploadFile) or extra:
+            raise ClientException("send exactly one file, in the form field 'notebook'"
+                                  + (f" (also got: {clean_text(', '.join(extra), 200)})"
+                                     if extra else ""))
+        upload: UploadFile = files[0]
+        content = await upload.read()
+        return content, clean_text(Path(upload.filename or default_name).name, 300)
+    finally:
+        for value in form.values():
+            if isinstance(value, UploadFile):
+                await value.close()
+
+
+def _store_upload(request: Request, assignment: Assignment, who: auth.Principal, content: bytes,
+                  filename: str) -> Response:
+    from autograder.service import budget as budgets
+    from autograder.service import intake, queue
+    from autograder.service import policy as policies
+
+    state = _state(request)
+    course: Course = state.course
+    intake.check_upload(content, assignment, state.settings.max_upload_bytes)
+    policy = policies.policy_for(course, assignment.name)
+    due = policies.student_due(course, assignment.name, who.id)
+    now = datetime.now(UTC)
+    with state.db.session() as session:
+        try:
+            budgets.take_from_budget(session, policy, who.id, assignment.name, now, due)
+        except budgets.OverBudget as over:
+            session.rollback()
+            return _over_budget(over, now)
+        stored = queue.enqueue_submission(session, student_id=who.id,
+                                          assignment=assignment.name, filename=filename,
+                                          content=content, fingerprint=assignment.fingerprint,
+                                          now=now)
+        session.flush()
+        job = _submit_job(session, stored.id)
+        answer = {"id": stored.id, "status": "queued",
+                  "position": queue.position(session, job.id) if job else None,
+                  "eta_seconds": queue.eta_seconds(session, job.id, state.graders)
+                  if job else None}
+    # Only here, after the commit, is the upload acknowledged.
+    return Response(answer, status_code=202)
+
+
+def _over_budget(over: Any, now: datetime) -> Response:
+    retry_at = getattr(over, "retry_at", None)
+    headers = {}
+    if retry_at is not None:
+        headers["Retry-After"] = str(max(1, int((retry_at - now).total_seconds() + 0.999)))
+    message = getattr(over, "message", "") or "no submissions left for now"
+    return Response({"status_code": 429, "detail": message, "retry_at": _iso(retry_at)},
+                    status_code=429, headers=headers)
+
+
+@get("/api/submissions/{submission_id:str}", sync_to_thread=True,
+     summary="A submission's status: queued (position, eta), grading, graded or failed")
+def submission_status(request: Request, submission_id: str,
+                      principal: auth.Principal) -> dict[str, Any]:
+    state = _state(request)
+    with state.db.session() as session:
+        return _status(session, _own_submission(session, submission_id, principal),
+                       state.graders)
+
+
+@get("/api/submissions/{submission_id:str}/feedback", sync_to_thread=True,
+     summary="What the student may see of a graded submission")
+def submission_feedback(request: Request, submission_id: str,
+                        principal: auth.Principal) -> dict[str, Any]:
+    state = _state(request)
+    with state.db.session() as session:
+        submission = _own_submission(session, submission_id, principal)
+        result = _published_result(session, submission.id)
+        if result is None:
+            status = _status(session, submission, state.graders)
+            return {key: status[key] for key in ("id", "status", "position", "eta_seconds",
+                                                 "reason") if key in status}
+        return {"id": submission.id,
+                **_feedback(request, session, result, datetime.now(UTC))}
+
+
+@get("/api/assignments/{assignment:str}/submissions", sync_to_thread=True,
+     summary="The student's own submissions of an assignment, newest first")
+def history(request: Request, assignment: str,
+            principal: auth.Principal) -> dict[str, Any]:
+    state = _state(request)
+    _assignment_or_404(request, assignment)
+    now = datetime.now(UTC)
+    with state.db.session() as session:
+        rows = session.scalars(select(Submission)
+                               .where(Submission.student_id == principal.id,
+                                      Submission.assignment == assignment)
+                               .order_by(Submission.submitted_at.desc())).all()
+        entries = []
+        for submission in rows:
+            entry = _status(session, submission, state.graders)
+            result = _published_result(session, submission.id)
+            if result is not None:
+                seen = _feedback(request, session, result, now)
+                entry.update({key: seen[key] for key in ("status", "score", "max_score")
+                              if key in seen})
+            entries.append(entry)
+    return {"assignment": assignment, "submissions": entries}
+
+
+@get("/api/assignments/{assignment:str}", sync_to_thread=True,
+     summary="The assignment's due date (the student's extension included), late policy and "
+             "the student's remaining budget")
+def assignment_terms(request: Request, assignment: str,
+                     principal: auth.Principal) -> dict[str, Any]:
+    from autograder.service import budget as budgets
+    from autograder.service import policy as policies
+
+    state = _state(request)
+    found = _assignment_or_404(request, assignment)
+    course: Course = state.course
+    policy = policies.policy_for(course, found.name)
+    due = policies.student_due(course, found.name, principal.id)
+    now = datetime.now(UTC)
+    with state.db.session() as session:
+        left = budgets.budget_of(session, policy, principal.id, found.name, now, due)
+    late = course.config.LateSubmissionPlugin if course.config is not None else {}
+    return {
+        "name": found.name,
+        "max_score": found.max_score,
+        "due": _iso(due),  # the student's: their extension included
+        "late_policy": {"penalty_method": str(late.get("penalty_method", "none"))},
+        "counts": policy.counts,
+        "results_shown": policy.results_shown,
+        "budget": {"capacity": left.capacity, "remaining": left.remaining,
+                   "next_at": _iso(left.next_at), "grace_available": left.grace_available},
+    }
+
+
+@get("/api/me", sync_to_thread=True, summary="Who the caller is")
+def me(request: Request, principal: auth.Principal) -> dict[str, Any]:
+    with _state(request).db.session() as session:
+        person = session.get(Person, principal.id)
+        return {"id": principal.id, "role": str(principal.role),
+                "name": clean_text(person.name if person else "", 300)}
+
+
+# --- sign-in ----------------------------------------------------------------------------------
+
+@post("/api/session", sync_to_thread=True, status_code=200,
+      summary="Sign in with id and password: a session cookie, and its CSRF token to send as "
+              "X-CSRF-Token with every POST and DELETE")
+def sign_in(request: Request, data: dict[str, Any]) -> Response:
+    state = _state(request)
+    settings: Service = state.settings
+    person_id, password = data.get("id"), data.get("password")
+    if not isinstance(person_id, str) or not isinstance(password, str) or not person_id:
+        raise ClientException("send {\"id\": ..., \"password\": ...} as JSON strings")
+    if len(password) > 1024:
+        raise ClientException("password too long")
+    address = auth.client_address(request.client.host if request.client else None,
+                                  request.headers.getall("x-forwarded-for", []), state.proxies)
+    with state.db.session() as session:
+        try:
+            who = auth.sign_in(session, person_id, password, address,
+                               settings.sign_in_attempts, settings.sign_in_window_minutes)
+        except auth.SignInLimited as limited:
+            wait = int(limited.retry_after + 0.999)
+            return Response({"status_code": 429, "detail": "too many failed sign-ins: try "
+                             f"again in {wait} s", "retry_after": wait},
+                            status_code=429, headers={"Retry-After": str(wait)})
+        if who is None:
+            session.commit()  # the failure counts, whatever happens next
+            return Response({"status_code": 401, "detail": "wrong id or password"},
+                            status_code=401)
+        cookie, csrf, expires = auth.start_session(session, who.id, settings.session_hours)
+    secure = request.url.scheme == "https"
+    return Response({"id": who.id, "role": str(who.role), "csrf_token": csrf,
+                     "expires_at": _iso(expires)},
+                    cookies=[Cookie(key=auth.SESSION_COOKIE, value=cookie, httponly=True,
+                                    samesite="lax", secure=secure, path="/",
+                                    max_age=int(settings.session_hours * 3600))])
+
+
+@delete("/api/session", sync_to_thread=True, status_code=200, summary="Sign out")
+def sign_out(request: Request, principal: auth.Principal) -> Response:
+    with _state(request).db.session() as session:
+        auth.end_session(session, request.cookies.get(auth.SESSION_COOKIE))
+    return Response({"signed_out": principal.id},
+                    cookies=[Cookie(key=auth.SESSION_COOKIE, value="", max_age=0, path="/",
+                                    httponly=True, samesite="lax")])
+
+
+student_router = Router(
+    path="/", route_handlers=[submit, submission_status, submission_feedback, history,
+                              assignment_terms, me, sign_in, sign_out])
