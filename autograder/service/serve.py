@@ -42,7 +42,8 @@ log = logging.getLogger(__name__)
 MAX_CONNECTIONS = 2048  # uvicorn answers 503 beyond this many at once (a bound on memory)
 BACKLOG = 2048
 STOP_SECONDS = 30.0  # how long the worker may take to finish the job in hand
-SQLITE_FILES = ("", "-wal", "-shm", "-journal")
+SQLITE_FILES = ("", "-wal", "-shm", "-journal")  # handed to the service user
+WORKER_LOCK = ".worker-lock"  # the SQLite worker's lock (worker.py): the worker's own
 _PR_SET_NO_NEW_PRIVS = 38
 DATABASE_VARIABLE = "AUTOGRADER_SERVICE_DATABASE"  # serve -> its embedded worker
 
@@ -105,7 +106,8 @@ def hand_over_sqlite(path: Path | None, course: Course, account: pwd.struct_pass
     folder = path.parent
     course_root = course.root.resolve()
     own = {path.name + suffix for suffix in SQLITE_FILES}
-    others = sorted(name for name in os.listdir(folder) if name not in own)
+    others = sorted(name for name in os.listdir(folder)
+                    if name not in own and name != path.name + WORKER_LOCK)
     if folder == course_root or folder in course_root.parents or others:
         raise ServeError(
             f"{path}: started as root, the service hands the SQLite database's folder to "
@@ -259,7 +261,8 @@ def _redacted(url: str) -> str:
 
 def run_embedded_worker(course_root: Path, url: str, unsafe: bool = False) -> int:
     """Grade queued jobs until stdin closes or SIGTERM/SIGINT; results are synced to the
-    course's files (gradebook.db, autograded/, feedback/) as they are committed."""
+    course's files (gradebook.db, autograded/, feedback/) as they are committed. Another
+    worker on the same SQLite file: WorkerAlreadyRunning (the service stops, saying so)."""
     from autograder.grader import Grader
     from autograder.service.course_sync import sync_result
     from autograder.service.database import Database
@@ -279,15 +282,15 @@ def run_embedded_worker(course_root: Path, url: str, unsafe: bool = False) -> in
     course = Course.load(course_root)
     settings = Service(config=course.config)
     db = Database(url)
-    with Grader(course, unsafe=unsafe) as grader:
+    with Grader(course, unsafe=unsafe) as grader, \
+            ServiceWorker(db, grader, lease_seconds=settings.lease_seconds,
+                          poll_seconds=settings.poll_seconds,
+                          on_result=lambda result: sync_result(course, db, result)) as worker:
         grader.launch()
         while not stop.is_set():
-            worker = ServiceWorker(db, grader, lease_seconds=settings.lease_seconds,
-                                   poll_seconds=settings.poll_seconds,
-                                   on_result=lambda result: sync_result(course, db, result))
             try:
-                worker.run(stop)
-            except Exception:  # the database gone for a while, a bug: keep the service up
+                worker.run(stop)  # rides out the database's absences itself
+            except Exception:  # a bug: keep grading rather than leave the queue unserved
                 log.exception("the embedded worker failed; starting again in 1 s")
                 stop.wait(1.0)
     db.dispose()
@@ -302,7 +305,11 @@ def _main(argv: list[str]) -> int:
         print("usage: python -m autograder.service.serve --embedded-worker COURSE [--unsafe], "
               f"with ${DATABASE_VARIABLE} (started by `autograder serve`)", file=sys.stderr)
         return 2
-    return run_embedded_worker(Path(argv[1]), url, unsafe="--unsafe" in argv[2:])
+    try:
+        return run_embedded_worker(Path(argv[1]), url, unsafe="--unsafe" in argv[2:])
+    except UserError as error:  # another worker on the SQLite file; no root without --unsafe
+        print(f"autograder worker: error: {error}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":
