@@ -162,14 +162,14 @@ def check_readable(course: Course) -> None:
     try:
         os.listdir(stdlib)
     except OSError as error:
-        raise ServeError(f"the service's user ({pwd.getpwuid(os.getuid())[0]}) cannot read "
+        raise ServeError(f"the service's user ({_user_name()}) cannot read "
                          f"Python's standard library ({stdlib}: {error.strerror}): install "
                          "Python where every user may read it") from None
     try:
         Course.load(course.root)
         os.listdir(course.root / "release")
     except (OSError, UserError) as error:
-        raise ServeError(f"{course.root}: the service's user ({pwd.getpwuid(os.getuid())[0]}) "
+        raise ServeError(f"{course.root}: the service's user ({_user_name()}) "
                          f"cannot read the course: {error}") from None
 
 
@@ -236,7 +236,7 @@ def run_http(course: Course, url: str, settings: object, listener: socket.socket
         threading.Thread(target=watch, daemon=True, name="worker-watch").start()
     address, port = listener.getsockname()[:2]
     print(f"autograder serve: http://{address}:{port} (HTTP as "
-          f"{pwd.getpwuid(os.getuid())[0]}, pid {os.getpid()}; "
+          f"{_user_name()}, pid {os.getpid()}; "
           + (f"worker pid {child.pid}" if child else "no embedded worker")
           + f"; database {_redacted(url)})", file=out, flush=True)
     # uvicorn stops gracefully on SIGTERM/SIGINT, then raises the signal again for the handler
@@ -249,6 +249,13 @@ def run_http(course: Course, url: str, settings: object, listener: socket.socket
     finally:
         db.dispose()
     return 1 if worker_died else 0
+
+
+def _user_name() -> str:
+    try:
+        return pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:  # a uid with no entry in /etc/passwd (containers)
+        return f"uid {os.getuid()}"
 
 
 def _redacted(url: str) -> str:
