@@ -18,6 +18,11 @@ def add_service_parsers(command: Callable[..., argparse.ArgumentParser]) -> None
     serve.add_argument("--port", type=int, help="port to listen on (default: c.Service.port)")
     serve.add_argument("--no-worker", action="store_true",
                        help="no embedded worker: `autograder worker` runs elsewhere")
+    serve.add_argument("--demo", action="store_true",
+                       help="serve a scratch copy of the course with the shipped examples' "
+                            "students, printing their tokens (what `make serve` runs)")
+    serve.add_argument("--into", type=Path, help="--demo: folder for the scratch course "
+                                                 "(default: a new temporary folder)")
     serve.add_argument("--unsafe", action="store_true",
                        help="the embedded worker grades without root (see `grade --unsafe`)")
 
@@ -74,11 +79,22 @@ def _submit(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from autograder.course import Course
-    from autograder.service.serve import serve
+    import sys
 
-    return serve(Course.load(args.course), database_url=args.database, host=args.host,
-                 port=args.port, worker=not args.no_worker, unsafe=args.unsafe)
+    from autograder.course import Course
+    from autograder.errors import UserError
+    from autograder.service.serve import prepare_demo, serve
+
+    course = Course.load(args.course)
+    database = args.database
+    if args.demo:
+        if database:
+            raise UserError("--demo makes its own database: no --database with it")
+        course, database = prepare_demo(course, args.into, sys.stdout)
+    elif args.into:
+        raise UserError("--into goes with --demo")
+    return serve(course, database_url=database, host=args.host, port=args.port,
+                 worker=not args.no_worker, unsafe=args.unsafe)
 
 
 def _run_token(args: argparse.Namespace) -> int:

@@ -264,6 +264,59 @@ def _redacted(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
+# --- `serve --demo`: the service on the shipped examples -----------------------------------
+
+def prepare_demo(course: Course, into: Path | None, out: TextIO) -> tuple[Course, str]:
+    """A scratch copy of the course (as `autograder demo` makes), released, the shipped
+    examples' students in its roster, and a token each (printed, and in tokens.csv); the
+    scratch course and its database URL (SQLite, in a folder of its own)."""
+    import csv
+
+    from autograder.demo import DEMO_ASSIGNMENT, scratch_course
+    from autograder.release import release
+    from autograder.roster import import_roster
+    from autograder.service.auth import issue_roster_tokens, sync_people
+    from autograder.service.database import Database
+    from autograder.service.settings import Service
+
+    examples = course.root / "examples" / "submitted"
+    students = sorted(path.name for path in examples.iterdir() if path.is_dir())
+    demo = scratch_course(course, into)
+    os.chmod(demo.root, 0o755)  # the service's user reads the course
+    release(demo, DEMO_ASSIGNMENT)
+    roster = demo.root / "roster.csv"
+    with roster.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["id", "first_name", "last_name", "email"])
+        writer.writerows([sid, "Example", sid, f"{sid}@example.edu"] for sid in students)
+    import_roster(demo, roster)
+    (demo.root / "service").mkdir(mode=0o700)
+    url = f"sqlite:///{demo.root / 'service' / 'service.db'}"
+    db = Database(url)
+    try:
+        db.upgrade()
+        with db.session() as session:
+            sync_people(session, demo, list(Service(config=demo.config).instructors))
+            issued = issue_roster_tokens(session, demo)
+    finally:
+        db.dispose()
+    tokens = demo.root / "tokens.csv"
+    with os.fdopen(os.open(tokens, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w",
+                   newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["id", "name", "email", "token"])
+        writer.writerows(issued)
+    print(f"== demo course: {demo.root} (a scratch copy; tokens of its {len(issued)} example "
+          f"students in {tokens}):", file=out)
+    for sid, _name, _email, token in issued:
+        print(f"   {sid:<22} {token}", file=out)
+    print("== a student submits, from another terminal:\n"
+          f"   AUTOGRADER_TOKEN={issued[0][3]} autograder submit "
+          f"{examples / issued[0][0] / DEMO_ASSIGNMENT / (DEMO_ASSIGNMENT + '.ipynb')} "
+          "--server http://HOST:PORT  (the address below)", file=out, flush=True)
+    return demo, url
+
+
 # --- the embedded worker's process ---------------------------------------------------------
 
 def run_embedded_worker(course_root: Path, url: str, unsafe: bool = False) -> int:
