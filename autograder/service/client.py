@@ -199,10 +199,11 @@ class Client:
                              "the feedback")
 
     def wait(self, submission_id: str, out: TextIO | None, poll: float = POLL_SECONDS,
-             timeout: float = WAIT_TIMEOUT) -> dict[str, Any]:
-        """Poll the status until graded or failed; print the position when it changes."""
+             timeout: float = WAIT_TIMEOUT,
+             told: tuple[str, object] | None = None) -> dict[str, Any]:
+        """Poll the status until graded or failed; print the position when it changes
+        (`told`: the state and position already printed)."""
         deadline = time.monotonic() + timeout
-        told = None
         while True:
             status = self.status(submission_id)
             state = str(status.get("status", ""))
@@ -282,7 +283,8 @@ def submit(server: str, notebook: Path, token: str, assignment: str | None = Non
                   f"{_progress(sent)}", file=out, flush=True)
         if not wait:
             return Outcome(submission_id, "queued", None)
-        status = client.wait(submission_id, out, poll, timeout)
+        status = client.wait(submission_id, out, poll, timeout,
+                             told=(str(sent.get("status", "")), sent.get("position")))
         if status.get("status") == "failed":
             reason = one_line(status.get("reason") or "no reason given", 500)
             if out is not None:

@@ -74,6 +74,14 @@ def serve(course: Course, database_url: str | None = None, host: str | None = No
     finally:
         db.dispose()  # no connection opened as root goes on into the unprivileged process
     account = service_account(settings.user) if os.geteuid() == 0 else None
+    if account is not None:
+        for needed in (Path(sysconfig.get_paths()["stdlib"]), course.root / "release"):
+            if not readable_by(needed, account):
+                raise ServeError(
+                    f"{needed} cannot be read by {account.pw_name} (c.Service.user), which "
+                    "the HTTP process runs as: make it and its parent folders readable by "
+                    "that user (install Python where every user may read it), or set "
+                    "c.Service.user to a user who can read them")
     if account is not None and db.is_sqlite:
         hand_over_sqlite(db.sqlite_path, course, account)
     listener = bind(host, port)
@@ -97,6 +105,23 @@ def service_account(name: str) -> pwd.struct_passwd:
         raise ServeError(f"c.Service.user = {name!r} is root: the HTTP process must run "
                          "unprivileged")
     return account
+
+
+def readable_by(path: Path, account: pwd.struct_passwd) -> bool:
+    """Whether `account` (no supplementary groups, as after the drop) may list `path` and
+    pass through every folder above it, by their permission bits."""
+    path = path.resolve()
+    for folder in (*reversed(path.parents), path):
+        try:
+            info = folder.stat()
+        except OSError:
+            return False
+        shift = (6 if info.st_uid == account.pw_uid
+                 else 3 if info.st_gid == account.pw_gid else 0)
+        wanted = 0o5 if folder == path else 0o1  # read+search the folder, search its parents
+        if (info.st_mode >> shift) & wanted != wanted:
+            return False
+    return True
 
 
 def hand_over_sqlite(path: Path | None, course: Course, account: pwd.struct_passwd) -> None:
@@ -310,9 +335,10 @@ def prepare_demo(course: Course, into: Path | None, out: TextIO) -> tuple[Course
           f"students in {tokens}):", file=out)
     for sid, _name, _email, token in issued:
         print(f"   {sid:<22} {token}", file=out)
+    shown = next((row for row in issued if row[0] == "solution"), issued[0])
     print("== a student submits, from another terminal:\n"
-          f"   AUTOGRADER_TOKEN={issued[0][3]} autograder submit "
-          f"{examples / issued[0][0] / DEMO_ASSIGNMENT / (DEMO_ASSIGNMENT + '.ipynb')} "
+          f"   AUTOGRADER_TOKEN={shown[3]} autograder submit "
+          f"{examples / shown[0] / DEMO_ASSIGNMENT / (DEMO_ASSIGNMENT + '.ipynb')} "
           "--server http://HOST:PORT  (the address below)", file=out, flush=True)
     return demo, url
 
