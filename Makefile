@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint lab clean
+.PHONY: demo test lint lab serve clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -20,6 +20,11 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
+
+# The grading service on the shipped examples: a scratch course, a token for each example
+# student (printed, and in its tokens.csv), `autograder serve` on 127.0.0.1:8000 until Ctrl-C.
+serve: $(STAMP)
+	$(BIN)/autograder serve --demo
 
 # The student's view: the handout folder (release notebook + README), not this repository.
 lab: $(STAMP)

@@ -18,6 +18,13 @@ def add_service_parsers(command: Callable[..., argparse.ArgumentParser]) -> None
     serve.add_argument("--port", type=int, help="port to listen on (default: c.Service.port)")
     serve.add_argument("--no-worker", action="store_true",
                        help="no embedded worker: `autograder worker` runs elsewhere")
+    serve.add_argument("--demo", action="store_true",
+                       help="serve a scratch copy of the course with the shipped examples' "
+                            "students, printing their tokens (what `make serve` runs)")
+    serve.add_argument("--into", type=Path, help="--demo: folder for the scratch course "
+                                                 "(default: a new temporary folder)")
+    serve.add_argument("--unsafe", action="store_true",
+                       help="the embedded worker grades without root (see `grade --unsafe`)")
 
     worker = command("worker", help="grade the service's queued submissions")
     worker.add_argument("--database", help="SQLAlchemy URL (default: c.Service.database_url)")
@@ -43,6 +50,10 @@ def add_service_parsers(command: Callable[..., argparse.ArgumentParser]) -> None
 
 
 def run_service_command(args: argparse.Namespace) -> int:
+    if args.command == "submit":
+        return _submit(args)
+    if args.command == "serve":
+        return _serve(args)
     if args.command == "token":
         return _run_token(args)
     if args.command == "worker":
@@ -50,6 +61,40 @@ def run_service_command(args: argparse.Namespace) -> int:
 
         return run_worker_command(args)
     raise NotImplementedError(args.command)
+
+
+def _submit(args: argparse.Namespace) -> int:
+    import sys
+
+    from autograder.service.client import SubmitError, read_token, submit
+
+    try:
+        token = read_token(args.token_file)
+        outcome = submit(args.server, args.notebook, token, args.assignment, out=sys.stdout,
+                         wait=not args.no_wait)
+    except SubmitError as error:
+        print(f"autograder submit: {error}", file=sys.stderr)
+        return error.exit_code
+    return outcome.exit_code
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import sys
+
+    from autograder.course import Course
+    from autograder.errors import UserError
+    from autograder.service.serve import prepare_demo, serve
+
+    course = Course.load(args.course)
+    database = args.database
+    if args.demo:
+        if database:
+            raise UserError("--demo makes its own database: no --database with it")
+        course, database = prepare_demo(course, args.into, sys.stdout)
+    elif args.into:
+        raise UserError("--into goes with --demo")
+    return serve(course, database_url=database, host=args.host, port=args.port,
+                 worker=not args.no_worker, unsafe=args.unsafe)
 
 
 def _run_token(args: argparse.Namespace) -> int:

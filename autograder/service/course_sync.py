@@ -1,0 +1,320 @@
+"""The course's files brought up to date from the service's database, on the machine that holds
+the course.
+
+The service's database is the record. formgrader and `nbgrader export` read the course's files
+(`submitted/`, `autograded/`, `feedback/`, `results/`) and `gradebook.db`, so for each student
+the submission that counts (the assignment's policy: the last graded one, or the best) is
+written there as the command line's `grade` would have written it: the notebook's exact bytes
+and its upload time (timestamp.txt, nbgrader's format) under submitted/, then
+`commands.record_result` (the kept notebook, gradebook.db's rows, the feedback, the stored
+result), under the course's lock.
+
+The embedded worker calls `sync_result` after every result: it must be cheap and must never
+take the worker down. A marker per student (`.service-sync/<assignment>/<student>`: the result
+id and the notebook's hash written last) makes a result that changes nothing cost one file
+read; a failure (the course busy with a `grade` run, a full disk) is logged and the student
+is tried again on the next call, or by `autograder service sync` (`sync_all`).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from sqlalchemy import inspect, select
+
+from autograder.course import Course, usable_student_id
+from autograder.files import write_atomic
+from autograder.lock import CourseBusy, course_lock
+from autograder.results import ERROR, SubmissionResult, clean_text
+from autograder.service.models import Result, Submission
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+    from autograder.service.database import Database
+
+log = logging.getLogger(__name__)
+
+MARKER_DIR = ".service-sync"
+# nbgrader's timestamp.txt format (ExchangeSubmit's timestamp_format with a UTC zone).
+NBGRADER_TIME = "%Y-%m-%d %H:%M:%S.%f UTC"
+LOCK_WAIT_SECONDS = 2.0  # the embedded worker's wait for a busy course, before "later"
+
+
+@dataclass(frozen=True)
+class Counted:
+    """The submission that counts for one student, and its result (read out of a session)."""
+
+    result_id: int
+    submission_id: str
+    student_id: str
+    assignment: str
+    content: bytes
+    sha256: str
+    submitted_at: datetime
+    result_json: str
+    score: float
+
+
+@dataclass
+class SyncReport:
+    written: list[str] = field(default_factory=list)  # students whose files were written
+    unchanged: int = 0
+    failed: list[str] = field(default_factory=list)  # "student: why"
+
+
+def nbgrader_time(moment: datetime) -> str:
+    """An upload time as nbgrader writes timestamp.txt ("2026-11-20 12:00:00.000000 UTC")."""
+    return moment.astimezone(UTC).strftime(NBGRADER_TIME)
+
+
+def counts_of(course: Course, assignment: str) -> str:
+    """Which submission counts for `assignment`: "last" or "best" (the course's policy)."""
+    from autograder.service.policy import policy_for
+
+    return policy_for(course, assignment).counts
+
+
+def counted_results(session: Session, counts: str, assignment: str,
+                    student_id: str | None = None) -> dict[str, Result]:
+    """{student: the published Result that counts}: per submission its newest published result
+    (a confirmed regrade replaces the first grading; drafts never count), then per student the
+    last submission graded ("last") or the highest score, the later one on a tie ("best"). A
+    result of the grader's own fault (status error) never counts."""
+    if counts not in ("last", "best"):
+        raise ValueError(f"counts must be 'last' or 'best', not {counts!r}")
+    query = (select(Result, Submission.submitted_at)
+             .join(Submission, Submission.id == Result.submission_id)
+             .where(Result.assignment == assignment, Result.published.is_(True),
+                    Result.status != str(ERROR))
+             .order_by(Result.id))
+    if student_id is not None:
+        query = query.where(Result.student_id == student_id)
+    newest: dict[str, tuple[Result, datetime]] = {}  # per submission: its newest result
+    for result, submitted_at in session.execute(query):
+        newest[result.submission_id] = (result, submitted_at)
+    chosen: dict[str, tuple[tuple, Result]] = {}
+    for result, submitted_at in newest.values():
+        rank = ((submitted_at, result.id) if counts == "last"
+                else (result.score, submitted_at, result.id))
+        if result.student_id not in chosen or rank > chosen[result.student_id][0]:
+            chosen[result.student_id] = (rank, result)
+    return {student: result for student, (_, result) in chosen.items()}
+
+
+def counted_result(session: Session, counts: str, student_id: str,
+                   assignment: str) -> Result | None:
+    """The published Result that counts for one student (see `counted_results`), or None."""
+    return counted_results(session, counts, assignment, student_id).get(student_id)
+
+
+def _read_counted(session: Session, result: Result) -> Counted:
+    submission = session.get(Submission, result.submission_id)
+    return Counted(result.id, submission.id, result.student_id, result.assignment,
+                   submission.content, submission.sha256, submission.submitted_at,
+                   result.result_json, result.score)
+
+
+# --- The files --------------------------------------------------------------------------------
+
+_process_lock = threading.Lock()  # one sync at a time in this process (flock is per open file)
+_pending: dict[tuple[str, str], set[tuple[str, str]]] = {}  # (course, db) -> {(assignment, sid)}
+_pending_lock = threading.Lock()
+
+
+@contextmanager
+def _holding_course(course: Course, wait: float) -> Iterator[None]:
+    """The course's lock, waiting up to `wait` seconds for a `grade` run or formgrader's
+    Autograde (each holds it briefly per student) to let go; CourseBusy after that."""
+    deadline = time.monotonic() + wait
+    with _process_lock, ExitStack() as stack:
+        while True:
+            try:
+                stack.enter_context(course_lock(course.root))
+                break
+            except CourseBusy:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.05)
+        yield
+
+
+def _marker(course: Course, assignment: str, student: str) -> Path:
+    return course.root / MARKER_DIR / assignment / student
+
+
+def _marked(counted: Counted) -> str:
+    return f"{counted.result_id} {counted.sha256}\n"
+
+
+def _read_marker(path: Path) -> str | None:
+    try:
+        return path.read_text(encoding="ascii")
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def write_student(course: Course, counted: Counted, gradebook: object, assignment: object,
+                  store: object) -> bool:
+    """Write one student's counted submission into the course (the caller holds the course's
+    lock and gives the loaded assignment, its NbgraderGradebook and the result store). False
+    when the files already hold it."""
+    from autograder import commands
+    from autograder.submissions import TIMESTAMP_FILE
+
+    marker = _marker(course, counted.assignment, counted.student_id)
+    before = _read_marker(marker)
+    if before == _marked(counted):
+        return False
+    folder = course.submitted_dir(counted.student_id, counted.assignment)
+    for path in (folder.parent, folder):  # nothing is written through a planted link
+        if path.is_symlink():
+            raise OSError(f"{path} is a symbolic link: nothing is written through it")
+    folder.mkdir(parents=True, exist_ok=True)
+    stamp = nbgrader_time(counted.submitted_at)
+    write_atomic(folder / f"{assignment.notebook_name}.ipynb", counted.content)
+    write_atomic(folder / TIMESTAMP_FILE, stamp.encode("ascii"))
+    result = SubmissionResult.from_json(counted.result_json)
+    result.timestamp = stamp  # judged late (gradebook.db) on the upload time, as nbgrader
+    commands.record_result(course, assignment, gradebook, store, result)
+    if before is not None and before.split()[1:] != [counted.sha256]:
+        # A new notebook: a TA's manual grades of the earlier one still count, as in
+        # nbgrader, so they are flagged for review in formgrader (as `grade` does).
+        gradebook.flag_manual_grades(counted.student_id)
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(marker, _marked(counted).encode("ascii"))
+    return True
+
+
+def _sync_students(course: Course, db: Database, assignment_name: str,
+                   students: list[str] | None, wait: float) -> SyncReport:
+    """Bring these students (None: every student with a counted result) up to date."""
+    from autograder.assignment import Assignment
+    from autograder.gradebook_db import NbgraderGradebook
+    from autograder.store import result_store
+
+    report = SyncReport()
+    counts = counts_of(course, assignment_name)
+    with db.session() as session:
+        if students is None:
+            found = counted_results(session, counts, assignment_name)
+        else:
+            found = {}
+            for student in students:
+                row = counted_result(session, counts, student, assignment_name)
+                if row is not None:
+                    found[student] = row
+        todo: list[Counted] = []
+        for student, row in sorted(found.items()):
+            if not usable_student_id(student):  # the roster's ids only reach the disk
+                report.failed.append(f"{clean_text(student, 100)}: not a usable student id")
+            elif _read_marker(_marker(course, assignment_name, student)) == \
+                    f"{row.id} {_sha_of(session, row)}\n":
+                report.unchanged += 1
+            else:
+                todo.append(_read_counted(session, row))
+    if not todo:
+        return report
+    with _holding_course(course, wait):
+        assignment = Assignment.load(course, assignment_name)
+        store = result_store(course)
+        with NbgraderGradebook(course, assignment) as gradebook:
+            for counted in todo:
+                try:
+                    if write_student(course, counted, gradebook, assignment, store):
+                        report.written.append(counted.student_id)
+                    else:
+                        report.unchanged += 1
+                except Exception as error:  # one student's trouble is not the others'
+                    log.warning("could not bring %s's files of %s up to date: %s",
+                                counted.student_id, assignment_name, error)
+                    report.failed.append(f"{counted.student_id}: {clean_text(error, 300)}")
+    return report
+
+
+def _sha_of(session: Session, row: Result) -> str:
+    return session.scalar(select(Submission.sha256).where(Submission.id == row.submission_id))
+
+
+def sync_result(course: Course, db: Database, result: Result) -> bool:
+    """After `result` is committed: bring its student's files up to date with their counted
+    submission. Never raises: a failure is logged and the student is tried again on the next
+    call (and by `sync_all`). True when every pending student is up to date."""
+    try:
+        state = inspect(result)
+        result_id = state.identity[0] if state.identity else result.id
+        with db.session() as session:
+            row = session.get(Result, result_id)
+            if row is None:  # deleted meanwhile (a student's data deleted)
+                return True
+            mark_pending(course, db, [(row.assignment, row.student_id)])
+    except Exception:
+        log.exception("could not read the result to bring the course's files up to date")
+        return False
+    return retry_pending(course, db)
+
+
+def mark_pending(course: Course, db: Database, keys: list[tuple[str, str]]) -> None:
+    with _pending_lock:
+        _pending.setdefault((str(course.root), db.url), set()).update(keys)
+
+
+def _done(course: Course, db: Database, keys: list[tuple[str, str]]) -> None:
+    with _pending_lock:
+        _pending.setdefault((str(course.root), db.url), set()).difference_update(keys)
+
+
+def pending(course: Course, db: Database) -> set[tuple[str, str]]:
+    """(assignment, student) whose files are not up to date yet in this process's view."""
+    with _pending_lock:
+        return set(_pending.get((str(course.root), db.url), set()))
+
+
+def retry_pending(course: Course, db: Database, wait: float = LOCK_WAIT_SECONDS) -> bool:
+    """Try again the students whose files could not be brought up to date. Never raises."""
+    by_assignment: dict[str, list[str]] = {}
+    for assignment, student in sorted(pending(course, db)):
+        by_assignment.setdefault(assignment, []).append(student)
+    done = True
+    for assignment, students in by_assignment.items():
+        try:
+            report = _sync_students(course, db, assignment, students, wait)
+        except Exception as error:  # busy course, gradebook.db refused, disk full: later
+            log.warning("the course's files of %s are not up to date yet (tried again on "
+                        "the next result): %s", assignment, clean_text(error, 300))
+            done = False
+            continue
+        failed = _failed_ids(report)
+        _done(course, db, [(assignment, s) for s in students if s not in failed])
+        done = done and not failed
+    return done
+
+
+def _failed_ids(report: SyncReport) -> set[str]:
+    return {line.split(":", 1)[0] for line in report.failed}
+
+
+def sync_all(course: Course, db: Database, assignment: str,
+             wait: float = 60.0) -> SyncReport:
+    """Every student's counted submission of `assignment` into the course's files (what
+    `autograder service sync` runs, and the instructor's gradebook before an LMS export).
+    Raises CourseBusy if the course stays locked for `wait` seconds."""
+    report = _sync_students(course, db, assignment, None, wait)
+    failed = _failed_ids(report)
+    _done(course, db, [(a, s) for a, s in pending(course, db)
+                       if a == assignment and s not in failed])
+    return report
+
+
+def synced_assignments(db: Database) -> list[str]:
+    """The assignments the database holds results of."""
+    with db.session() as session:
+        return sorted(set(session.scalars(select(Result.assignment).distinct())))

@@ -1,0 +1,402 @@
+"""`autograder serve`: the whole service on one machine, as two processes.
+
+1. As whoever started it (root in production): upgrade the database, sync the roster's people,
+   bind the listening socket (so a port below 1024 works), and start the embedded worker, a
+   child process that keeps root because it alone runs student code (the sandbox needs root).
+2. Then this process drops to `c.Service.user` (setgroups([]), setgid, setuid, no new
+   privileges) and serves the HTTP API with uvicorn. The HTTP process never runs student code;
+   if it is compromised it holds nobody's privileges and cannot signal the worker.
+
+The worker reads its stdin, a pipe from this process: when this process ends, however it ends
+(SIGTERM, a crash, kill -9), the pipe closes and the worker finishes the job in hand and stops.
+The queue is in the database, so nothing is lost either way: a job in hand when the worker was
+killed is claimed again after its lease. If the worker dies on its own, the service stops
+(exit 1) rather than accept uploads nobody grades.
+
+SQLite as root: the HTTP process must write the database, its -wal and -shm, and create them in
+its folder, so the folder is handed to the service user; that is refused for a folder holding
+anything but the database (the course's root holds nbgrader_config.py, which the root worker
+executes: whoever may rename files there may replace it).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import pwd
+import signal
+import socket
+import subprocess
+import sys
+import sysconfig
+import threading
+from pathlib import Path
+from typing import TextIO
+
+from autograder.course import Course
+from autograder.errors import UserError
+
+log = logging.getLogger(__name__)
+
+MAX_CONNECTIONS = 2048  # uvicorn answers 503 beyond this many at once (a bound on memory)
+BACKLOG = 2048
+STOP_SECONDS = 30.0  # how long the worker may take to finish the job in hand
+SQLITE_FILES = ("", "-wal", "-shm", "-journal")  # handed to the service user
+WORKER_LOCK = ".worker-lock"  # the SQLite worker's lock (worker.py): the worker's own
+_PR_SET_NO_NEW_PRIVS = 38
+DATABASE_VARIABLE = "AUTOGRADER_SERVICE_DATABASE"  # serve -> its embedded worker
+
+
+class ServeError(UserError):
+    """The service cannot start as configured."""
+
+
+def serve(course: Course, database_url: str | None = None, host: str | None = None,
+          port: int | None = None, worker: bool = True, unsafe: bool = False,
+          out: TextIO = sys.stdout) -> int:
+    """Run the service until SIGTERM or SIGINT; 0 when stopped so, 1 when the worker died."""
+    from autograder.service.auth import sync_people
+    from autograder.service.database import Database
+    from autograder.service.settings import Service
+
+    settings = Service(config=course.config)
+    host = host or settings.host
+    port = settings.port if port is None else port
+    db = Database.for_course(course, database_url)
+    url = db.url
+    if db.sqlite_path is not None:
+        db.sqlite_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        db.upgrade()
+        with db.session() as session:
+            sync_people(session, course, list(settings.instructors))
+    finally:
+        db.dispose()  # no connection opened as root goes on into the unprivileged process
+    account = service_account(settings.user) if os.geteuid() == 0 else None
+    if account is not None:
+        for needed in (Path(sysconfig.get_paths()["stdlib"]), course.root / "release"):
+            if not readable_by(needed, account):
+                raise ServeError(
+                    f"{needed} cannot be read by {account.pw_name} (c.Service.user), which "
+                    "the HTTP process runs as: make it and its parent folders readable by "
+                    "that user (install Python where every user may read it), or set "
+                    "c.Service.user to a user who can read them")
+    if account is not None and db.is_sqlite:
+        hand_over_sqlite(db.sqlite_path, course, account)
+    listener = bind(host, port)
+    child = start_worker(course, url, unsafe) if worker else None
+    try:
+        if account is not None:
+            drop_privileges(account)
+        check_readable(course)
+        return run_http(course, url, settings, listener, child, out)
+    finally:
+        stop_worker(child)
+
+
+def service_account(name: str) -> pwd.struct_passwd:
+    try:
+        account = pwd.getpwnam(name)
+    except KeyError:
+        raise ServeError(f"c.Service.user = {name!r}: no such user on this machine (the HTTP "
+                         "process runs as that user when started as root)") from None
+    if account.pw_uid == 0:
+        raise ServeError(f"c.Service.user = {name!r} is root: the HTTP process must run "
+                         "unprivileged")
+    return account
+
+
+def readable_by(path: Path, account: pwd.struct_passwd) -> bool:
+    """Whether `account` (no supplementary groups, as after the drop) may list `path` and
+    pass through every folder above it, by their permission bits."""
+    path = path.resolve()
+    for folder in (*reversed(path.parents), path):
+        try:
+            info = folder.stat()
+        except OSError:
+            return False
+        shift = (6 if info.st_uid == account.pw_uid
+                 else 3 if info.st_gid == account.pw_gid else 0)
+        wanted = 0o5 if folder == path else 0o1  # read+search the folder, search its parents
+        if (info.st_mode >> shift) & wanted != wanted:
+            return False
+    return True
+
+
+def hand_over_sqlite(path: Path | None, course: Course, account: pwd.struct_passwd) -> None:
+    """Make the SQLite database, its -wal/-shm and its folder the service user's."""
+    if path is None:
+        return
+    folder = path.parent
+    course_root = course.root.resolve()
+    own = {path.name + suffix for suffix in SQLITE_FILES}
+    others = sorted(name for name in os.listdir(folder)
+                    if name not in own and name != path.name + WORKER_LOCK)
+    if folder == course_root or folder in course_root.parents or others:
+        raise ServeError(
+            f"{path}: started as root, the service hands the SQLite database's folder to "
+            f"{account.pw_name} (it creates the -wal and -shm files there), and {folder} holds "
+            f"other files ({', '.join(others[:3]) or 'the course'}): put the database in a "
+            "folder of its own, e.g. --database sqlite:///"
+            f"{course_root / 'service' / 'service.db'} (or c.Service.database_url), or use "
+            "PostgreSQL")
+    for name in own:
+        if (folder / name).exists():
+            os.chown(folder / name, account.pw_uid, account.pw_gid)
+    os.chown(folder, account.pw_uid, account.pw_gid)
+    os.chmod(folder, 0o700)
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """The listening socket, bound while still privileged."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    listener = socket.socket(family, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        listener.bind((host, port))
+    except OSError as error:
+        listener.close()
+        raise ServeError(f"cannot listen on {host}:{port}: {error.strerror}") from None
+    listener.listen(BACKLOG)
+    listener.set_inheritable(False)  # the worker must not hold the port
+    return listener
+
+
+def drop_privileges(account: pwd.struct_passwd) -> None:
+    """Become `account` for good: no supplementary groups, its group, its user, and no way
+    back (setuid binaries cannot raise privileges either)."""
+    os.setgroups([])
+    os.setgid(account.pw_gid)
+    os.setuid(account.pw_uid)
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+    os.environ["HOME"] = account.pw_dir
+    try:
+        os.setuid(0)
+    except PermissionError:
+        return
+    raise RuntimeError("privileges could not be dropped")  # pragma: no cover
+
+
+def check_readable(course: Course) -> None:
+    """The HTTP process imports Python's modules as it needs them and reads the course's
+    configuration and releases: say so clearly if the service user cannot (rather than fail
+    requests later)."""
+    stdlib = sysconfig.get_paths()["stdlib"]
+    try:
+        os.listdir(stdlib)
+    except OSError as error:
+        raise ServeError(f"the service's user ({_user_name()}) cannot read "
+                         f"Python's standard library ({stdlib}: {error.strerror}): install "
+                         "Python where every user may read it") from None
+    try:
+        Course.load(course.root)
+        os.listdir(course.root / "release")
+    except (OSError, UserError) as error:
+        raise ServeError(f"{course.root}: the service's user ({_user_name()}) "
+                         f"cannot read the course: {error}") from None
+
+
+def start_worker(course: Course, url: str, unsafe: bool) -> subprocess.Popen:
+    """The embedded worker: a child that keeps our privileges and stops when its stdin
+    closes (when this process ends, however it ends)."""
+    command = [sys.executable, "-m", "autograder.service.serve", "--embedded-worker",
+               str(course.root)]
+    if unsafe:
+        command.append("--unsafe")
+    # The URL may hold a password: in the environment (readable by root only), not in argv
+    # (which `ps` shows everyone).
+    environment = {**os.environ, DATABASE_VARIABLE: url}
+    # Its own process group: a Ctrl-C at the terminal reaches this process, which then stops
+    # the worker in order (finish the job in hand), rather than both at once.
+    return subprocess.Popen(command, stdin=subprocess.PIPE, close_fds=True, env=environment,
+                            start_new_session=True)
+
+
+def stop_worker(child: subprocess.Popen | None) -> None:
+    if child is None or child.poll() is not None:
+        return
+    try:
+        child.stdin.close()  # the worker's signal to stop
+    except OSError:
+        pass
+    try:
+        child.wait(STOP_SECONDS)
+    except subprocess.TimeoutExpired:
+        log.warning("the embedded worker did not stop within %.0f s: its jobs go back to "
+                    "the queue after their lease", STOP_SECONDS)
+        try:
+            child.kill()
+        except PermissionError:  # root's process, and we are not root any more
+            pass
+
+
+def run_http(course: Course, url: str, settings: object, listener: socket.socket,
+             child: subprocess.Popen | None, out: TextIO) -> int:
+    """uvicorn on the bound socket until SIGTERM/SIGINT, or until the worker dies."""
+    import uvicorn
+
+    from autograder.service.app import create_app
+    from autograder.service.database import Database
+
+    db = Database(url)
+    app = create_app(course, db, settings)
+    config = uvicorn.Config(
+        app, proxy_headers=False,  # the app decides on X-Forwarded-For (trusted_proxies)
+        access_log=False,  # paths hold submission ids; errors are logged by the app
+        server_header=False, date_header=True, limit_concurrency=MAX_CONNECTIONS,
+        backlog=BACKLOG, timeout_keep_alive=5, timeout_graceful_shutdown=10,
+        log_level="warning", lifespan="on")
+    server = uvicorn.Server(config)
+    worker_died: list[int] = []
+    if child is not None:
+        def watch() -> None:
+            code = child.wait()
+            if not server.should_exit:
+                worker_died.append(code)
+                log.error("the embedded worker ended (exit %s): stopping the service", code)
+                server.should_exit = True
+
+        threading.Thread(target=watch, daemon=True, name="worker-watch").start()
+    address, port = listener.getsockname()[:2]
+    print(f"autograder serve: http://{address}:{port} (HTTP as "
+          f"{_user_name()}, pid {os.getpid()}; "
+          + (f"worker pid {child.pid}" if child else "no embedded worker")
+          + f"; database {_redacted(url)})", file=out, flush=True)
+    # uvicorn stops gracefully on SIGTERM/SIGINT, then raises the signal again for the handler
+    # it found: let that be one that records it, so that this process goes on to stop the
+    # worker in order and exits 0 (not killed by its own signal halfway).
+    for number in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(number, lambda *_: None)
+    try:
+        server.run(sockets=[listener])
+    finally:
+        db.dispose()
+    return 1 if worker_died else 0
+
+
+def _user_name() -> str:
+    try:
+        return pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:  # a uid with no entry in /etc/passwd (containers)
+        return f"uid {os.getuid()}"
+
+
+def _redacted(url: str) -> str:
+    from sqlalchemy import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+# --- `serve --demo`: the service on the shipped examples -----------------------------------
+
+def prepare_demo(course: Course, into: Path | None, out: TextIO) -> tuple[Course, str]:
+    """A scratch copy of the course (as `autograder demo` makes), released, the shipped
+    examples' students in its roster, and a token each (printed, and in tokens.csv); the
+    scratch course and its database URL (SQLite, in a folder of its own)."""
+    import csv
+
+    from autograder.demo import DEMO_ASSIGNMENT, scratch_course
+    from autograder.release import release
+    from autograder.roster import import_roster
+    from autograder.service.auth import issue_roster_tokens, sync_people
+    from autograder.service.database import Database
+    from autograder.service.settings import Service
+
+    examples = course.root / "examples" / "submitted"
+    students = sorted(path.name for path in examples.iterdir() if path.is_dir())
+    demo = scratch_course(course, into)
+    os.chmod(demo.root, 0o755)  # the service's user reads the course
+    release(demo, DEMO_ASSIGNMENT)
+    roster = demo.root / "roster.csv"
+    with roster.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["id", "first_name", "last_name", "email"])
+        writer.writerows([sid, "Example", sid, f"{sid}@example.edu"] for sid in students)
+    import_roster(demo, roster)
+    (demo.root / "service").mkdir(mode=0o700)
+    url = f"sqlite:///{demo.root / 'service' / 'service.db'}"
+    db = Database(url)
+    try:
+        db.upgrade()
+        with db.session() as session:
+            sync_people(session, demo, list(Service(config=demo.config).instructors))
+            issued = issue_roster_tokens(session, demo)
+    finally:
+        db.dispose()
+    tokens = demo.root / "tokens.csv"
+    with os.fdopen(os.open(tokens, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w",
+                   newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["id", "name", "email", "token"])
+        writer.writerows(issued)
+    print(f"== demo course: {demo.root} (a scratch copy; tokens of its {len(issued)} example "
+          f"students in {tokens}):", file=out)
+    for sid, _name, _email, token in issued:
+        print(f"   {sid:<22} {token}", file=out)
+    shown = next((row for row in issued if row[0] == "solution"), issued[0])
+    print("== a student submits, from another terminal:\n"
+          f"   AUTOGRADER_TOKEN={shown[3]} autograder submit "
+          f"{examples / shown[0] / DEMO_ASSIGNMENT / (DEMO_ASSIGNMENT + '.ipynb')} "
+          "--server http://HOST:PORT  (the address below)", file=out, flush=True)
+    return demo, url
+
+
+# --- the embedded worker's process ---------------------------------------------------------
+
+def run_embedded_worker(course_root: Path, url: str, unsafe: bool = False) -> int:
+    """Grade queued jobs until stdin closes or SIGTERM/SIGINT; results are synced to the
+    course's files (gradebook.db, autograded/, feedback/) as they are committed. Another
+    worker on the same SQLite file: WorkerAlreadyRunning (the service stops, saying so)."""
+    from autograder.grader import Grader
+    from autograder.service.course_sync import sync_result
+    from autograder.service.database import Database
+    from autograder.service.settings import Service
+    from autograder.service.worker import ServiceWorker
+
+    stop = threading.Event()
+    for number in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(number, lambda *_: stop.set())
+
+    def parent_gone() -> None:
+        while sys.stdin.buffer.read(4096):
+            pass
+        stop.set()
+
+    threading.Thread(target=parent_gone, daemon=True, name="parent-watch").start()
+    course = Course.load(course_root)
+    settings = Service(config=course.config)
+    db = Database(url)
+    with Grader(course, unsafe=unsafe) as grader, \
+            ServiceWorker(db, grader, lease_seconds=settings.lease_seconds,
+                          poll_seconds=settings.poll_seconds,
+                          on_result=lambda result: sync_result(course, db, result)) as worker:
+        grader.launch()
+        while not stop.is_set():
+            try:
+                worker.run(stop)  # rides out the database's absences itself
+            except Exception:  # a bug: keep grading rather than leave the queue unserved
+                log.exception("the embedded worker failed; starting again in 1 s")
+                stop.wait(1.0)
+    db.dispose()
+    return 0
+
+
+def _main(argv: list[str]) -> int:
+    logging.basicConfig(level=logging.WARNING,
+                        format="autograder worker: %(levelname)s: %(message)s")
+    url = os.environ.pop(DATABASE_VARIABLE, "")
+    if len(argv) < 2 or argv[0] != "--embedded-worker" or not url:
+        print("usage: python -m autograder.service.serve --embedded-worker COURSE [--unsafe], "
+              f"with ${DATABASE_VARIABLE} (started by `autograder serve`)", file=sys.stderr)
+        return 2
+    try:
+        return run_embedded_worker(Path(argv[1]), url, unsafe="--unsafe" in argv[2:])
+    except UserError as error:  # another worker on the SQLite file; no root without --unsafe
+        print(f"autograder worker: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(_main(sys.argv[1:]))

@@ -1,0 +1,181 @@
+"""`autograder serve` and `autograder submit` as real processes: the HTTP process runs as
+c.Service.user (the worker alone keeps root), SIGTERM stops both, a student's whole round trip
+with the real client, and the client's answers to each way it can go wrong."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import nbformat
+import pytest
+from conftest import make_course
+from databases import (
+    ServeProcess,
+    add_students,
+    free_port,
+    student_tokens,
+    uid_of,
+    visible_python,
+    wait_for,
+)
+
+from autograder.author import with_answers
+
+STUDENTS = ["10001", "10002", "10003"]
+UNPRIVILEGED = 64_322  # no user of this machine: the non-root service's uid
+SUBMIT = [sys.executable, "-m", "autograder.cli", "submit"]
+
+
+@pytest.fixture(scope="module")
+def open_course():  # -> Course, in a folder the service's user (nobody) may read
+    root = Path(tempfile.mkdtemp(prefix="agserve-course-"))
+    os.chmod(root, 0o755)
+    course = make_course(root)
+    add_students(root, STUDENTS)
+    yield course
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def sqlite_url(open_course) -> str:  # noqa: ANN001
+    folder = Path(tempfile.mkdtemp(prefix="agserve-db-"))
+    yield f"sqlite:///{folder / 'service.db'}"
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def notebook_file(folder: Path, answers: dict[str, str], course) -> Path:  # noqa: ANN001
+    release = nbformat.read(course.release_dir("backprop") / "backprop.ipynb", as_version=4)
+    path = folder / "backprop.ipynb"
+    nbformat.write(with_answers(release, answers), path)
+    return path
+
+
+def submit(url: str, notebook: Path, token: str | None, *args: str,
+           timeout: float = 120) -> subprocess.CompletedProcess:
+    env = {key: value for key, value in os.environ.items() if key != "AUTOGRADER_TOKEN"}
+    if token is not None:
+        env["AUTOGRADER_TOKEN"] = token
+    return subprocess.run([*SUBMIT, str(notebook), "--server", url, *args], env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root: checks the privilege drop")
+def test_root_serve_drops_privileges_for_http_and_keeps_them_for_the_worker(
+        open_course, sqlite_url, solution, tmp_path):  # noqa: ANN001
+    tokens = student_tokens(open_course.root, sqlite_url)
+    nobody = pwd.getpwnam("nobody").pw_uid
+    with ServeProcess(open_course.root, sqlite_url, log_dir=tmp_path) as server:
+        assert uid_of(server.pid) == nobody, server.log
+        worker = server.worker_pid()
+        assert uid_of(worker) == 0
+        # The database and its folder are the service user's now; the course is not.
+        db_file = Path(sqlite_url.removeprefix("sqlite:///"))
+        assert db_file.stat().st_uid == nobody and db_file.parent.stat().st_uid == nobody
+        assert open_course.root.stat().st_uid == 0
+        done = submit(server.url, notebook_file(tmp_path, solution, open_course),
+                      tokens["10001"])
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "graded" in done.stdout and "score" in done.stdout
+        code = server.stop()
+        assert code == 0, server.log
+        wait_for(lambda: not Path(f"/proc/{worker}").exists(), 30)
+    assert "Traceback" not in server.log, server.log
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
+def test_root_serve_refuses_to_hand_the_course_folder_to_the_service_user(open_course):  # noqa: ANN001
+    """A SQLite database in the course's root would give the HTTP process the right to
+    replace nbgrader_config.py, which the root worker runs: refused, course untouched."""
+    url = f"sqlite:///{open_course.root / 'service.db'}"
+    done = subprocess.run(visible_python([sys.executable, "-m", "autograder.cli", "--course",
+                                          str(open_course.root), "serve", "--database", url,
+                                          "--port", str(free_port())]),
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0
+    assert "folder of its own" in done.stderr, done.stderr
+    assert open_course.root.stat().st_uid == 0
+    assert (open_course.root / "nbgrader_config.py").stat().st_uid == 0
+    (open_course.root / "service.db").unlink(missing_ok=True)
+
+
+def test_non_root_serve_just_runs(open_course, solution, tmp_path):  # noqa: ANN001
+    """Started by an ordinary user, serve runs as that user (nothing to drop) and grades with
+    the sandbox layers it can have (--unsafe)."""
+    uid = UNPRIVILEGED if os.geteuid() == 0 else None
+    folder = Path(tempfile.mkdtemp(prefix="agserve-user-", dir="/tmp"))
+    os.chmod(folder, 0o755)
+    shutil.copytree(open_course.root, folder / "course")
+    url = f"sqlite:///{folder / 'db' / 'service.db'}"
+    (folder / "db").mkdir()
+    tokens = student_tokens(folder / "course", url)
+    if uid is not None:
+        subprocess.run(["chown", "-R", f"{uid}:{uid}", str(folder)], check=True)
+    server = ServeProcess(folder / "course", url, "--unsafe", as_uid=uid, log_dir=tmp_path)
+    try:
+        server.start()
+        assert uid_of(server.pid) == os.geteuid() if uid is None else uid, server.log
+        assert uid_of(server.worker_pid()) == (uid if uid is not None else os.geteuid())
+        done = submit(server.url, notebook_file(tmp_path, solution, open_course),
+                      tokens["10002"])
+        assert done.returncode == 0, done.stdout + done.stderr + server.log
+        assert server.stop() == 0, server.log
+    finally:
+        server.stop()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_submit_says_what_went_wrong(open_course, sqlite_url, solution, tmp_path):  # noqa: ANN001
+    tokens = student_tokens(open_course.root, sqlite_url)
+    good = notebook_file(tmp_path, solution, open_course)
+    with ServeProcess(open_course.root, sqlite_url, log_dir=tmp_path) as server:
+        # no token at all: usage error, before anything is sent
+        done = submit(server.url, good, None)
+        assert done.returncode == 2 and "AUTOGRADER_TOKEN" in done.stderr
+        # a wrong token
+        done = submit(server.url, good, "not-a-token")
+        assert done.returncode == 2 and "token rejected" in done.stderr
+        # the token from a file, never the command line
+        token_file = tmp_path / "token"
+        token_file.write_text(tokens["10003"] + "\n")
+        # not a notebook: the server's message, exit 1
+        junk = tmp_path / "backprop.txt"
+        junk.write_text("hello")
+        done = submit(server.url, junk, None, "--assignment", "backprop",
+                      "--token-file", str(token_file))
+        assert done.returncode == 1, done.stdout + done.stderr
+        assert "refused (4" in done.stderr
+        # an assignment the course does not have
+        done = submit(server.url, good, tokens["10003"], "--assignment", "nosuch")
+        assert done.returncode in (1, 2) and "nosuch" in done.stderr
+        # the round trip, with --token-file
+        done = submit(server.url, good, None, "--token-file", str(token_file))
+        assert done.returncode == 0, done.stdout + done.stderr
+        first = done.stdout.splitlines()[0]
+        assert first.startswith("submitted backprop.ipynb to backprop: id ")
+    # nobody listening: one clear line, exit 1
+    done = submit(server.url, good, tokens["10003"])
+    assert done.returncode == 1
+    assert "cannot reach the service" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_serve_sigterm_stops_a_busy_service(open_course, sqlite_url, solution, tmp_path):  # noqa: ANN001
+    """SIGTERM while uploads are queued: both processes end, exit 0."""
+    tokens = student_tokens(open_course.root, sqlite_url)
+    good = notebook_file(tmp_path, solution, open_course)
+    server = ServeProcess(open_course.root, sqlite_url, log_dir=tmp_path).start()
+    try:
+        worker = server.worker_pid()
+        done = submit(server.url, good, tokens["10001"], "--no-wait")
+        assert done.returncode == 0, done.stderr
+        server.process.send_signal(signal.SIGTERM)
+        assert server.process.wait(60) == 0, server.log
+        wait_for(lambda: not Path(f"/proc/{worker}").exists(), 60)
+    finally:
+        server.stop()

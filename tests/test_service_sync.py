@@ -1,0 +1,270 @@
+"""The course's files follow the service's database: after the service grades students,
+`nbgrader export`, our gradebook and the files formgrader reads show the database's scores, for
+the submission that counts (last or best); a busy course never takes the worker down."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import nbformat
+import pytest
+from conftest import make_course, nbgrader_export
+
+from autograder.author import with_answers
+from autograder.course import Course
+from autograder.grader import Grader
+from autograder.lock import course_lock
+from autograder.results import SubmissionResult
+from autograder.scores import final_scores
+from autograder.service import course_sync
+from autograder.service.models import Result
+from autograder.submissions import Submission
+
+# --- Test helpers shared with tests/test_service_instructor.py -------------------------------
+
+T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+
+
+def _stand_ins() -> None:
+    """Until the queue's and the policy's branches are merged: the smallest real versions of
+    Database (create_all instead of Alembic) and policy_for (c.AssignmentPolicy.counts), as
+    modules of their contract's names. Unused once the real modules exist."""
+    import importlib.util
+    import types
+    from contextlib import contextmanager
+
+    if importlib.util.find_spec("autograder.service.database") is None:
+        from sqlalchemy import create_engine
+        from sqlalchemy.orm import sessionmaker
+
+        from autograder.service.models import Base
+
+        class Database:
+            def __init__(self, url: str) -> None:
+                self.url, self.engine = url, create_engine(url)
+                self.is_sqlite = url.startswith("sqlite")
+                self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+            def upgrade(self) -> None:
+                Base.metadata.create_all(self.engine)
+
+            @contextmanager
+            def session(self):  # noqa: ANN202
+                with self._sessions() as session, session.begin():
+                    yield session
+
+            def dispose(self) -> None:
+                self.engine.dispose()
+
+        module = types.ModuleType("autograder.service.database")
+        module.Database = Database
+        sys.modules[module.__name__] = module
+    if importlib.util.find_spec("autograder.service.policy") is None:
+        class Policy:
+            def __init__(self, course: Course) -> None:
+                settings = course.config.get("AssignmentPolicy", {})
+                self.counts = settings.get("counts", "last")
+
+        module = types.ModuleType("autograder.service.policy")
+        module.policy_for = lambda course, assignment: Policy(course)
+        sys.modules[module.__name__] = module
+
+
+_stand_ins()
+
+
+def open_database(url: str):  # noqa: ANN201 (autograder.service.database.Database)
+    from autograder.service.database import Database
+
+    db = Database(url)
+    db.upgrade()
+    return db
+
+
+def notebook_bytes(release_notebook, answers: dict[str, str]) -> bytes:  # noqa: ANN001
+    return nbformat.writes(with_answers(release_notebook, answers)).encode("utf-8")
+
+
+@pytest.fixture(scope="module")
+def graded_notebooks(course: Course, release_notebook, solution):  # noqa: ANN001, ANN201
+    """Three notebooks, graded for real once: {name: (bytes, SubmissionResult as JSON)}."""
+    broken = "def chain_rule(x_value):\n    raise NotImplementedError\n"
+    notebooks = {
+        "full": notebook_bytes(release_notebook, solution),
+        "partial": notebook_bytes(release_notebook, {**solution, "chain_rule": broken}),
+        "blank": nbformat.writes(release_notebook).encode("utf-8"),
+    }
+    graded = {}
+    with Grader(course, workers=2) as grader:
+        assignment = grader.assignment("backprop")
+        for name, content in notebooks.items():
+            result = grader.grade_one(assignment, Submission(
+                name, notebook=Path("backprop.ipynb"), timestamp=T0.isoformat(),
+                content=content))
+            graded[name] = (content, result.to_json())
+    full, partial, blank = (SubmissionResult.from_json(graded[n][1]).score
+                            for n in ("full", "partial", "blank"))
+    assert full > partial > blank  # the three tell best from last apart
+    return graded
+
+
+def store_graded(db, student: str, graded: tuple[bytes, str], at: datetime,  # noqa: ANN001
+                 published: bool = True, kind: str = "submit",
+                 submission_id: str | None = None, regrade_id: int | None = None) -> Result:
+    """A submission graded by the service, as the queue leaves it: Submission, its Job done,
+    its Result (with the service's models). With `submission_id`: another result of that
+    submission (a regrade)."""
+    import hashlib
+    import uuid
+
+    from autograder.service.models import Job, JobState, Person, Submission
+
+    content, result_json = graded
+    result = SubmissionResult.from_json(result_json)
+    result.student_id = student
+    with db.session() as session:
+        if session.get(Person, student) is None:
+            session.add(Person(id=student, role="student", name=f"Student {student}"))
+            session.flush()
+        if submission_id is None:
+            submission_id = uuid.uuid4().hex
+            session.add(Submission(id=submission_id, student_id=student, assignment="backprop",
+                                   filename="backprop.ipynb", content=content,
+                                   sha256=hashlib.sha256(content).hexdigest(),
+                                   size=len(content), submitted_at=at))
+            session.flush()
+        job = Job(submission_id=submission_id, kind=kind, assignment="backprop",
+                  fingerprint="f" * 64, state=JobState.DONE, finished_at=at,
+                  regrade_id=regrade_id)
+        session.add(job)
+        session.flush()
+        row = Result(job_id=job.id, submission_id=submission_id, student_id=student,
+                     assignment="backprop", status=result.status, score=result.score,
+                     max_score=result.max_score, seconds=result.seconds,
+                     result_json=result.to_json(), graded_at=at, published=published)
+        session.add(row)
+        session.flush()
+        session.refresh(row)
+        session.expunge(row)
+        return row
+
+
+def set_counts(root: Path, counts: str) -> Course:
+    with (root / "nbgrader_config.py").open("a") as config:
+        config.write(f"\nc.AssignmentPolicy.counts = {counts!r}\n")
+    return Course.load(root)
+
+
+@pytest.fixture
+def fresh_course(tmp_path: Path) -> Course:
+    (tmp_path / "course").mkdir()
+    return make_course(tmp_path / "course")
+
+
+# --- The tests ---------------------------------------------------------------------------------
+
+def test_nbgrader_export_and_gradebook_show_the_database_scores(
+        fresh_course: Course, database_url: str, graded_notebooks, tmp_path: Path) -> None:
+    db = open_database(database_url)
+    try:
+        rows = {student: store_graded(db, student, graded_notebooks[name],
+                                      T0 + timedelta(minutes=i))
+                for i, (student, name) in enumerate([("10001", "full"), ("10002", "partial"),
+                                                     ("10003", "blank")])}
+        report = course_sync.sync_all(fresh_course, db, "backprop")
+        assert sorted(report.written) == ["10001", "10002", "10003"] and not report.failed
+        exported = nbgrader_export(fresh_course, tmp_path / "export")
+        ours = {row.student_id: row.score for row in final_scores(fresh_course, "backprop")}
+        for student, row in rows.items():
+            assert float(exported[student]["score"]) == pytest.approx(row.score)
+            assert ours[student] == pytest.approx(row.score)
+            folder = fresh_course.submitted_dir(student, "backprop")
+            content = graded_notebooks[{"10001": "full", "10002": "partial",
+                                        "10003": "blank"}[student]][0]
+            assert (folder / "backprop.ipynb").read_bytes() == content  # the exact bytes
+            assert (folder / "timestamp.txt").read_text() == \
+                course_sync.nbgrader_time(row.graded_at)
+            assert (fresh_course.autograded_dir(student, "backprop") / "backprop.ipynb").is_file()
+            assert (fresh_course.feedback_dir(student, "backprop")).is_dir()
+        # Nothing changed: the second run writes nothing (one marker read per student).
+        again = course_sync.sync_all(fresh_course, db, "backprop")
+        assert again.written == [] and again.unchanged == 3
+    finally:
+        db.dispose()
+
+
+@pytest.mark.parametrize("counts", ["last", "best"])
+def test_the_counted_submission_is_last_or_best(tmp_path: Path, graded_notebooks,
+                                                counts: str, database_url: str) -> None:
+    root = tmp_path / "course"
+    root.mkdir()
+    course = set_counts(make_course(root).root, counts)
+    db = open_database(database_url)
+    try:
+        first = store_graded(db, "10001", graded_notebooks["full"], T0)
+        later = store_graded(db, "10001", graded_notebooks["partial"], T0 + timedelta(hours=1))
+        assert course_sync.sync_result(course, db, later) is True
+        counted = first if counts == "best" else later
+        name = "full" if counts == "best" else "partial"
+        exported = nbgrader_export(course, tmp_path / "export")
+        assert float(exported["10001"]["score"]) == pytest.approx(counted.score)
+        assert (course.submitted_dir("10001", "backprop") / "backprop.ipynb").read_bytes() \
+            == graded_notebooks[name][0]
+        # A third, worse submission: under "best" nothing is written again.
+        worst = store_graded(db, "10001", graded_notebooks["blank"], T0 + timedelta(hours=2))
+        course_sync.sync_result(course, db, worst)
+        expected = first.score if counts == "best" else worst.score
+        assert float(nbgrader_export(course, tmp_path / "export2")["10001"]["score"]) == \
+            pytest.approx(expected)
+    finally:
+        db.dispose()
+
+
+def test_an_unpublished_regrade_does_not_count(fresh_course: Course, graded_notebooks,
+                                               tmp_path: Path, database_url: str) -> None:
+    db = open_database(database_url)
+    try:
+        row = store_graded(db, "10001", graded_notebooks["partial"], T0)
+        # A draft of a regrade of the same submission, with a different score: not counted.
+        store_graded(db, "10001", graded_notebooks["full"], T0, published=False,
+                     kind="regrade", submission_id=row.submission_id)
+        course_sync.sync_all(fresh_course, db, "backprop")
+        exported = nbgrader_export(fresh_course, tmp_path / "export")
+        assert float(exported["10001"]["score"]) == pytest.approx(row.score)
+    finally:
+        db.dispose()
+
+
+def test_a_busy_course_is_synced_later_and_never_raises(fresh_course: Course, graded_notebooks,
+                                                        database_url: str) -> None:
+    db = open_database(database_url)
+    try:
+        row = store_graded(db, "10001", graded_notebooks["full"], T0)
+        # Another process holds the course's lock (a `grade` run): the sync waits briefly,
+        # then leaves the student pending; nothing is raised to the worker.
+        holder = subprocess.Popen(
+            [sys.executable, "-c",
+             "import sys, time; from autograder.lock import course_lock\n"
+             f"with course_lock({str(fresh_course.root)!r}):\n"
+             "    print('held', flush=True); sys.stdin.read()"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        try:
+            assert holder.stdout.readline().strip() == "held"
+            started = datetime.now(UTC)
+            assert course_sync.sync_result(fresh_course, db, row) is False
+            assert (datetime.now(UTC) - started).total_seconds() < 10
+            assert ("backprop", "10001") in course_sync.pending(fresh_course, db)
+            assert not (fresh_course.submitted_dir("10001", "backprop")
+                        / "backprop.ipynb").exists()
+        finally:
+            holder.communicate("", timeout=30)
+        assert course_sync.retry_pending(fresh_course, db) is True
+        assert course_sync.pending(fresh_course, db) == set()
+        assert (fresh_course.submitted_dir("10001", "backprop") / "backprop.ipynb").is_file()
+        with course_lock(fresh_course.root):  # and the sync let go of the lock
+            pass
+    finally:
+        db.dispose()
