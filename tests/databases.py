@@ -293,10 +293,9 @@ def add_students(course_root: Path, ids: list[str]) -> None:
 
 def student_tokens(course_root: Path, url: str) -> dict[str, str]:
     """Every rostered student's token, issued in the service's database (upgraded first)."""
+    from autograder.course import Course
     from autograder.service.auth import issue_roster_tokens, sync_people
     from autograder.service.database import Database
-
-    from autograder.course import Course
 
     course = Course.load(course_root)
     db = Database.for_course(course, url)
