@@ -28,54 +28,6 @@ from autograder.submissions import Submission
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 
 
-def _stand_ins() -> None:
-    """Until the queue's and the policy's branches are merged: the smallest real versions of
-    Database (create_all instead of Alembic) and policy_for (c.AssignmentPolicy.counts), as
-    modules of their contract's names. Unused once the real modules exist."""
-    import importlib.util
-    import types
-    from contextlib import contextmanager
-
-    if importlib.util.find_spec("autograder.service.database") is None:
-        from sqlalchemy import create_engine
-        from sqlalchemy.orm import sessionmaker
-
-        from autograder.service.models import Base
-
-        class Database:
-            def __init__(self, url: str) -> None:
-                self.url, self.engine = url, create_engine(url)
-                self.is_sqlite = url.startswith("sqlite")
-                self._sessions = sessionmaker(self.engine, expire_on_commit=False)
-
-            def upgrade(self) -> None:
-                Base.metadata.create_all(self.engine)
-
-            @contextmanager
-            def session(self):  # noqa: ANN202
-                with self._sessions() as session, session.begin():
-                    yield session
-
-            def dispose(self) -> None:
-                self.engine.dispose()
-
-        module = types.ModuleType("autograder.service.database")
-        module.Database = Database
-        sys.modules[module.__name__] = module
-    if importlib.util.find_spec("autograder.service.policy") is None:
-        class Policy:
-            def __init__(self, course: Course) -> None:
-                settings = course.config.get("AssignmentPolicy", {})
-                self.counts = settings.get("counts", "last")
-
-        module = types.ModuleType("autograder.service.policy")
-        module.policy_for = lambda course, assignment: Policy(course)
-        sys.modules[module.__name__] = module
-
-
-_stand_ins()
-
-
 def open_database(url: str):  # noqa: ANN201 (autograder.service.database.Database)
     from autograder.service.database import Database
 
@@ -90,6 +42,10 @@ def notebook_bytes(release_notebook, answers: dict[str, str]) -> bytes:  # noqa:
 
 @pytest.fixture(scope="module")
 def graded_notebooks(course: Course, release_notebook, solution):  # noqa: ANN001, ANN201
+    return grade_notebooks(course, release_notebook, solution)
+
+
+def grade_notebooks(course: Course, release_notebook, solution):  # noqa: ANN001, ANN201
     """Three notebooks, graded for real once: {name: (bytes, SubmissionResult as JSON)}."""
     broken = "def chain_rule(x_value):\n    raise NotImplementedError\n"
     notebooks = {
