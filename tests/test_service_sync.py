@@ -224,3 +224,40 @@ def test_a_busy_course_is_synced_later_and_never_raises(fresh_course: Course, gr
             pass
     finally:
         db.dispose()
+
+
+def test_the_service_command_syncs_purges_and_deletes(fresh_course: Course, graded_notebooks,
+                                                      tmp_path: Path) -> None:
+    from sqlalchemy import func, select
+
+    from autograder.service.models import AuditEntry
+    from autograder.service.models import Submission as Stored
+
+    url = f"sqlite:///{tmp_path / 'service.db'}"
+    db = open_database(url)
+    try:
+        store_graded(db, "10001", graded_notebooks["full"], T0)
+        store_graded(db, "10002", graded_notebooks["partial"], datetime.now(UTC))
+
+        def service(*args: str) -> subprocess.CompletedProcess:
+            return subprocess.run([sys.executable, "-m", "autograder.cli", "--course",
+                                   str(fresh_course.root), "service", *args, "--database", url],
+                                  capture_output=True, text=True, timeout=300)
+
+        synced = service("sync")
+        assert synced.returncode == 0, synced.stderr
+        assert "backprop: 2 written, 0 already up to date, 0 failed" in synced.stdout
+        assert (fresh_course.submitted_dir("10002", "backprop") / "backprop.ipynb").is_file()
+        kept = service("purge")  # c.Service.retention_days is 0: nothing goes
+        assert kept.returncode == 0 and "nothing purged" in kept.stdout
+        purged = service("purge", "--days", "30")
+        assert purged.returncode == 0 and "purged 1 submission(s)" in purged.stdout
+        deleted = service("delete-student", "10002")
+        assert deleted.returncode == 0 and "1 submission" in deleted.stdout, deleted.stderr
+        assert service("delete-student").returncode == 2  # a clear error: no id
+        with db.session() as session:
+            assert session.scalar(select(func.count()).select_from(Stored)) == 0
+            [entry] = session.scalars(select(AuditEntry)).all()
+            assert entry.action == "student.delete_data" and entry.actor.startswith("cli:")
+    finally:
+        db.dispose()
