@@ -278,6 +278,12 @@ def test_position_and_eta_follow_the_queue_and_measured_times(db: Database) -> N
         assert queue.eta_seconds(session, ids[3], graders=2) == 4.0
         assert queue.eta_seconds(session, ids[3], graders=1) == 6.0
         assert queue.position(session, 10_000) is None
+    # Jobs of an older version wait for the regrade, not for a worker: not ahead of anyone.
+    [stale] = enqueue(db, 1, fingerprint="0" * 64)
+    [fresh] = enqueue(db, 1)
+    with db.session(readonly=True) as session:
+        assert queue.position(session, fresh) == 4
+        assert queue.position(session, stale) == 1
 
 
 def test_sqlite_read_then_write_transactions_do_not_fail_each_other(tmp_path: Path) -> None:
@@ -328,3 +334,13 @@ def test_a_wrong_statement_is_not_mistaken_for_an_unreachable_database(db: Datab
     with pytest.raises(sqlalchemy.exc.DBAPIError) as raised, db.session() as session:
         session.execute(sqlalchemy.text("SELECT * FROM no_such_table"))
     assert not isinstance(raised.value, DatabaseUnavailable)
+
+
+def test_a_url_that_is_not_a_database_is_a_clear_error() -> None:
+    from autograder.errors import UserError
+    from autograder.service.database import BadDatabaseUrl
+
+    for url in ("nonsense", "nosuchdb://x/y"):
+        with pytest.raises(BadDatabaseUrl, match="not a database URL") as raised:
+            Database(url)
+        assert isinstance(raised.value, UserError)

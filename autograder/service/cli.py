@@ -54,6 +54,10 @@ def add_service_parsers(command: Callable[..., argparse.ArgumentParser]) -> None
 def run_service_command(args: argparse.Namespace) -> int:
     if args.command == "token":
         return _run_token(args)
+    if args.command == "worker":
+        from autograder.service.worker import run_worker_command
+
+        return run_worker_command(args)
     if args.command == "service":
         return _run_service(args)
     raise NotImplementedError(args.command)

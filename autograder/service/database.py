@@ -22,6 +22,8 @@ import sqlalchemy
 from sqlalchemy import event, exc, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+from autograder.errors import UserError
+
 if TYPE_CHECKING:
     from autograder.course import Course
 
@@ -44,24 +46,33 @@ class DatabaseUnavailable(Exception):
     the busy timeout): the HTTP layer answers 503 and nothing was written."""
 
 
+class BadDatabaseUrl(UserError):
+    """--database or c.Service.database_url is not a URL SQLAlchemy can use."""
+
+
 class Database:
     """One engine, its sessions, and its migrations."""
 
     def __init__(self, url: str) -> None:
         self.url = url
-        parsed = make_url(url)
-        self.is_sqlite = parsed.get_backend_name() == "sqlite"
-        if self.is_sqlite:
-            self.engine = sqlalchemy.create_engine(url, connect_args={"timeout": BUSY_TIMEOUT_MS
-                                                                      / 1000})
-            _configure_sqlite(self.engine)
-        else:
-            connect_args = ({"connect_timeout": CONNECT_TIMEOUT_S}
-                            if parsed.get_backend_name() == "postgresql" else {})
-            # pre_ping: a server restarted since a connection was pooled costs a reconnect,
-            # not an error on the next request.
-            self.engine = sqlalchemy.create_engine(url, pool_pre_ping=True,
-                                                   connect_args=connect_args)
+        try:
+            parsed = make_url(url)
+            self.is_sqlite = parsed.get_backend_name() == "sqlite"
+            if self.is_sqlite:
+                self.engine = sqlalchemy.create_engine(
+                    url, connect_args={"timeout": BUSY_TIMEOUT_MS / 1000})
+                _configure_sqlite(self.engine)
+            else:
+                connect_args = ({"connect_timeout": CONNECT_TIMEOUT_S}
+                                if parsed.get_backend_name() == "postgresql" else {})
+                # pre_ping: a server restarted since a connection was pooled costs a
+                # reconnect, not an error on the next request.
+                self.engine = sqlalchemy.create_engine(url, pool_pre_ping=True,
+                                                       connect_args=connect_args)
+        except (exc.ArgumentError, exc.NoSuchModuleError, ImportError) as error:
+            raise BadDatabaseUrl(f"not a database URL the service can use ({error}); e.g. "
+                                 "sqlite:////path/service.db or "
+                                 "postgresql+psycopg://user@host/dbname") from None
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._readonly = sessionmaker(self.engine.execution_options(sqlite_begin="DEFERRED")
                                       if self.is_sqlite else self.engine,

@@ -172,28 +172,34 @@ def _held(session: Session, db: Database, job_id: int, worker: str) -> Job | Non
 def complete(db: Database, job_id: int, worker: str, result: SubmissionResult) -> bool:
     """Write the job's Result and mark it DONE, in one transaction, if this worker still
     holds it; False (nothing written) otherwise."""
+    return record(db, job_id, worker, result) is not None
+
+
+def record(db: Database, job_id: int, worker: str, result: SubmissionResult) -> Result | None:
+    """`complete()`, returning the Result row written (None: nothing was)."""
     result = cleaned(result)  # the engine cleaned it already; cleaning is idempotent
     try:
         with db.session() as session:
             job = _held(session, db, job_id, worker)
             if job is None:
-                return False
+                return None
             submission = session.get(Submission, job.submission_id)
             now = utcnow()
-            session.add(Result(
+            row = Result(
                 job_id=job.id, submission_id=job.submission_id,
                 student_id=submission.student_id, assignment=job.assignment,
                 status=str(result.status), score=float(result.score),
                 max_score=float(result.max_score), seconds=float(result.seconds),
                 result_json=result.to_json(), graded_at=now,
-                published=job.kind == JobKind.SUBMIT))
+                published=job.kind == JobKind.SUBMIT)
+            session.add(row)
             job.state = JobState.DONE
             job.finished_at = now
             job.lease_expires_at = None
             session.flush()  # the unique job_id is checked here, inside the block
     except IntegrityError:  # a Result of this job exists: it was recorded once already
-        return False
-    return True
+        return None
+    return row
 
 
 def fail(db: Database, job_id: int, worker: str, reason: str) -> bool:
@@ -237,12 +243,17 @@ def _end_failed(job: Job, submission: Submission | None, now: datetime, reason: 
 
 
 def position(session: Session, job_id: int) -> int | None:
-    """Where a queued job is: 1 = the next to be claimed; None if it is not queued."""
+    """Where a queued job is: 1 = the next to be claimed; None if it is not queued. Jobs
+    ahead that name another version of the same assignment are not counted: they wait for the
+    instructor's regrade, not for a worker."""
     job = session.get(Job, job_id)
     if job is None or job.state != JobState.QUEUED:
         return None
-    ahead = session.execute(select(func.count()).select_from(Job)
-                            .where(Job.state == JobState.QUEUED, Job.id < job_id)).scalar_one()
+    ahead = session.execute(
+        select(func.count()).select_from(Job)
+        .where(Job.state == JobState.QUEUED, Job.id < job_id,
+               or_(Job.assignment != job.assignment, Job.fingerprint == job.fingerprint))
+    ).scalar_one()
     return ahead + 1
 
 

@@ -1,0 +1,372 @@
+"""`autograder worker`: claims the service's queued jobs and grades them on the long-lived
+`Grader` (the warm sandboxed pool, or a Dask cluster), recording each result exactly once.
+
+One claim takes as many jobs as the grader has free slots; each is graded on a thread of its
+own (`Grader.grade_one` is thread-safe), while a heartbeat thread renews the leases of the jobs
+in flight. A worker grades a job only with the assignment version (fingerprint) the job names:
+a job queued for a version the course no longer has is left queued, for the instructor's
+regrade. On SQLite only one worker may run (a lock on a file beside the database, released by
+the kernel when the worker dies, even by kill -9); on PostgreSQL any number.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from types import TracebackType
+
+from sqlalchemy import delete
+
+from autograder.errors import UserError
+from autograder.grader import Grader
+from autograder.results import ERROR, one_line
+from autograder.service import queue
+from autograder.service.database import Database, DatabaseUnavailable
+from autograder.service.models import Result, WorkerLock, utcnow
+from autograder.submissions import Submission
+
+log = logging.getLogger(__name__)
+
+STALE_RECHECK_SECONDS = 10.0  # how often a version found stale is looked for again
+VERSIONS_REFRESH_SECONDS = 0.25  # how often an idle worker looks for versions it lacks
+UNAVAILABLE_PAUSE_SECONDS = 1.0  # between tries while the database cannot be reached
+
+
+class WorkerAlreadyRunning(UserError):
+    """Another worker already grades from this SQLite database."""
+
+
+class ServiceWorker:
+    """Grades the queue's jobs on `grader`; `run(stop)` until `stop` is set."""
+
+    def __init__(self, db: Database, grader: Grader, name: str | None = None,
+                 lease_seconds: float = 30.0, poll_seconds: float = 0.02,
+                 on_result: Callable[[Result], None] | None = None,
+                 drain_seconds: float = 10.0) -> None:
+        self.db = db
+        self.grader = grader
+        self.name = name or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.lease_seconds = lease_seconds
+        self.poll_seconds = poll_seconds
+        self.on_result = on_result
+        self.drain_seconds = drain_seconds  # on stop: how long jobs in flight may finish
+        self._lock_fd = _sqlite_worker_lock(db, self.name)
+        self._versions: dict[str, str] = {}  # assignment -> the fingerprint graded with
+        self._stale: dict[tuple[str, str], float] = {}  # version -> when found stale
+        self._in_flight: dict[int, queue.ClaimedJob] = {}
+        self._guard = threading.Lock()
+        self._wake = threading.Event()  # a job finished: claim again without waiting
+        self._abandon = threading.Event()  # stopping now: give jobs back, record nothing
+        self._graded = 0
+
+    @property
+    def graded(self) -> int:
+        """Results this worker has recorded."""
+        return self._graded
+
+    # --- life --------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Let another worker start (SQLite) and forget this one's heartbeat."""
+        try:
+            with self.db.session() as session:
+                session.execute(delete(WorkerLock).where(WorkerLock.name == self.name))
+        except DatabaseUnavailable:
+            pass  # its heartbeat just goes stale
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # closing releases the flock
+            self._lock_fd = None
+
+    def __enter__(self) -> ServiceWorker:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 trace: TracebackType | None) -> None:
+        self.close()
+
+    def run(self, stop: threading.Event) -> None:
+        """Claim and grade until `stop` is set; then let the jobs in flight finish (up to
+        `drain_seconds`) and give back the rest."""
+        self._serve(stop, until_idle=False)
+
+    def run_until_idle(self, timeout: float = 60) -> int:
+        """Grade what is queued (for versions this worker can load) and return how many
+        results were recorded. TimeoutError if the queue is not empty after `timeout`."""
+        stop = threading.Event()
+        timer = threading.Timer(timeout, stop.set)
+        timer.daemon = True
+        timer.start()
+        try:
+            graded = self._serve(stop, until_idle=True)
+        finally:
+            timer.cancel()
+        if stop.is_set():
+            raise TimeoutError(f"the queue was not empty after {timeout} s "
+                               f"({graded} graded meanwhile)")
+        return graded
+
+    # --- the loop ------------------------------------------------------------------------
+
+    def _serve(self, stop: threading.Event, until_idle: bool) -> int:
+        graded_before = self._graded
+        done_beating = threading.Event()
+        heartbeat = threading.Thread(target=self._heartbeat, args=(done_beating,),
+                                     name=f"heartbeat {self.name}", daemon=True)
+        heartbeat.start()
+        executor = ThreadPoolExecutor(self.grader.size, thread_name_prefix="grade")
+        self._abandon.clear()
+        try:
+            last_refresh = float("-inf")
+            unavailable_since: float | None = None
+            while not stop.is_set():
+                try:
+                    # Idle: nothing in flight (run_until_idle ends when nothing is claimed).
+                    idle = until_idle and not self._in_flight_ids()
+                    if idle or not self._versions or (
+                            time.monotonic() - last_refresh > VERSIONS_REFRESH_SECONDS
+                            and not self._busy()):
+                        last_refresh = time.monotonic()
+                        self._refresh_versions()
+                    claimed = self._claim()
+                    if unavailable_since is not None:
+                        log.warning("worker %s: the database is back", self.name)
+                        unavailable_since = None
+                except DatabaseUnavailable as error:
+                    if unavailable_since is None:
+                        unavailable_since = time.monotonic()
+                        log.warning("worker %s: %s; trying again", self.name, error)
+                    stop.wait(UNAVAILABLE_PAUSE_SECONDS)
+                    continue
+                for job in claimed:
+                    executor.submit(self._grade, job)
+                if claimed:
+                    continue
+                if idle:
+                    break
+                self._wake.wait(self.poll_seconds)
+                self._wake.clear()
+        finally:
+            self._drain(executor)
+            done_beating.set()
+            heartbeat.join()
+        return self._graded - graded_before
+
+    def _busy(self) -> bool:
+        with self._guard:
+            return len(self._in_flight) >= self.grader.size
+
+    def _in_flight_ids(self) -> list[int]:
+        with self._guard:
+            return list(self._in_flight)
+
+    def _claim(self) -> list[queue.ClaimedJob]:
+        with self._guard:
+            free = self.grader.size - len(self._in_flight)
+        if free < 1:
+            return []
+        claimed = queue.claim(self.db, self.name, dict(self._versions), free,
+                              self.lease_seconds)
+        with self._guard:
+            for job in claimed:
+                self._in_flight[job.job_id] = job
+        return claimed
+
+    def _refresh_versions(self) -> None:
+        """Load the versions that waiting jobs name and this worker lacks, if the course has
+        them; a version it no longer has is stale (looked at again now and then)."""
+        now = time.monotonic()
+        for assignment, fingerprint in sorted(queue.waiting_versions(self.db)):
+            if self._versions.get(assignment) == fingerprint:
+                continue
+            found_stale = self._stale.get((assignment, fingerprint))
+            if found_stale is not None and now - found_stale < STALE_RECHECK_SECONDS:
+                continue
+            try:
+                self.grader.assignment(assignment, fingerprint)
+            except UserError as error:  # StaleAssignment, or the assignment is gone
+                if found_stale is None:
+                    log.warning("worker %s: jobs of %s wait for a regrade: %s", self.name,
+                                one_line(assignment, 200), one_line(error))
+                self._stale[(assignment, fingerprint)] = now
+                continue
+            self._stale.pop((assignment, fingerprint), None)
+            self._versions[assignment] = fingerprint  # its older jobs are left from now on
+
+    # --- one job -----------------------------------------------------------------------
+
+    def _grade(self, job: queue.ClaimedJob) -> None:
+        try:
+            self._grade_job(job)
+        except Exception:  # a bug here must not stop the worker; the lease runs out
+            log.exception("worker %s: job %s", self.name, job.job_id)
+        finally:
+            with self._guard:
+                self._in_flight.pop(job.job_id, None)
+            self._wake.set()
+
+    def _grade_job(self, job: queue.ClaimedJob) -> None:
+        try:
+            assignment = self.grader.assignment(job.assignment, job.fingerprint)
+        except UserError:  # the course changed since the claim: leave it for the regrade
+            self._stale[(job.assignment, job.fingerprint)] = time.monotonic()
+            if self._versions.get(job.assignment) == job.fingerprint:
+                del self._versions[job.assignment]
+            queue.release(self.db, [job.job_id], self.name)
+            return
+        # Only the file's name: it came from the student, and it only names the bytes.
+        name = Path(job.filename).name or f"{assignment.notebook_name}.ipynb"
+        submission = Submission(job.student_id, Path(name),
+                                timestamp=job.submitted_at.isoformat(), content=job.content)
+        try:
+            result = self.grader.grade_one(assignment, submission)
+        except Exception as error:  # the grader's own fault (the student's never raises)
+            if self._abandon.is_set():
+                queue.release(self.db, [job.job_id], self.name)
+                return
+            log.exception("worker %s: grading job %s failed", self.name, job.job_id)
+            self._grader_fault(job, f"the grader failed ({type(error).__name__}); the "
+                                    "instructor has been told")
+            return
+        if self._abandon.is_set():  # cancelled mid-run: the result is not the notebook's
+            queue.release(self.db, [job.job_id], self.name)
+            return
+        if result.status == ERROR:
+            self._grader_fault(job, result.reason)
+            return
+        row = self._record(job, result)
+        if row is None:
+            log.warning("worker %s: job %s was taken over (lease lost); its result was not "
+                        "recorded here", self.name, job.job_id)
+            return
+        with self._guard:
+            self._graded += 1
+        if self.on_result is not None:
+            try:
+                self.on_result(row)
+            except Exception:  # the result is recorded; what follows it must not undo that
+                log.exception("worker %s: after job %s", self.name, job.job_id)
+
+    def _record(self, job: queue.ClaimedJob, result: object) -> Result | None:
+        """Record, trying again while the database is briefly out of reach (until the lease
+        would have run out: then another worker grades it again anyway)."""
+        deadline = time.monotonic() + self.lease_seconds
+        while True:
+            try:
+                return queue.record(self.db, job.job_id, self.name, result)
+            except DatabaseUnavailable:
+                if time.monotonic() > deadline or self._abandon.is_set():
+                    raise
+                time.sleep(UNAVAILABLE_PAUSE_SECONDS / 4)
+
+    def _grader_fault(self, job: queue.ClaimedJob, reason: str) -> None:
+        """Try again (on the next claim, maybe by another worker), up to MAX_ATTEMPTS; then
+        FAILED, and the student is not charged."""
+        if job.attempts >= queue.MAX_ATTEMPTS:
+            queue.fail(self.db, job.job_id, self.name, reason)
+        else:
+            queue.release(self.db, [job.job_id], self.name, count_attempt=True)
+
+    # --- background ----------------------------------------------------------------------
+
+    def _heartbeat(self, done: threading.Event) -> None:
+        """Renew the leases of the jobs in flight, well before they run out."""
+        interval = max(0.05, self.lease_seconds / 3)
+        while not done.wait(interval):
+            try:
+                ids = self._in_flight_ids()
+                held = queue.renew(self.db, self.name, ids, self.lease_seconds)
+                for lost in set(ids) - held:
+                    log.warning("worker %s: lost the lease of job %s", self.name, lost)
+                with self.db.session() as session:
+                    session.merge(WorkerLock(name=self.name, heartbeat_at=utcnow()))
+            except DatabaseUnavailable as error:
+                log.warning("worker %s: cannot renew leases: %s", self.name, error)
+            except Exception:  # keep beating: a missed renewal only risks a second grading
+                log.exception("worker %s: heartbeat", self.name)
+
+    def _drain(self, executor: ThreadPoolExecutor) -> None:
+        """Stop: the jobs in flight may finish for `drain_seconds`; then they are cancelled
+        and given back to the queue (not counted as attempts)."""
+        deadline = time.monotonic() + self.drain_seconds
+        while self._in_flight_ids() and time.monotonic() < deadline:
+            self._wake.wait(0.05)
+            self._wake.clear()
+        if self._in_flight_ids():
+            self._abandon.set()
+            self.grader.cancel()
+        executor.shutdown(wait=True)
+        left = self._in_flight_ids()
+        if left:
+            try:
+                queue.release(self.db, left, self.name)
+            except DatabaseUnavailable:
+                pass  # their leases run out instead
+
+
+def _sqlite_worker_lock(db: Database, name: str) -> int | None:
+    """SQLite: one worker. A lock on `<database>.worker-lock`, held while this worker lives:
+    the kernel drops it when the process ends, however it ends."""
+    path = db.sqlite_path
+    if path is None:
+        return None
+    lock = path.with_name(path.name + ".worker-lock")
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 300, 0).decode(errors="replace").strip()
+        os.close(fd)
+        raise WorkerAlreadyRunning(
+            f"another worker ({one_line(holder, 200) or 'unknown'}) already grades from "
+            f"{path}: a SQLite database has one worker (`serve` runs one itself). Stop it, "
+            "or use PostgreSQL (c.Service.database_url) for more workers") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, name.encode(), 0)
+    return fd
+
+
+def run_worker_command(args: argparse.Namespace) -> int:
+    """`autograder worker`: grade until SIGTERM or Ctrl-C."""
+    from autograder.course import Course
+    from autograder.service.settings import Service
+
+    if args.workers is not None and args.workers < 1:
+        raise UserError("--workers must be at least 1")
+    course = Course.load(args.course)
+    settings = Service(config=course.config)
+    db = Database.for_course(course, args.database)
+    try:
+        db.upgrade()
+    except DatabaseUnavailable as error:
+        raise UserError(str(error)) from None
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    with Grader(course, workers=args.workers, scheduler=args.scheduler) as grader, \
+            ServiceWorker(db, grader, lease_seconds=settings.lease_seconds,
+                          poll_seconds=settings.poll_seconds,
+                          on_result=_print_result) as worker:
+        grader.launch()
+        print(f"worker {worker.name}: grading the queue of {db.describe()} on {grader.size} "
+              "slots (stop: Ctrl-C or SIGTERM)", flush=True)
+        worker.run(stop)
+        print(f"worker {worker.name}: stopped, {worker.graded} graded", flush=True)
+    db.dispose()
+    return 0
+
+
+def _print_result(result: Result) -> None:
+    print(f"graded {result.submission_id} ({one_line(result.student_id, 100)}, "
+          f"{one_line(result.assignment, 100)}): {result.score:g}/{result.max_score:g} "
+          f"{result.status} in {result.seconds:.2f} s", file=sys.stdout, flush=True)
