@@ -51,9 +51,12 @@ class OverBudget(Exception):
     (None: not before the due date passes, or never)."""
 
     def __init__(self, message: str, retry_at: datetime | None) -> None:
-        super().__init__(message)
+        super().__init__(message, retry_at)  # both: a copy or a pickle keeps both
         self.message = message
         self.retry_at = retry_at
+
+    def __str__(self) -> str:
+        return self.message
 
 
 @dataclass

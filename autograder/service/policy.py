@@ -19,6 +19,7 @@ from traitlets.config import Config, Configurable
 
 from autograder.course import Course
 from autograder.errors import UserError
+from autograder.late import due_date, list_extensions
 from autograder.results import clean_text
 
 SHOWN = ("always", "exam")
@@ -186,8 +187,6 @@ def policy_for(course: Course, assignment: str) -> AssignmentPolicy:
 def student_due(course: Course, assignment: str, student_id: str) -> datetime | None:
     """The student's due date (timezone-aware UTC): nbgrader's due date in gradebook.db plus
     the student's extension (autograder.late), or None when the assignment has none."""
-    from autograder.late import due_date, list_extensions
-
     due = due_date(course, assignment)
     if due is None:
         return None
