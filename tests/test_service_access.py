@@ -22,7 +22,7 @@ from test_service_api import (
     STUDENT_B,
     Running,
     grade_queued,
-    notebook,  # noqa: F401 - the fixture
+    notebook_bytes,
     start,
 )
 
@@ -44,6 +44,11 @@ STUDENT_ROUTES = {
     ("DELETE", "/api/session"): {200},  # B's own sign-out
 }
 INSTRUCTOR_PREFIX = "/api/instructor"
+
+
+@pytest.fixture(scope="module")
+def notebook(course: Course, solution: dict[str, str]) -> bytes:
+    return notebook_bytes(course, solution)
 
 
 @pytest.fixture
@@ -72,8 +77,7 @@ def route_table(service: Running) -> list[tuple[str, str]]:
         for method in sorted(getattr(route, "methods", ())):
             if method in ("OPTIONS", "HEAD"):
                 continue  # Litestar's own preflight and HEAD answers carry no data
-            found.append((method, route.path_format if hasattr(route, "path_format")
-                          else route.path))
+            found.append((method, route.path))
     return found
 
 

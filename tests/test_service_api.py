@@ -81,10 +81,15 @@ def running(course: Course, database_url: str) -> Iterator[Running]:
     service.db.dispose()
 
 
-@pytest.fixture(scope="module")
-def notebook(course: Course, solution: dict[str, str]) -> bytes:
+def notebook_bytes(course: Course, solution: dict[str, str]) -> bytes:
+    """The release notebook with the right answers, as a student would upload it."""
     release = nbformat.read(course.release_dir("backprop") / "backprop.ipynb", as_version=4)
     return nbformat.writes(with_answers(release, solution)).encode()
+
+
+@pytest.fixture(scope="module")
+def notebook(course: Course, solution: dict[str, str]) -> bytes:
+    return notebook_bytes(course, solution)
 
 
 def fingerprint_of(running: Running) -> str:

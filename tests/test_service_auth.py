@@ -25,7 +25,7 @@ from test_service_api import (
     STUDENT_B,
     URL,
     Running,
-    notebook,  # noqa: F401 - the fixture
+    notebook_bytes,
     start,
 )
 
@@ -36,6 +36,11 @@ from autograder.service.models import ApiToken, Person, Role, SignInAttempt, Web
 
 PASSWORD = "correct horse battery staple"
 PROXY = "10.9.0.1"
+
+
+@pytest.fixture(scope="module")
+def notebook(course: Course, solution: dict[str, str]) -> bytes:
+    return notebook_bytes(course, solution)
 
 
 @pytest.fixture

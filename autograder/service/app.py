@@ -85,6 +85,8 @@ def http_error(request: Request, error: HTTPException) -> Response:
 
 
 def unavailable(request: Request, error: Exception) -> Response:
+    if _disk_full(error):  # the database layer may report a full disk as unavailable
+        return _full(request, error)
     log.warning("database unavailable on %s %s: %s", request.method, request.url.path,
                 one_line_error(error))
     return _answer(503, "the service's database cannot be reached; nothing was stored: try "

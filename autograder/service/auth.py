@@ -311,7 +311,7 @@ def current_principal(connection: ASGIConnection) -> Principal:
     authorization = connection.headers.get("authorization")
     cookie = connection.cookies.get(SESSION_COOKIE)
     db = connection.app.state.db
-    with db.session() as session:
+    with db.session(readonly=True) as session:
         found = authenticate(session, authorization, cookie)
     if found is None:
         raise NotAuthorizedException("a valid API token (Authorization: Bearer ...) or a "

@@ -23,7 +23,9 @@ from typing import Any
 import anyio
 from litestar import Request, Response, Router, delete, get, post
 from litestar.datastructures import Cookie, UploadFile
+from litestar.di import NamedDependency
 from litestar.exceptions import ClientException, NotFoundException
+from litestar.params import FromPath, JSONBody
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -32,11 +34,14 @@ from autograder.assignment import Assignment, grade_cells_of, released_notebook
 from autograder.course import Course
 from autograder.errors import UserError
 from autograder.results import clean_text
-from autograder.service import auth
+from autograder.service import auth, intake, queue, views
+from autograder.service import budget as budgets
+from autograder.service import policy as policies
 from autograder.service.models import Job, JobKind, JobState, Person, Result, Submission
 from autograder.service.settings import Service
 from autograder.verify.hidden import PROBES_FILE, TESTS_FILE
 
+Who = NamedDependency[auth.Principal]  # the `principal` dependency (create_app provides it)
 JSON_TYPES = ("application/json", "application/x-ipynb+json")
 SUBMISSION_ID_CAP = 64
 
@@ -129,8 +134,6 @@ def _submit_job(session: Session, submission_id: str) -> Job | None:
 
 
 def _status(session: Session, submission: Submission, graders: int) -> dict[str, Any]:
-    from autograder.service import queue
-
     job = _submit_job(session, submission.id)
     shown: dict[str, Any] = {"id": submission.id, "assignment": submission.assignment,
                              "submitted_at": _iso(submission.submitted_at),
@@ -157,9 +160,6 @@ def _published_result(session: Session, submission_id: str) -> Result | None:
 
 def _feedback(request: Request, session: Session, result: Result, now: datetime
               ) -> dict[str, Any]:
-    from autograder.service import policy as policies
-    from autograder.service import views
-
     course = _state(request).course
     policy = policies.policy_for(course, result.assignment)
     until = views.hidden_until(course, policy, result.assignment, result.student_id)
@@ -170,7 +170,7 @@ def _feedback(request: Request, session: Session, result: Result, now: datetime
 
 @post("/api/assignments/{assignment:str}/submissions", status_code=202,
       summary="Submit a notebook (multipart field 'notebook', or the notebook as the body)")
-async def submit(request: Request, assignment: str, principal: auth.Principal) -> Response:
+async def submit(request: Request, assignment: FromPath[str], principal: Who) -> Response:
     found = _assignment_or_404(request, assignment)
     content, filename = await _read_upload(request, found)
     return await anyio.to_thread.run_sync(_store_upload, request, found, principal, content,
@@ -205,10 +205,6 @@ async def _read_upload(request: Request, assignment: Assignment) -> tuple[bytes,
 
 def _store_upload(request: Request, assignment: Assignment, who: auth.Principal, content: bytes,
                   filename: str) -> Response:
-    from autograder.service import budget as budgets
-    from autograder.service import intake, queue
-    from autograder.service import policy as policies
-
     state = _state(request)
     course: Course = state.course
     intake.check_upload(content, assignment, state.settings.max_upload_bytes)
@@ -247,20 +243,20 @@ def _over_budget(over: Any, now: datetime) -> Response:
 
 @get("/api/submissions/{submission_id:str}", sync_to_thread=True,
      summary="A submission's status: queued (position, eta), grading, graded or failed")
-def submission_status(request: Request, submission_id: str,
-                      principal: auth.Principal) -> dict[str, Any]:
+def submission_status(request: Request, submission_id: FromPath[str],
+                      principal: Who) -> dict[str, Any]:
     state = _state(request)
-    with state.db.session() as session:
+    with state.db.session(readonly=True) as session:
         return _status(session, _own_submission(session, submission_id, principal),
                        state.graders)
 
 
 @get("/api/submissions/{submission_id:str}/feedback", sync_to_thread=True,
      summary="What the student may see of a graded submission")
-def submission_feedback(request: Request, submission_id: str,
-                        principal: auth.Principal) -> dict[str, Any]:
+def submission_feedback(request: Request, submission_id: FromPath[str],
+                        principal: Who) -> dict[str, Any]:
     state = _state(request)
-    with state.db.session() as session:
+    with state.db.session(readonly=True) as session:
         submission = _own_submission(session, submission_id, principal)
         result = _published_result(session, submission.id)
         if result is None:
@@ -273,12 +269,12 @@ def submission_feedback(request: Request, submission_id: str,
 
 @get("/api/assignments/{assignment:str}/submissions", sync_to_thread=True,
      summary="The student's own submissions of an assignment, newest first")
-def history(request: Request, assignment: str,
-            principal: auth.Principal) -> dict[str, Any]:
+def history(request: Request, assignment: FromPath[str],
+            principal: Who) -> dict[str, Any]:
     state = _state(request)
     _assignment_or_404(request, assignment)
     now = datetime.now(UTC)
-    with state.db.session() as session:
+    with state.db.session(readonly=True) as session:
         rows = session.scalars(select(Submission)
                                .where(Submission.student_id == principal.id,
                                       Submission.assignment == assignment)
@@ -298,18 +294,15 @@ def history(request: Request, assignment: str,
 @get("/api/assignments/{assignment:str}", sync_to_thread=True,
      summary="The assignment's due date (the student's extension included), late policy and "
              "the student's remaining budget")
-def assignment_terms(request: Request, assignment: str,
-                     principal: auth.Principal) -> dict[str, Any]:
-    from autograder.service import budget as budgets
-    from autograder.service import policy as policies
-
+def assignment_terms(request: Request, assignment: FromPath[str],
+                     principal: Who) -> dict[str, Any]:
     state = _state(request)
     found = _assignment_or_404(request, assignment)
     course: Course = state.course
     policy = policies.policy_for(course, found.name)
     due = policies.student_due(course, found.name, principal.id)
     now = datetime.now(UTC)
-    with state.db.session() as session:
+    with state.db.session(readonly=True) as session:
         left = budgets.budget_of(session, policy, principal.id, found.name, now, due)
     late = course.config.LateSubmissionPlugin if course.config is not None else {}
     return {
@@ -325,8 +318,8 @@ def assignment_terms(request: Request, assignment: str,
 
 
 @get("/api/me", sync_to_thread=True, summary="Who the caller is")
-def me(request: Request, principal: auth.Principal) -> dict[str, Any]:
-    with _state(request).db.session() as session:
+def me(request: Request, principal: Who) -> dict[str, Any]:
+    with _state(request).db.session(readonly=True) as session:
         person = session.get(Person, principal.id)
         return {"id": principal.id, "role": str(principal.role),
                 "name": clean_text(person.name if person else "", 300)}
@@ -337,7 +330,7 @@ def me(request: Request, principal: auth.Principal) -> dict[str, Any]:
 @post("/api/session", sync_to_thread=True, status_code=200,
       summary="Sign in with id and password: a session cookie, and its CSRF token to send as "
               "X-CSRF-Token with every POST and DELETE")
-def sign_in(request: Request, data: dict[str, Any]) -> Response:
+def sign_in(request: Request, data: JSONBody[dict[str, Any]]) -> Response:
     state = _state(request)
     settings: Service = state.settings
     person_id, password = data.get("id"), data.get("password")
@@ -370,7 +363,7 @@ def sign_in(request: Request, data: dict[str, Any]) -> Response:
 
 
 @delete("/api/session", sync_to_thread=True, status_code=200, summary="Sign out")
-def sign_out(request: Request, principal: auth.Principal) -> Response:
+def sign_out(request: Request, principal: Who) -> Response:
     with _state(request).db.session() as session:
         auth.end_session(session, request.cookies.get(auth.SESSION_COOKIE))
     return Response({"signed_out": principal.id},
