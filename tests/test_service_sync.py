@@ -261,3 +261,45 @@ def test_the_service_command_syncs_purges_and_deletes(fresh_course: Course, grad
             assert entry.action == "student.delete_data" and entry.actor.startswith("cli:")
     finally:
         db.dispose()
+
+
+def test_the_embedded_worker_keeps_the_course_files_up_to_date(
+        fresh_course: Course, graded_notebooks, database_url: str, tmp_path: Path) -> None:
+    """The service as `serve` runs it: uploads queued, a real ServiceWorker grading them on
+    the real grader, course_sync.sync_result after each result: nbgrader's export and our
+    gradebook then equal the database, with no `service sync`."""
+    from sqlalchemy import select
+
+    from autograder.service import queue
+    from autograder.service.models import Person
+    from autograder.service.worker import ServiceWorker
+
+    db = open_database(database_url)
+    uploads = {"10001": "full", "10002": "partial", "10003": "blank"}
+    try:
+        with Grader(fresh_course, workers=2) as grader:
+            fingerprint = grader.assignment("backprop").fingerprint
+            with db.session() as session:
+                for student, name in uploads.items():
+                    session.add(Person(id=student, role="student"))
+                    session.flush()
+                    queue.enqueue_submission(session, student_id=student, assignment="backprop",
+                                             filename="mine.ipynb",
+                                             content=graded_notebooks[name][0],
+                                             fingerprint=fingerprint)
+            with ServiceWorker(db, grader, on_result=lambda row: course_sync.sync_result(
+                    fresh_course, db, row)) as worker:
+                assert worker.run_until_idle(timeout=120) == 3
+        with db.session() as session:
+            scores = {row.student_id: row.score for row in session.scalars(select(Result))}
+        assert len(scores) == 3
+        exported = nbgrader_export(fresh_course, tmp_path / "export")
+        ours = {row.student_id: row.score for row in final_scores(fresh_course, "backprop")}
+        for student, name in uploads.items():
+            assert float(exported[student]["score"]) == pytest.approx(scores[student])
+            assert ours[student] == pytest.approx(scores[student])
+            assert (fresh_course.submitted_dir(student, "backprop") / "backprop.ipynb"
+                    ).read_bytes() == graded_notebooks[name][0]
+        assert course_sync.pending(fresh_course, db) == set()
+    finally:
+        db.dispose()
