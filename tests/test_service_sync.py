@@ -28,54 +28,6 @@ from autograder.submissions import Submission
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 
 
-def _stand_ins() -> None:
-    """Until the queue's and the policy's branches are merged: the smallest real versions of
-    Database (create_all instead of Alembic) and policy_for (c.AssignmentPolicy.counts), as
-    modules of their contract's names. Unused once the real modules exist."""
-    import importlib.util
-    import types
-    from contextlib import contextmanager
-
-    if importlib.util.find_spec("autograder.service.database") is None:
-        from sqlalchemy import create_engine
-        from sqlalchemy.orm import sessionmaker
-
-        from autograder.service.models import Base
-
-        class Database:
-            def __init__(self, url: str) -> None:
-                self.url, self.engine = url, create_engine(url)
-                self.is_sqlite = url.startswith("sqlite")
-                self._sessions = sessionmaker(self.engine, expire_on_commit=False)
-
-            def upgrade(self) -> None:
-                Base.metadata.create_all(self.engine)
-
-            @contextmanager
-            def session(self):  # noqa: ANN202
-                with self._sessions() as session, session.begin():
-                    yield session
-
-            def dispose(self) -> None:
-                self.engine.dispose()
-
-        module = types.ModuleType("autograder.service.database")
-        module.Database = Database
-        sys.modules[module.__name__] = module
-    if importlib.util.find_spec("autograder.service.policy") is None:
-        class Policy:
-            def __init__(self, course: Course) -> None:
-                settings = course.config.get("AssignmentPolicy", {})
-                self.counts = settings.get("counts", "last")
-
-        module = types.ModuleType("autograder.service.policy")
-        module.policy_for = lambda course, assignment: Policy(course)
-        sys.modules[module.__name__] = module
-
-
-_stand_ins()
-
-
 def open_database(url: str):  # noqa: ANN201 (autograder.service.database.Database)
     from autograder.service.database import Database
 
@@ -90,6 +42,10 @@ def notebook_bytes(release_notebook, answers: dict[str, str]) -> bytes:  # noqa:
 
 @pytest.fixture(scope="module")
 def graded_notebooks(course: Course, release_notebook, solution):  # noqa: ANN001, ANN201
+    return grade_notebooks(course, release_notebook, solution)
+
+
+def grade_notebooks(course: Course, release_notebook, solution):  # noqa: ANN001, ANN201
     """Three notebooks, graded for real once: {name: (bytes, SubmissionResult as JSON)}."""
     broken = "def chain_rule(x_value):\n    raise NotImplementedError\n"
     notebooks = {
@@ -266,5 +222,84 @@ def test_a_busy_course_is_synced_later_and_never_raises(fresh_course: Course, gr
         assert (fresh_course.submitted_dir("10001", "backprop") / "backprop.ipynb").is_file()
         with course_lock(fresh_course.root):  # and the sync let go of the lock
             pass
+    finally:
+        db.dispose()
+
+
+def test_the_service_command_syncs_purges_and_deletes(fresh_course: Course, graded_notebooks,
+                                                      tmp_path: Path) -> None:
+    from sqlalchemy import func, select
+
+    from autograder.service.models import AuditEntry
+    from autograder.service.models import Submission as Stored
+
+    url = f"sqlite:///{tmp_path / 'service.db'}"
+    db = open_database(url)
+    try:
+        store_graded(db, "10001", graded_notebooks["full"], T0)
+        store_graded(db, "10002", graded_notebooks["partial"], datetime.now(UTC))
+
+        def service(*args: str) -> subprocess.CompletedProcess:
+            return subprocess.run([sys.executable, "-m", "autograder.cli", "--course",
+                                   str(fresh_course.root), "service", *args, "--database", url],
+                                  capture_output=True, text=True, timeout=300)
+
+        synced = service("sync")
+        assert synced.returncode == 0, synced.stderr
+        assert "backprop: 2 written, 0 already up to date, 0 failed" in synced.stdout
+        assert (fresh_course.submitted_dir("10002", "backprop") / "backprop.ipynb").is_file()
+        kept = service("purge")  # c.Service.retention_days is 0: nothing goes
+        assert kept.returncode == 0 and "nothing purged" in kept.stdout
+        purged = service("purge", "--days", "30")
+        assert purged.returncode == 0 and "purged 1 submission(s)" in purged.stdout
+        deleted = service("delete-student", "10002")
+        assert deleted.returncode == 0 and "1 submission" in deleted.stdout, deleted.stderr
+        assert service("delete-student").returncode == 2  # a clear error: no id
+        with db.session() as session:
+            assert session.scalar(select(func.count()).select_from(Stored)) == 0
+            [entry] = session.scalars(select(AuditEntry)).all()
+            assert entry.action == "student.delete_data" and entry.actor.startswith("cli:")
+    finally:
+        db.dispose()
+
+
+def test_the_embedded_worker_keeps_the_course_files_up_to_date(
+        fresh_course: Course, graded_notebooks, database_url: str, tmp_path: Path) -> None:
+    """The service as `serve` runs it: uploads queued, a real ServiceWorker grading them on
+    the real grader, course_sync.sync_result after each result: nbgrader's export and our
+    gradebook then equal the database, with no `service sync`."""
+    from sqlalchemy import select
+
+    from autograder.service import queue
+    from autograder.service.models import Person
+    from autograder.service.worker import ServiceWorker
+
+    db = open_database(database_url)
+    uploads = {"10001": "full", "10002": "partial", "10003": "blank"}
+    try:
+        with Grader(fresh_course, workers=2) as grader:
+            fingerprint = grader.assignment("backprop").fingerprint
+            with db.session() as session:
+                for student, name in uploads.items():
+                    session.add(Person(id=student, role="student"))
+                    session.flush()
+                    queue.enqueue_submission(session, student_id=student, assignment="backprop",
+                                             filename="mine.ipynb",
+                                             content=graded_notebooks[name][0],
+                                             fingerprint=fingerprint)
+            with ServiceWorker(db, grader, on_result=lambda row: course_sync.sync_result(
+                    fresh_course, db, row)) as worker:
+                assert worker.run_until_idle(timeout=120) == 3
+        with db.session() as session:
+            scores = {row.student_id: row.score for row in session.scalars(select(Result))}
+        assert len(scores) == 3
+        exported = nbgrader_export(fresh_course, tmp_path / "export")
+        ours = {row.student_id: row.score for row in final_scores(fresh_course, "backprop")}
+        for student, name in uploads.items():
+            assert float(exported[student]["score"]) == pytest.approx(scores[student])
+            assert ours[student] == pytest.approx(scores[student])
+            assert (fresh_course.submitted_dir(student, "backprop") / "backprop.ipynb"
+                    ).read_bytes() == graded_notebooks[name][0]
+        assert course_sync.pending(fresh_course, db) == set()
     finally:
         db.dispose()

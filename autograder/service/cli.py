@@ -48,6 +48,15 @@ def add_service_parsers(command: Callable[..., argparse.ArgumentParser]) -> None
     token.add_argument("--output", type=Path, help="--roster: the CSV to write")
     token.add_argument("--database", help="SQLAlchemy URL (default: c.Service.database_url)")
 
+    service = command("service", help="the service's records: bring the course's files up to "
+                                      "date, purge old submissions, delete a student's data")
+    service.add_argument("action", choices=("sync", "purge", "delete-student"))
+    service.add_argument("target", nargs="?", help="sync: the assignment (default: every one "
+                                                   "the service graded); delete-student: the id")
+    service.add_argument("--days", type=int, help="purge: submissions older than this many days "
+                                                  "(default: c.Service.retention_days)")
+    service.add_argument("--database", help="SQLAlchemy URL (default: c.Service.database_url)")
+
 
 def run_service_command(args: argparse.Namespace) -> int:
     if args.command == "submit":
@@ -60,6 +69,8 @@ def run_service_command(args: argparse.Namespace) -> int:
         from autograder.service.worker import run_worker_command
 
         return run_worker_command(args)
+    if args.command == "service":
+        return _run_service(args)
     raise NotImplementedError(args.command)
 
 
@@ -95,6 +106,62 @@ def _serve(args: argparse.Namespace) -> int:
         raise UserError("--into goes with --demo")
     return serve(course, database_url=database, host=args.host, port=args.port,
                  worker=not args.no_worker, unsafe=args.unsafe)
+
+
+def _run_service(args: argparse.Namespace) -> int:
+    """`service sync [ASSIGNMENT]`, `service purge [--days N]`, `service delete-student ID`
+    (audited as the command line's user)."""
+    import getpass
+    import json
+
+    from autograder.course import Course
+    from autograder.errors import UserError
+    from autograder.results import clean_text
+    from autograder.service import course_sync, retention
+    from autograder.service.database import Database
+    from autograder.service.models import AuditEntry
+    from autograder.service.settings import Service
+
+    course = Course.load(args.course)
+    if args.action == "delete-student" and not args.target:
+        raise UserError("service delete-student: give the student's id")
+    if args.action == "purge" and args.target:
+        raise UserError("service purge takes no id: --days N, or c.Service.retention_days")
+    db = Database.for_course(course, args.database)
+    try:
+        db.upgrade()
+        if args.action == "sync":
+            failed = 0
+            for assignment in ([args.target] if args.target
+                               else course_sync.synced_assignments(db)):
+                report = course_sync.sync_all(course, db, assignment)
+                failed += len(report.failed)
+                print(f"{assignment}: {len(report.written)} written, {report.unchanged} "
+                      f"already up to date, {len(report.failed)} failed")
+                for line in report.failed:
+                    print(f"  {clean_text(line, 400)}")
+            return 1 if failed else 0
+        if args.action == "purge":
+            days = args.days if args.days is not None else Service(
+                config=course.config).retention_days
+            if days <= 0:
+                print("nothing purged: the retention period is 0 (kept); --days N, or "
+                      "c.Service.retention_days")
+                return 0
+            print(f"purged {retention.purge_older_than(db, days)} submission(s) older than "
+                  f"{days} days")
+            return 0
+        with db.session() as session:
+            counts = retention.student_data_counts(session, args.target)
+            session.add(AuditEntry(actor=f"cli:{getpass.getuser()}",
+                                   action="student.delete_data",
+                                   target=clean_text(args.target, 100),
+                                   old_value=json.dumps(counts), new_value="deleted"))
+        print(f"deleted {sum(counts.values())} row(s) of {clean_text(args.target, 100)}: "
+              + ", ".join(f"{count} {table}" for table, count in counts.items()))
+        return 0
+    finally:
+        db.dispose()
 
 
 def _run_token(args: argparse.Namespace) -> int:

@@ -203,7 +203,7 @@ def _sync_students(course: Course, db: Database, assignment_name: str,
 
     report = SyncReport()
     counts = counts_of(course, assignment_name)
-    with db.session() as session:
+    with db.session(readonly=True) as session:
         if students is None:
             found = counted_results(session, counts, assignment_name)
         else:
@@ -251,7 +251,7 @@ def sync_result(course: Course, db: Database, result: Result) -> bool:
     try:
         state = inspect(result)
         result_id = state.identity[0] if state.identity else result.id
-        with db.session() as session:
+        with db.session(readonly=True) as session:
             row = session.get(Result, result_id)
             if row is None:  # deleted meanwhile (a student's data deleted)
                 return True
@@ -316,5 +316,5 @@ def sync_all(course: Course, db: Database, assignment: str,
 
 def synced_assignments(db: Database) -> list[str]:
     """The assignments the database holds results of."""
-    with db.session() as session:
+    with db.session(readonly=True) as session:
         return sorted(set(session.scalars(select(Result.assignment).distinct())))

@@ -162,7 +162,7 @@ def list_submissions(request: Request, assignment: str,
     course, db = _course(request), _db(request)
     _known_assignment(course, assignment)
     seconds_late = _lateness(course, assignment)
-    with db.session() as session:
+    with db.session(readonly=True) as session:
         query = (select(Submission.id, Submission.student_id, Submission.submitted_at,
                         Submission.size, Submission.sha256, Submission.charged)
                  .where(Submission.assignment == assignment)
@@ -221,7 +221,7 @@ def list_students(request: Request, assignment: str,
     _known_assignment(course, assignment)
     roster = {student.id: student for student in roster_students(course)}
     seconds_late = _lateness(course, assignment)
-    with db.session() as session:
+    with db.session(readonly=True) as session:
         uploads = dict(session.execute(
             select(Submission.student_id, func.count(Submission.id))
             .where(Submission.assignment == assignment)
@@ -344,7 +344,7 @@ def _regrade_view(session: Any, regrade: Regrade) -> dict[str, Any]:
 
 @get("/regrades/{regrade_id:int}", sync_to_thread=True)
 def show_regrade(request: Request, regrade_id: int) -> dict[str, Any]:
-    with _db(request).session() as session:
+    with _db(request).session(readonly=True) as session:
         return _regrade_view(session, _regrade_or_404(session, regrade_id))
 
 
@@ -473,7 +473,7 @@ def _gradebook_json(course: Course, db: Any, assignment: str) -> list[dict[str, 
     from autograder.scores import final_scores
 
     scores = final_scores(course, assignment)
-    with db.session() as session:
+    with db.session(readonly=True) as session:
         counted = course_sync.counted_results(session, course_sync.counts_of(course, assignment),
                                               assignment)
     rows = []
@@ -500,16 +500,19 @@ def gradebook(request: Request, assignment: str,
     return _gradebook(request, assignment, fmt, None)
 
 
-@post("/assignments/{assignment:str}/gradebook", status_code=200, sync_to_thread=True)
-def gradebook_from_template(request: Request, assignment: str, data: bytes,
-                            fmt: str = Parameter(query="format", default="canvas")) -> Any:
+@post("/assignments/{assignment:str}/gradebook", status_code=200)
+async def gradebook_from_template(request: Request, assignment: str,
+                                  fmt: str = Parameter(query="format", default="canvas")) -> Any:
     """The LMS's own file filled: the body is the CSV downloaded from Canvas (Grades >
     Export) or Moodle (the grading worksheet); only our assignment's column is filled."""
+    import anyio.to_thread
+
     if fmt not in ("canvas", "moodle"):
         raise Unprocessable("a template is filled for format canvas or moodle")
-    if not data:
+    template = await request.body()  # raw CSV; its size is capped by the app
+    if not template:
         raise Unprocessable("the request body must be the CSV downloaded from the LMS")
-    return _gradebook(request, assignment, fmt, data)
+    return await anyio.to_thread.run_sync(_gradebook, request, assignment, fmt, template)
 
 
 # --- Audit and data deletion ------------------------------------------------------------------
@@ -518,7 +521,7 @@ def gradebook_from_template(request: Request, assignment: str, data: bytes,
 def audit_log(request: Request, limit: int = Parameter(default=200, ge=1, le=MAX_LISTED),
               offset: int = Parameter(default=0, ge=0)) -> list[dict[str, Any]]:
     """Every manual change, newest first: who, when, what, the old and the new value."""
-    with _db(request).session() as session:
+    with _db(request).session(readonly=True) as session:
         entries = session.scalars(select(AuditEntry)
                                   .order_by(AuditEntry.at.desc(), AuditEntry.id.desc())
                                   .limit(limit).offset(offset))
