@@ -299,8 +299,12 @@ def start_regrade(request: Request, assignment: str, data: RegradeRequest,
                 "state": regrade.state}
 
 
+MAX_ID = 2**31 - 1  # ids are INTEGER (32 bits on PostgreSQL): a larger one names nothing
+
+
 def _regrade_or_404(session: Any, regrade_id: int) -> Regrade:
-    regrade = session.get(Regrade, regrade_id)
+    # checked before the query: SQLite and PostgreSQL refuse a too large integer with an error
+    regrade = session.get(Regrade, regrade_id) if 0 < regrade_id <= MAX_ID else None
     if regrade is None:
         raise NotFoundException(f"no regrade {regrade_id}")
     return regrade
