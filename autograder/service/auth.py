@@ -67,8 +67,14 @@ class Principal:
         return self.role == Role.INSTRUCTOR
 
 
+TOKEN_PREFIX = "agt_"
+
+
 def new_token() -> str:
-    return secrets.token_urlsafe(TOKEN_BYTES)
+    """A random token. The prefix makes it recognisable (secret scanners, a pasted log), and
+    keeps its first character a letter: a token may start with "-" otherwise, which a
+    spreadsheet-safe CSV cell would prefix with a quote (and the mailed token would fail)."""
+    return TOKEN_PREFIX + secrets.token_urlsafe(TOKEN_BYTES)
 
 
 def hash_token(token: str) -> str:
