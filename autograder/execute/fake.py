@@ -11,6 +11,8 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from autograder.execute import wire
+from autograder.execute.child import to_data
 from autograder.execute.runner import Execution, Job, ProbeCall, ProbeRecord
 from autograder.results import GRADED
 
@@ -68,12 +70,16 @@ class FakeExecutor:
     def _probe(self, call: ProbeCall) -> ProbeRecord | None:
         if call.name in self.errors:
             return ProbeRecord(ok=False, error=self.errors[call.name])
-        if callable(self.values):
-            try:
-                return ProbeRecord(ok=True, value=self.values(call))
-            except Exception as error:  # as the student's code raising under the probe
-                return ProbeRecord(ok=False,
-                                   error=f"Your code raised {type(error).__name__}: {error}")
-        if call.name in self.values:
-            return ProbeRecord(ok=True, value=self.values[call.name])
-        return None
+        try:
+            if callable(self.values):
+                value = self.values(call)
+            elif call.name in self.values:
+                value = self.values[call.name]
+            else:
+                return None
+            # Across the boundary as the real child's values come: plain data, one frame
+            # (without its length prefix), decoded with the grader's bounds.
+            frame = wire.encode(to_data(value))[4:]
+            return ProbeRecord(ok=True, value=wire.decode(frame))
+        except Exception as error:  # as the student's code raising under the probe
+            return ProbeRecord(ok=False, error=f"Your code raised {type(error).__name__}: {error}")
