@@ -206,7 +206,8 @@ class ClusterGrading:
         try:
             for submission in submissions:
                 futures[self.submit(assignment, submission)] = submission
-            for future in as_completed(futures):
+            # Its loop given: this grader's Client is not the process's default one.
+            for future in as_completed(futures, loop=self.client().loop):
                 yield self.outcome(future, assignment, futures[future])
         finally:
             pending = [future for future in futures if not future.done()]

@@ -29,6 +29,7 @@ from autograder.execute.runner import Budgets
 from autograder.execute.warm import WarmPool
 from autograder.results import SubmissionResult
 from autograder.submissions import Submission
+from autograder.verify.hidden import PROBES_FILE, TESTS_FILE
 
 
 def default_workers() -> int:
@@ -113,7 +114,7 @@ class Grader:
             self.cluster = ClusterGrading(self.scheduler, self.budgets, unsafe)
         else:
             self.pool = WarmPool(self._size, unsafe=unsafe)
-        self._assignments: dict[str, Assignment] = {}
+        self._assignments: dict[str, tuple[tuple, Assignment]] = {}  # name -> (files, loaded)
         self._lock = threading.Lock()
         self._started = False
 
@@ -160,18 +161,39 @@ class Grader:
         self.close()
 
     def assignment(self, name: str, fingerprint: str | None = None) -> Assignment:
-        """The assignment as the course has it now (loaded once, loaded again when asked for
-        a version other than the one loaded). With `fingerprint`, that version or
-        StaleAssignment."""
+        """The assignment as the course has it now: loaded once, and again when a file it is
+        made of (the release notebook, probes.py, tests.py) changed since -- a few stat calls
+        each time, so a long-lived grader never grades with a version the course no longer
+        has. With `fingerprint`, that version, or StaleAssignment."""
         with self._lock:
-            loaded = self._assignments.get(name)
-            if loaded is None or (fingerprint is not None and loaded.fingerprint != fingerprint):
-                loaded = Assignment.load(self.course, name)
-                self._assignments[name] = loaded
+            files = self._files_of(name)
+            cached = self._assignments.get(name)
+            if cached is None or cached[0] != files:
+                assignment = Assignment.load(self.course, name)
+                _ = assignment.fingerprint  # now, from the files just loaded (cached property)
+                cached = (files, assignment)
+                self._assignments[name] = cached
+            loaded = cached[1]
         if fingerprint is not None and loaded.fingerprint != fingerprint:
             raise StaleAssignment(f"{name}: the job was queued for version {fingerprint[:12]}, "
                                   f"the course now has {loaded.fingerprint[:12]}")
         return loaded
+
+    def _files_of(self, name: str) -> tuple:
+        """What tells a change of the assignment's files without reading them."""
+        hidden = self.course.hidden_dir(name)
+        paths = [*sorted(self.course.release_dir(name).glob("*.ipynb")),
+                 hidden / PROBES_FILE, hidden / TESTS_FILE]
+        signature = []
+        for path in paths:
+            try:
+                info = path.stat()
+            except OSError:
+                signature.append((str(path), None))  # Assignment.load says what is wrong
+                continue
+            signature.append((str(path), info.st_ino, info.st_size, info.st_mtime_ns,
+                              info.st_ctime_ns))
+        return tuple(signature)
 
     def grade_one(self, assignment: Assignment, submission: Submission) -> SubmissionResult:
         """Grade one submission now, on a free slot (waiting for one). Never raises for

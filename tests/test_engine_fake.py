@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import nbformat  # noqa: I001  (after torch, as the grader imports them)
 import pytest
 import torch
 from torch import nn, optim
@@ -26,8 +27,6 @@ from autograder.feedback import render_feedback
 from autograder.grader import Grader
 from autograder.results import GRADED, TIMEOUT
 from autograder.submissions import Submission
-
-import nbformat  # noqa: I001  (after torch, as the grader imports them)
 
 
 @pytest.fixture(scope="module")
