@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import shutil
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -147,3 +148,20 @@ def test_on_dask_one_client_one_scatter_and_the_same_results(course, cluster,
     assert len(scattered) == 1  # the assignment went to the cluster once
     assert [_key(r) for r in at_once] == [_key(r) for r in many]
     assert [_key(r) for r in again] == [_key(r) for r in many[:2]]
+
+
+def test_the_warm_server_outlives_the_thread_that_started_it(course) -> None:
+    """The server dies with the thread that forked it (PR_SET_PDEATHSIG): a grader started
+    from a thread that then ends (a request thread, a shrinking thread pool) must keep it."""
+    notebook = EXAMPLES / "solution" / "backprop" / "backprop.ipynb"
+    with Grader(course, workers=1) as grader:
+        starter = threading.Thread(target=grader.start)
+        starter.start()
+        starter.join()
+        deadline = time.monotonic() + 2
+        while time.monotonic() < deadline and grader.pool.server.running:
+            time.sleep(0.05)  # a killed server is seen within milliseconds
+        assert grader.pool.server.running
+        result = grader.grade_one(grader.assignment("backprop"),
+                                  Submission("solution", notebook))
+    assert result.status == "graded" and result.score == 10, result.reason

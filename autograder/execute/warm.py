@@ -89,12 +89,37 @@ class WarmServer:
             ipython = make_temp_dir("ipython")  # one per server, removed when it stops
             self._ipython = weakref.finalize(self, lambda: log_problems(remove_tree(ipython)))
             with theirs:
-                self._process = subprocess.Popen(
+                self._process = self._spawn(
                     [sys.executable, "-I", "-m", "autograder.execute.forkserver"],
                     stdin=theirs, stdout=subprocess.DEVNULL, stderr=self._errors,
                     env={**server_environment(), "IPYTHONDIR": str(ipython)},
                     start_new_session=True)
             self._control = ours
+
+    @staticmethod
+    def _spawn(command: list[str], **options: object) -> subprocess.Popen:
+        """Start the server from a thread of its own that lives exactly as long as it does.
+        The server dies with its parent (PR_SET_PDEATHSIG), and Linux means the parent
+        *thread*: started from a grading thread that then ends (a service's request thread,
+        a thread pool shrinking), it would be killed with the jobs in it."""
+        spawned = threading.Event()
+        box: dict[str, object] = {}
+
+        def keep() -> None:
+            try:
+                box["process"] = subprocess.Popen(command, **options)
+            except BaseException as error:  # handed to the caller below
+                box["error"] = error
+                return
+            finally:
+                spawned.set()
+            box["process"].wait()  # returns when the server has ended
+
+        threading.Thread(target=keep, name="autograder-warm-server", daemon=True).start()
+        spawned.wait()
+        if "error" in box:
+            raise box["error"]
+        return box["process"]
 
     def open_slot(self) -> socket.socket:
         """A new slot of the server; returns our end of its socket (one message per request
