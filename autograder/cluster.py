@@ -53,7 +53,7 @@ class AssignmentPackage:
                    assignment.fingerprint, assignment.secret)
 
 
-_local = threading.local()  # per Dask worker thread: its warm slot and unpacked assignments
+_local = threading.local()  # per Dask worker thread: its warm slot
 _server_lock = threading.Lock()
 _server = None  # per Dask worker process: one warm server, a slot of it per thread
 _slots: list = []  # its slots: closed first at exit, so that the server ends at once
@@ -81,8 +81,21 @@ def _close_warm_server() -> None:
     _server.close()
 
 
+_assignments: dict[str, Assignment] = {}  # per Dask worker process, by fingerprint
+_unpack_lock = threading.Lock()
+
+
 def _unpack(package: AssignmentPackage) -> Assignment:
-    cache = _local.__dict__.setdefault("assignments", {})
+    """The package as an Assignment, unpacked once per worker process and shared by its
+    threads (as the local pool's threads share one). Under a lock: loading parses the hidden
+    tests with `ast`, which CPython 3.11 does not allow from two threads at once
+    (SystemError: AST constructor recursion depth mismatch)."""
+    with _unpack_lock:
+        return _unpacked(package)
+
+
+def _unpacked(package: AssignmentPackage) -> Assignment:
+    cache = _assignments
     if package.fingerprint not in cache:
         root = make_temp_dir("assignment")
         # Kept while the worker process lives (its threads grade from it), removed when it
