@@ -1,9 +1,11 @@
 """Grading on an existing Dask cluster: the same `grade_submission`, run on its workers.
 
-The client sends each worker the assignment once (release notebook, hidden tests, probes: the
-cluster is the instructor's, trusted side) and each submission's notebook as bytes; results
-come back as plain dicts. Each Dask worker process keeps one warm server, and each of its
-threads a slot of it, between submissions.
+`ClusterGrading` is the Grader's (autograder.grader) side of it: one long-lived Client, each
+assignment version (fingerprint) scattered to every worker once (release notebook, hidden
+tests, probes: the cluster is the instructor's, trusted side), each submission's notebook sent
+as bytes; results come back as plain dicts. Each Dask worker process keeps one warm server,
+and each of its threads a slot of it, between submissions. Dask is not a queue: nothing here
+outlives the process that submitted it (the service's queue is in its database).
 """
 
 from __future__ import annotations
@@ -12,16 +14,22 @@ import atexit
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import nbformat
 
 from autograder.assignment import Assignment
 from autograder.course import SECRET_FILE, Course
+from autograder.errors import SubmissionError
 from autograder.execute.runner import Budgets
 from autograder.results import SubmissionResult
 from autograder.submissions import Submission
 from autograder.tempfiles import log_problems, make_temp_dir, remove_tree, sweep_stale
 from autograder.verify.hidden import PROBES_FILE, TESTS_FILE
+
+if TYPE_CHECKING:
+    from distributed import Client, Future
 
 
 @dataclass(frozen=True)
@@ -45,22 +53,22 @@ class AssignmentPackage:
                    assignment.fingerprint, assignment.secret)
 
 
-_local = threading.local()  # per Dask worker thread: its warm slot and unpacked assignments
+_local = threading.local()  # per Dask worker thread: its warm slot
 _server_lock = threading.Lock()
 _server = None  # per Dask worker process: one warm server, a slot of it per thread
 _slots: list = []  # its slots: closed first at exit, so that the server ends at once
 _swept = False  # per Dask worker process: what killed workers left, removed before its first task
 
 
-def _warm_slot():  # -> WarmWorker
-    from autograder.execute.warm import WarmServer, WarmWorker
+def _warm_slot():  # -> WarmSlot
+    from autograder.execute.warm import WarmServer, WarmSlot
 
     global _server
     with _server_lock:
         if _server is None:
             _server = WarmServer()
             atexit.register(_close_warm_server)
-        slot = WarmWorker(_server)
+        slot = WarmSlot(_server)
         _slots.append(slot)
     return slot
 
@@ -73,8 +81,21 @@ def _close_warm_server() -> None:
     _server.close()
 
 
+_assignments: dict[str, Assignment] = {}  # per Dask worker process, by fingerprint
+_unpack_lock = threading.Lock()
+
+
 def _unpack(package: AssignmentPackage) -> Assignment:
-    cache = _local.__dict__.setdefault("assignments", {})
+    """The package as an Assignment, unpacked once per worker process and shared by its
+    threads (as the local pool's threads share one). Under a lock: loading parses the hidden
+    tests with `ast`, which CPython 3.11 does not allow from two threads at once
+    (SystemError: AST constructor recursion depth mismatch)."""
+    with _unpack_lock:
+        return _unpacked(package)
+
+
+def _unpacked(package: AssignmentPackage) -> Assignment:
+    cache = _assignments
     if package.fingerprint not in cache:
         root = make_temp_dir("assignment")
         # Kept while the worker process lives (its threads grade from it), removed when it
@@ -98,24 +119,19 @@ def grade_on_worker(package: AssignmentPackage, student_id: str, notebook: bytes
                     timestamp: str | None, timeout: float | Budgets,
                     unsafe: bool = False, reason: str | None = None,
                     lms_late: bool = False) -> dict:
-    """Runs on a Dask worker."""
+    """Runs on a Dask worker: grades the notebook's bytes (None: there is none, `reason`
+    says why) on this thread's warm slot."""
     from autograder.engine import grade_submission
 
     _sweep_once()
     assignment = _unpack(package)
-    if getattr(_local, "worker", None) is None:
-        _local.worker = _warm_slot()
-    _local.worker.unsafe = unsafe
-    folder = make_temp_dir("submission")
-    try:
-        path = None
-        if notebook is not None:
-            path = folder / f"{package.notebook_name}.ipynb"
-            path.write_bytes(notebook)
-        submission = Submission(student_id, path, timestamp, lms_late=lms_late, reason=reason)
-        return grade_submission(assignment, submission, timeout, _local.worker).to_dict()
-    finally:
-        log_problems(remove_tree(folder))
+    if getattr(_local, "slot", None) is None:
+        _local.slot = _warm_slot()
+    _local.slot.unsafe = unsafe
+    name = Path(f"{package.notebook_name}.ipynb") if notebook is not None else None
+    submission = Submission(student_id, name, timestamp, lms_late=lms_late, reason=reason,
+                            content=notebook)
+    return grade_submission(assignment, submission, timeout, _local.slot).to_dict()
 
 
 def _sweep_once() -> None:
@@ -126,32 +142,102 @@ def _sweep_once() -> None:
             log_problems(sweep_stale())
 
 
-def grade_on_cluster(scheduler: str, assignment: Assignment, submissions: list[Submission],
-                     timeout: float | Budgets,
-                     unsafe: bool = False) -> Iterator[SubmissionResult]:
-    """Yield results as the cluster finishes them; a submission whose task fails gets 0."""
-    from distributed import Client, as_completed
+class ClusterGrading:
+    """The Grader's connection to the Dask cluster at `scheduler`: one Client for its life
+    (opened on first use), thread-safe. Each assignment version is scattered once."""
 
-    from autograder.engine import failed_result
+    def __init__(self, scheduler: str, budgets: Budgets, unsafe: bool = False) -> None:
+        self.scheduler = scheduler
+        self.budgets = budgets
+        self.unsafe = unsafe
+        self._client: Client | None = None
+        self._packages: dict[str, tuple[str, Future]] = {}  # name -> (fingerprint, scattered)
+        self._in_flight: set[Future] = set()
+        self._lock = threading.Lock()
 
-    if not submissions:
-        return
-    with Client(scheduler) as client:
-        package = client.scatter(AssignmentPackage.of(assignment), broadcast=True)
-        futures: dict = {}
-        for submission in submissions:
-            notebook = submission.read() if submission.notebook else None
-            future = client.submit(grade_on_worker, package, submission.student_id, notebook,
-                                   submission.timestamp, timeout, unsafe,
-                                   reason=submission.reason, lms_late=submission.lms_late,
-                                   pure=False)
-            futures[future] = submission
+    def client(self) -> Client:
+        with self._lock:
+            if self._client is None:
+                from distributed import Client
+
+                self._client = Client(self.scheduler, set_as_default=False)
+            return self._client
+
+    def _package(self, assignment: Assignment) -> Future:
+        """The assignment, on every worker: scattered once per version (a new version
+        replaces the old one, which the cluster may then forget)."""
+        client = self.client()
+        with self._lock:
+            known = self._packages.get(assignment.name)
+            if known is None or known[0] != assignment.fingerprint:
+                scattered = client.scatter(AssignmentPackage.of(assignment), broadcast=True)
+                known = (assignment.fingerprint, scattered)
+                self._packages[assignment.name] = known
+            return known[1]
+
+    def submit(self, assignment: Assignment, submission: Submission) -> Future:
+        package = self._package(assignment)
+        notebook, reason = None, submission.reason
+        if submission.notebook is not None:
+            try:
+                notebook = submission.read()
+            except SubmissionError as error:  # that student's notebook only: INVALID, why
+                reason = str(error)
+        future = self.client().submit(grade_on_worker, package, submission.student_id,
+                                      notebook, submission.timestamp, self.budgets,
+                                      self.unsafe, reason=reason, lms_late=submission.lms_late,
+                                      pure=False)
+        with self._lock:
+            self._in_flight.add(future)
+        return future
+
+    def outcome(self, future: Future, assignment: Assignment,
+                submission: Submission) -> SubmissionResult:
+        """The task's result; a task that failed (a lost worker, say) costs its submission
+        only: 0 and a reason, status ERROR (the grader's fault, not the student's)."""
+        from autograder.engine import failed_result
+
         try:
-            for future in as_completed(futures):
-                try:
-                    result = SubmissionResult.from_dict(future.result())
-                except Exception as error:  # a lost worker, say: this submission only
-                    result = failed_result(assignment, futures[future], error)
-                yield result
+            return SubmissionResult.from_dict(future.result())
+        except Exception as error:
+            return failed_result(assignment, submission, error)
         finally:
-            client.cancel(list(futures))
+            with self._lock:
+                self._in_flight.discard(future)
+
+    def grade_one(self, assignment: Assignment, submission: Submission) -> SubmissionResult:
+        return self.outcome(self.submit(assignment, submission), assignment, submission)
+
+    def grade_many(self, assignment: Assignment,
+                   submissions: list[Submission]) -> Iterator[SubmissionResult]:
+        """Yield results as the cluster finishes them."""
+        from distributed import as_completed
+
+        if not submissions:
+            return
+        futures: dict[Any, Submission] = {}
+        try:
+            for submission in submissions:
+                futures[self.submit(assignment, submission)] = submission
+            # Its loop given: this grader's Client is not the process's default one.
+            for future in as_completed(futures, loop=self.client().loop):
+                yield self.outcome(future, assignment, futures[future])
+        finally:
+            pending = [future for future in futures if not future.done()]
+            if pending:
+                self.client().cancel(pending)
+
+    def cancel(self) -> None:
+        """Cancel every task in flight (Ctrl-C)."""
+        with self._lock:
+            pending, client = list(self._in_flight), self._client
+        if pending and client is not None:
+            client.cancel(pending)
+
+    def close(self) -> None:
+        with self._lock:
+            client, self._client = self._client, None
+            self._packages.clear()
+            self._in_flight.clear()
+        if client is not None:
+            client.close()

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
@@ -16,16 +14,14 @@ from autograder.assignment import Assignment, AssignmentError
 from autograder.course import Course
 from autograder.engine import fingerprint
 from autograder.errors import SubmissionError
-from autograder.execute.runner import Budgets
-from autograder.execute.warm import WarmPool
 from autograder.export import FORMATS, ExportError, write_csv
 from autograder.feedback import write_feedback
 from autograder.gradebook import by_cell, scores_frame
 from autograder.gradebook_db import GradebookError, NbgraderGradebook
+from autograder.grader import Grader
 from autograder.interrupts import Interrupted, StoringGuard
 from autograder.kept_notebook import keep_graded_notebook
 from autograder.lock import course_lock
-from autograder.pipeline import default_workers, grade_batch
 from autograder.results import (
     CRASHED,
     GRADED,
@@ -84,10 +80,13 @@ def grade_run(course: Course, assignment_name: str, source: Path | None = None,
         if unsafe and out is not None:
             print("UNSAFE: --unsafe: grading even if a sandbox layer that protects the grader "
                   "itself (read-only installation, memory budget) is off", file=out, flush=True)
-        with _warming_pool(workers, scheduler, unsafe) as pool:
+        # One grader for the run, warming up (2 s) while the submissions and the gradebook
+        # load; every result goes through it, on the local pool or on Dask alike.
+        with Grader(course, workers, scheduler, timeout, unsafe) as grader:
+            grader.launch()
             _sweep_leftovers(out)  # while the pool warms up
-            return _grade(course, assignment_name, source, student_id, timeout, out, regrade,
-                          scheduler, pool, workers, unsafe)
+            return _grade(course, assignment_name, source, student_id, out, regrade, grader,
+                          unsafe)
 
 
 def known_assignments(course: Course) -> list[str]:
@@ -134,18 +133,6 @@ def _sweep_leftovers(out: TextIO | None) -> None:
               + "\n  ".join(problems), file=out)
 
 
-@contextmanager
-def _warming_pool(workers: int | None, scheduler: str | None,
-                  unsafe: bool = False) -> Iterator[WarmPool | None]:
-    """The local warm workers, warming up (2 s) while the assignment and gradebook load."""
-    if scheduler:
-        yield None
-        return
-    with WarmPool(workers or default_workers(), unsafe=unsafe) as pool:
-        pool.launch()
-        yield pool
-
-
 # Verdicts kept on a plain rerun when notebook and grader are unchanged. A timeout or a crash
 # is a verdict too (a notebook that hung once hangs again, at the full timeout each time);
 # `--regrade` grades them again, as after a change of --timeout. A grader error is not the
@@ -154,9 +141,8 @@ FINAL = (GRADED, INVALID, TIMEOUT, CRASHED)
 
 
 def _grade(course: Course, assignment_name: str, source: Path | None, student_id: str | None,
-           timeout: float | None, out: TextIO | None, regrade: bool, scheduler: str | None,
-           pool: WarmPool | None, workers: int | None, unsafe: bool = False) -> GradeRun:
-    assignment = Assignment.load(course, assignment_name)
+           out: TextIO | None, regrade: bool, grader: Grader, unsafe: bool = False) -> GradeRun:
+    assignment = grader.assignment(assignment_name)
     if source is None:
         submissions, skipped = submitted_in_course(course, assignment_name,
                                                    assignment.notebook_name)
@@ -224,12 +210,8 @@ def _grade(course: Course, assignment_name: str, source: Path | None, student_id
         if pending:
             import pandas  # noqa: F401  (for the table after the batch: 0.4 s, paid while the
             # warm server is still starting and this process would only wait)
-        budgets = Budgets(notebook=timeout or course.timeout,
-                          locked_cell=course.locked_cell_timeout, probe=course.probe_timeout)
         try:
-            results = grade_batch(assignment, pending, budgets, workers,
-                                  on_result=record, scheduler=scheduler, pool=pool,
-                                  unsafe=unsafe)
+            results = grader.grade_many(assignment, pending, on_result=record)
         except KeyboardInterrupt:
             raise Interrupted(len(kept) + len(recorded), len(submissions), regrade) from None
     if unrecorded:
@@ -364,20 +346,20 @@ def print_safely(text: str, out: TextIO) -> None:
 
 
 def doctor(out: TextIO) -> bool:
-    """Start a warm worker and report each sandbox layer. True when every layer is on."""
-    from autograder.execute.warm import WarmWorker
+    """Start a warm slot and report each sandbox layer. True when every layer is on."""
+    from autograder.execute.warm import WarmSlot
 
     _sweep_leftovers(out)
-    worker = WarmWorker(unsafe=True)  # it only reports: no student code runs
+    slot = WarmSlot(unsafe=True)  # it only reports: no student code runs
     try:
-        worker.start()
-        for layer, state in worker.sandbox.items():
+        slot.start()
+        for layer, state in slot.sandbox.items():
             print(f"{layer:14} {state}", file=out)
     finally:
-        worker.close()
-    if worker.layers_off:
+        slot.close()
+    if slot.layers_off:
         print("Some layers are off: student code is less contained than it should be.", file=out)
-    return not worker.layers_off
+    return not slot.layers_off
 
 
 def gradebook_table(course: Course, assignment_name: str,

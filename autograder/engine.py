@@ -3,7 +3,8 @@
 
 `grade_submission` never raises for anything the student did: a bad notebook, an exception, a
 hang or a crash all become a SubmissionResult with a status and a reason. Running many at once
-is `autograder.pipeline`'s job (a local pool or a Dask cluster), which both call this.
+is `autograder.grader.Grader`'s job (a local pool or a Dask cluster), which both call this.
+Where the job runs is the `Executor` given: a warm sandboxed slot, or in tests a fake.
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ from typing import Any
 from autograder.assemble import InvalidNotebook, assemble, parse_notebook
 from autograder.assignment import Assignment
 from autograder.errors import SubmissionError
-from autograder.execute.runner import Budgets, Execution, Job, ProbeCall, run_job
-from autograder.execute.warm import WarmWorker
+from autograder.execute.executor import Executor
+from autograder.execute.runner import Budgets, Execution, Job, ProbeCall
 from autograder.messages import explain_cell_errors, explain_undefined
 from autograder.results import (
     ERROR,
@@ -54,11 +55,12 @@ def _fingerprint(assignment: Assignment, content: bytes | None) -> str:
 
 
 def grade_submission(assignment: Assignment, submission: Submission, timeout: float | Budgets,
-                     worker: WarmWorker) -> SubmissionResult:
-    """`timeout`: the notebook's limit in seconds, or every budget (see runner.Budgets)."""
+                     executor: Executor) -> SubmissionResult:
+    """`timeout`: the notebook's limit in seconds, or every budget (see runner.Budgets);
+    `executor` runs the assembled job (a warm slot)."""
     budgets = timeout if isinstance(timeout, Budgets) else Budgets(notebook=timeout)
     try:
-        return cleaned(_with_parts(_grade(assignment, submission, budgets, worker),
+        return cleaned(_with_parts(_grade(assignment, submission, budgets, executor),
                                    assignment))
     except Exception as error:  # one submission's trouble must not stop the batch
         log.exception("grading %s failed", submission.student_id)
@@ -74,7 +76,7 @@ def _with_parts(result: SubmissionResult, assignment: Assignment) -> SubmissionR
 
 
 def _grade(assignment: Assignment, submission: Submission, budgets: Budgets,
-           worker: WarmWorker) -> SubmissionResult:
+           executor: Executor) -> SubmissionResult:
     result = SubmissionResult(student_id=submission.student_id, assignment=assignment.name,
                               notebook=assignment.notebook_name, status=GRADED,
                               timestamp=submission.timestamp, lms_late=submission.lms_late)
@@ -100,7 +102,7 @@ def _grade(assignment: Assignment, submission: Submission, budgets: Budgets,
               probes=[ProbeCall(name, probe.function, probe.inputs)
                       for name, probe in declared.items()],
               probes_source=hidden.probes_source, budgets=budgets)
-    execution = run_job(job, worker)
+    execution = executor.run(job)
     values, failures = _probe_outcomes(execution, declared)
     failures = explain_undefined(failures, plan.cells, execution.cells)
     result.tests = judge(hidden, values, failures, declared)
@@ -111,7 +113,7 @@ def _grade(assignment: Assignment, submission: Submission, budgets: Budgets,
     printed += [record.output for record in execution.probes.values()]
     result.output = "".join(printed)[:OUTPUT_SHOWN]
     result.seconds = round(execution.seconds, 3)
-    result.sandbox_off = worker.layers_off
+    result.sandbox_off = executor.layers_off
     result.graded_on = _graded_on(hidden, seed, declared)
     return result
 

@@ -17,7 +17,7 @@ from autograder.assignment import Assignment
 from autograder.author import with_answers
 from autograder.engine import grade_submission
 from autograder.execute import sandbox
-from autograder.execute.warm import WarmWorker
+from autograder.execute.warm import WarmSlot
 from autograder.results import GRADED
 from autograder.submissions import Submission
 from tests.conftest import AUTOGRADER, grade_answers, train_step_calling
@@ -349,7 +349,7 @@ def test_a_layer_that_is_off_is_reported_not_hidden(course, release_notebook, so
 
     from autograder import commands
 
-    monkeypatch.setattr(WarmWorker, "layers_off", property(lambda self: ["landlock: off (x)"]))
+    monkeypatch.setattr(WarmSlot, "layers_off", property(lambda self: ["landlock: off (x)"]))
     folder = tmp_path / "incoming" / "weak-sandbox" / "backprop"
     folder.mkdir(parents=True)
     nbformat.write(with_answers(release_notebook, solution), folder / "backprop.ipynb")
@@ -367,16 +367,16 @@ def test_symlinks_planted_in_the_results_are_refused_not_followed(batch) -> None
 
 def test_a_daemon_left_by_a_job_dies_when_the_job_ends(course, release_notebook, solution,
                                                        tmp_path) -> None:
-    """The warm worker and its PID namespace outlive each job; what a job left running must
+    """The warm slot and its PID namespace outlive each job; what a job left running must
     not (here a setsid daemon, while the notebook itself finishes normally)."""
     path = tmp_path / "backprop.ipynb"
     path.write_text(_cheating_notebook(release_notebook, solution, CHEATS["setsid-escape"]))
     assignment = Assignment.load(course, "backprop")
-    worker = WarmWorker()
+    slot = WarmSlot()
     try:
-        result = grade_submission(assignment, Submission("daemon", path), 60, worker)
+        result = grade_submission(assignment, Submission("daemon", path), 60, slot)
         assert result.status == GRADED and result.score == HONEST_WRONG
-        assert worker.running
+        assert slot.running
         assert _sandbox_processes() == []
     finally:
-        worker.close()
+        slot.close()

@@ -50,15 +50,15 @@ def test_an_honest_job_beside_a_cpu_hog_keeps_its_score_and_pace(course, release
     hog.cells.insert(1, nbformat.v4.new_code_cell(HOG))
     nbformat.write(hog, tmp_path / "hog.ipynb")
 
-    def grade_honestly(worker, times: int) -> list[SubmissionResult]:
-        return [grade_submission(assignment, Submission(f"honest-{n}", honest), TIMEOUT, worker)
+    def grade_honestly(slot, times: int) -> list[SubmissionResult]:
+        return [grade_submission(assignment, Submission(f"honest-{n}", honest), TIMEOUT, slot)
                 for n in range(times)]
 
     # Two slots of one warm server, as `grade --workers 2` runs them.
     with WarmPool(2) as pool:
         pool.start()
-        with pool.worker() as neighbour, pool.worker() as worker:
-            alone = grade_honestly(worker, 4)
+        with pool.slot() as neighbour, pool.slot() as slot:
+            alone = grade_honestly(slot, 4)
             assert all(result.score == 10 for result in alone)
             pace = statistics.median(result.seconds for result in alone)
 
@@ -70,7 +70,7 @@ def test_an_honest_job_beside_a_cpu_hog_keeps_its_score_and_pace(course, release
             while _spinners() < SPINNERS and time.monotonic() < deadline:
                 time.sleep(0.2)
             assert _spinners() == SPINNERS  # all of them spinning now, in the other slot
-            beside = grade_honestly(worker, 4)
+            beside = grade_honestly(slot, 4)
             for result in beside:
                 assert result.status == "graded" and result.score == 10, result.reason
                 assert result.seconds <= 2.5 * pace, ([r.seconds for r in beside], pace)

@@ -152,21 +152,21 @@ def test_the_grader_spends_less_than_its_budget_on_a_flooding_notebook(
         from pathlib import Path
         from autograder.assignment import Assignment
         from autograder.course import Course
-        from autograder.execute.warm import WarmWorker
+        from autograder.execute.warm import WarmSlot
         from autograder.engine import grade_submission
         from autograder.submissions import Submission
         assignment = Assignment.load(Course.load({str(course.root)!r}), "backprop")
-        worker = WarmWorker()
-        worker.start()
+        slot = WarmSlot()
+        slot.start()
         figures = {{}}
         for name, path in (("honest", {str(honest)!r}), ("flood", {str(flooding)!r})):
             rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
             cpu = time.process_time()
-            result = grade_submission(assignment, Submission(name, Path(path)), 30, worker)
+            result = grade_submission(assignment, Submission(name, Path(path)), 30, slot)
             figures[name] = {{"cpu": time.process_time() - cpu, "score": result.score,
                              "rss": (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss)
                                     * 1024, "reason": result.reason}}
-        worker.close()
+        slot.close()
         print(json.dumps(figures))
     ''')
     done = subprocess.run([sys.executable, "-c", measure], capture_output=True, text=True,

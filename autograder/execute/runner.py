@@ -14,12 +14,12 @@ from __future__ import annotations
 import os
 import select
 import signal
+import socket
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from autograder.execute import wire
-from autograder.execute.warm import RunningJob, SlotGone, WarmWorker
 from autograder.results import CRASHED, GRADED, TIMEOUT, clean_text
 
 OUTPUT_CAP = 10_000  # characters of output kept per cell or probe
@@ -88,6 +88,33 @@ class Execution:
     attempts: int = 0
 
 
+class SlotGone(Exception):
+    """The slot or its server died: the job in it ended with them."""
+
+
+class JobProcess(Protocol):
+    """One job's process as a slot hands it over (`execute.warm.RunningJob`)."""
+
+    channel: socket.socket  # the child's end answers here (`child.serve`)
+    log: int  # its stdout/stderr pipe
+
+    @property
+    def slot(self) -> socket.socket: ...  # readable once the job's processes are gone
+
+    def signal(self, number: int) -> None: ...
+
+    def finish(self, kill: bool = True, patience: float = 5.0) -> tuple[int | None, bool]: ...
+
+
+class Slot(Protocol):
+    """What `run_job` needs of a slot (`execute.warm.WarmSlot`): fresh processes, one at a
+    time. Declared here so that the slot can run jobs without an import cycle."""
+
+    cancelled: bool
+
+    def start_job(self, timeout: float) -> JobProcess: ...
+
+
 class _Ended(Exception):
     """The process ended (or broke the protocol) during a step."""
 
@@ -99,7 +126,7 @@ class _Ended(Exception):
 class _Conversation:
     """Frames to and from one running job, with deadlines; every byte read is bounded."""
 
-    def __init__(self, job: RunningJob, budget: list[int]) -> None:
+    def __init__(self, job: JobProcess, budget: list[int]) -> None:
         self.job = job
         self.buffer = bytearray()
         self.start = 0  # where the next frame begins in `buffer` (compacted now and then)
@@ -229,8 +256,8 @@ class _Progress:
             self.status = status
 
 
-def run_job(job: Job, worker: WarmWorker) -> Execution:
-    """Run `job` in fresh processes of `worker`'s slot; returns what came back, whatever the
+def run_job(job: Job, slot: Slot) -> Execution:
+    """Run `job` in fresh processes of `slot`; returns what came back, whatever the
     student's code did."""
     started = time.monotonic()
     deadline = started + job.budgets.notebook
@@ -238,13 +265,13 @@ def run_job(job: Job, worker: WarmWorker) -> Execution:
     budget = [MAX_NOTEBOOK_BYTES]  # shared by every process started for this notebook
     log = bytearray()
     attempts = 0
-    while not progress.finished and attempts < MAX_ATTEMPTS and not worker.cancelled:
+    while not progress.finished and attempts < MAX_ATTEMPTS and not slot.cancelled:
         left = deadline - time.monotonic()
         if left <= 0:
             break
         attempts += 1
         try:
-            running = worker.start_job(left + job.budgets.grace + 1)
+            running = slot.start_job(left + job.budgets.grace + 1)
         except SlotGone:
             progress.problems.append("the grader's worker process ended")
             progress.worse(CRASHED)

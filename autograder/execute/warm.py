@@ -1,4 +1,4 @@
-"""Trusted side of the warm workers: start a `forkserver` process and hand its slots jobs.
+"""Trusted side of the warm slots: start a `forkserver` process and hand its slots jobs.
 
 One warm server per machine (or per Dask worker) imports torch once; each parallel slot of it
 runs one job at a time. A slot that dies is opened again for the next job, and a server that
@@ -24,11 +24,12 @@ from types import TracebackType
 from typing import IO
 
 from autograder.errors import UserError
+from autograder.execute.runner import Execution, Job, SlotGone, run_job
 from autograder.tempfiles import log_problems, make_temp_dir, remove_tree
 
 
-class WorkerStartError(RuntimeError):
-    """A warm worker could not start (a broken install, most likely)."""
+class SlotStartError(RuntimeError):
+    """A warm slot could not start (a broken install, most likely)."""
 
 
 class UnsafeSandboxError(UserError):
@@ -88,12 +89,37 @@ class WarmServer:
             ipython = make_temp_dir("ipython")  # one per server, removed when it stops
             self._ipython = weakref.finalize(self, lambda: log_problems(remove_tree(ipython)))
             with theirs:
-                self._process = subprocess.Popen(
+                self._process = self._spawn(
                     [sys.executable, "-I", "-m", "autograder.execute.forkserver"],
                     stdin=theirs, stdout=subprocess.DEVNULL, stderr=self._errors,
                     env={**server_environment(), "IPYTHONDIR": str(ipython)},
                     start_new_session=True)
             self._control = ours
+
+    @staticmethod
+    def _spawn(command: list[str], **options: object) -> subprocess.Popen:
+        """Start the server from a thread of its own that lives exactly as long as it does.
+        The server dies with its parent (PR_SET_PDEATHSIG), and Linux means the parent
+        *thread*: started from a grading thread that then ends (a service's request thread,
+        a thread pool shrinking), it would be killed with the jobs in it."""
+        spawned = threading.Event()
+        box: dict[str, object] = {}
+
+        def keep() -> None:
+            try:
+                box["process"] = subprocess.Popen(command, **options)
+            except BaseException as error:  # handed to the caller below
+                box["error"] = error
+                return
+            finally:
+                spawned.set()
+            box["process"].wait()  # returns when the server has ended
+
+        threading.Thread(target=keep, name="autograder-warm-server", daemon=True).start()
+        spawned.wait()
+        if "error" in box:
+            raise box["error"]
+        return box["process"]
 
     def open_slot(self) -> socket.socket:
         """A new slot of the server; returns our end of its socket (one message per request
@@ -139,16 +165,12 @@ class WarmServer:
             self._ipython = None
 
 
-class SlotGone(Exception):
-    """The slot or its server died: the job in it ended with them."""
-
-
 class RunningJob:
     """One job's process, as the grader holds it: the channel to it (`child.serve` answers
     there), its pidfd (to interrupt or kill it), and its stdout/stderr pipe."""
 
-    def __init__(self, worker: WarmWorker, channel: socket.socket, pidfd: int, log: int) -> None:
-        self.worker = worker
+    def __init__(self, owner: WarmSlot, channel: socket.socket, pidfd: int, log: int) -> None:
+        self.owner = owner  # the slot it runs in
         self.channel = channel
         self.pidfd = pidfd
         self.log = log
@@ -162,34 +184,36 @@ class RunningJob:
 
     @property
     def slot(self) -> socket.socket:
-        return self.worker.slot
+        """The socket of the slot it runs in (readable when the job's processes are gone)."""
+        return self.owner.socket
 
     def finish(self, kill: bool = True, patience: float = 5.0) -> tuple[int | None, bool]:
         """Wait for the slot to say how the job ended (it answers once every process the job
         started is gone), killing the job first if `kill` or if it does not end by itself
         within a second."""
-        if self.worker.job is self:
-            self.worker.job = None
+        if self.owner.job is self:
+            self.owner.job = None
         if self.ended is None:
             if not kill and not select.select([self.slot], [], [], 1.0)[0]:
                 kill = True
             if kill:
                 self.signal(signal.SIGKILL)
-            self.ended = self.worker.read_end(patience)
+            self.ended = self.owner.read_end(patience)
         for fd in (self.pidfd, self.log):
             os.close(fd)
         self.channel.close()
         return self.ended
 
 
-class WarmWorker:
-    """One slot of a warm server: runs one job at a time in a fresh sandboxed process."""
+class WarmSlot:
+    """One slot of a warm server: runs one job at a time in a fresh sandboxed process. It is
+    the grader's real `Executor` (`execute.executor`): `run(job)`, `layers_off`."""
 
     def __init__(self, server: WarmServer | None = None, unsafe: bool = False) -> None:
         self._own_server = server is None
         self.unsafe = unsafe  # run jobs even where a layer protecting the grader is off
         self.server = server or WarmServer()
-        self.slot: socket.socket | None = None
+        self.socket: socket.socket | None = None
         self._ready = False
         self.sandbox: dict[str, str] = {}  # layer -> "on (...)" or "off (why)", when started
         self.job: RunningJob | None = None  # the job in flight, if any
@@ -211,17 +235,21 @@ class WarmWorker:
         return [f"{layer}: {state}" for layer, state in self.sandbox.items()
                 if not state.startswith("on")]
 
+    def run(self, job: Job) -> Execution:
+        """Run one notebook's job here (`runner.run_job`), whatever the student's code does."""
+        return run_job(job, self)
+
     @property
     def running(self) -> bool:
-        return (self.slot is not None and self._ready and self.server.running
+        return (self.socket is not None and self._ready and self.server.running
                 and not self._hung_up())
 
     def launch(self) -> None:
         """Start warming up (about 2 s) without waiting for it."""
-        if self.slot is not None and self._ready and self._hung_up():
+        if self.socket is not None and self._ready and self._hung_up():
             self._drop_slot()  # its server or the slot itself died since the last job
-        if self.slot is None:
-            self.slot = self.server.open_slot()
+        if self.socket is None:
+            self.socket = self.server.open_slot()
             self._ready = False
 
     def start(self) -> None:
@@ -229,11 +257,11 @@ class WarmWorker:
         self.launch()
         if self._ready:
             return
-        ready = self.slot.recv(65536)
+        ready = self.socket.recv(65536)
         if not ready:
             message = self.server.errors()
             self._drop_slot()
-            raise WorkerStartError(f"the warm worker did not start:\n{message}")
+            raise SlotStartError(f"the warm slot did not start:\n{message}")
         self.sandbox = json.loads(ready)["sandbox"]
         if not self.unsafe:
             try:
@@ -253,9 +281,9 @@ class WarmWorker:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         log_read, log_write = os.pipe()
         try:
-            socket.send_fds(self.slot, [json.dumps({"timeout": timeout}).encode()],
+            socket.send_fds(self.socket, [json.dumps({"timeout": timeout}).encode()],
                             [theirs.fileno(), log_write])
-            message, fds, _, _ = socket.recv_fds(self.slot, 65536, 1)
+            message, fds, _, _ = socket.recv_fds(self.socket, 65536, 1)
         except OSError:  # a broken pipe, a reset connection
             message, fds = b"", []
         finally:
@@ -276,11 +304,11 @@ class WarmWorker:
 
     def read_end(self, patience: float) -> tuple[int | None, bool]:
         """The slot's word on how the job ended; a slot that says nothing is dropped."""
-        readable, _, _ = select.select([self.slot], [], [], patience)
+        readable, _, _ = select.select([self.socket], [], [], patience)
         line = b""
         if readable:
             try:
-                line = self.slot.recv(65536)
+                line = self.socket.recv(65536)
             except OSError:
                 line = b""
         if not line:  # the slot died during this job: counted against the job, reopened later
@@ -291,16 +319,16 @@ class WarmWorker:
 
     def _hung_up(self) -> bool:
         """Between jobs the slot says nothing: anything readable means it has closed."""
-        readable, _, _ = select.select([self.slot], [], [], 0)
+        readable, _, _ = select.select([self.socket], [], [], 0)
         return bool(readable)
 
     def _drop_slot(self) -> None:
-        if self.slot is not None:
+        if self.socket is not None:
             try:
-                self.slot.close()
+                self.socket.close()
             except OSError:
                 pass
-        self.slot = None
+        self.socket = None
         self._ready = False
 
     def close(self) -> None:
@@ -315,44 +343,45 @@ class WarmPool:
 
     def __init__(self, size: int, unsafe: bool = False) -> None:
         self.server = WarmServer()
-        self._idle: queue.SimpleQueue[WarmWorker] = queue.SimpleQueue()
-        self._workers = [WarmWorker(self.server, unsafe=unsafe) for _ in range(size)]
-        for worker in self._workers:
-            self._idle.put(worker)
+        self._idle: queue.SimpleQueue[WarmSlot] = queue.SimpleQueue()
+        self._slots = [WarmSlot(self.server, unsafe=unsafe) for _ in range(size)]
+        for slot in self._slots:
+            self._idle.put(slot)
 
     @property
     def size(self) -> int:
-        return len(self._workers)
+        return len(self._slots)
 
     @contextmanager
-    def worker(self) -> Iterator[WarmWorker]:
-        worker = self._idle.get()
+    def slot(self) -> Iterator[WarmSlot]:
+        """A free slot, for one job at a time (waits for one)."""
+        slot = self._idle.get()
         try:
-            yield worker
+            yield slot
         finally:
-            self._idle.put(worker)
+            self._idle.put(slot)
 
     def launch(self) -> None:
         """Start warming up, without waiting: the caller can meanwhile do its own
         preparation, and the first job waits only for what is left."""
         self.server.launch()
-        for worker in self._workers:
-            worker.launch()
+        for slot in self._slots:
+            slot.launch()
 
     def start(self) -> None:
         """Warm up (about 2 s, once for all slots) before the first job is timed."""
         self.launch()
-        for worker in self._workers:
-            worker.start()
+        for slot in self._slots:
+            slot.start()
 
     def cancel(self) -> None:
         """Kill the jobs in flight and start no more (Ctrl-C): their threads end at once."""
-        for worker in self._workers:
-            worker.cancel()
+        for slot in self._slots:
+            slot.cancel()
 
     def close(self) -> None:
-        for worker in self._workers:
-            worker.close()
+        for slot in self._slots:
+            slot.close()
         self.server.close()
 
     def __enter__(self) -> WarmPool:
