@@ -22,7 +22,6 @@ from databases import (
     free_port,
     student_tokens,
     uid_of,
-    visible_python,
     wait_for,
 )
 
@@ -94,9 +93,9 @@ def test_root_serve_refuses_to_hand_the_course_folder_to_the_service_user(open_c
     """A SQLite database in the course's root would give the HTTP process the right to
     replace nbgrader_config.py, which the root worker runs: refused, course untouched."""
     url = f"sqlite:///{open_course.root / 'service.db'}"
-    done = subprocess.run(visible_python([sys.executable, "-m", "autograder.cli", "--course",
-                                          str(open_course.root), "serve", "--database", url,
-                                          "--port", str(free_port())]),
+    done = subprocess.run([sys.executable, "-m", "autograder.cli", "--course",
+                           str(open_course.root), "serve", "--database", url,
+                           "--port", str(free_port())],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode != 0
     assert "folder of its own" in done.stderr, done.stderr
