@@ -70,6 +70,23 @@ def test_root_serve_drops_privileges_for_http_and_keeps_them_for_the_worker(
         open_course, sqlite_url, solution, tmp_path):  # noqa: ANN001
     tokens = student_tokens(open_course.root, sqlite_url)
     nobody = pwd.getpwnam("nobody").pw_uid
+    home = Path(os.path.expanduser("~root"))
+    secret = home / f"agserve-secret-{os.getpid()}"
+    secret.write_text("root's own")
+    try:
+        # No help from the test (Python is under /root here, mode 700): serve itself gives
+        # its HTTP process a view where root's home shows only what the process needs.
+        with ServeProcess(open_course.root, sqlite_url, log_dir=tmp_path) as server:
+            seen_by_http = os.listdir(f"/proc/{server.pid}/root{home}")
+            worker = server.worker_pid()
+            seen_by_worker = os.listdir(f"/proc/{worker}/root{home}")
+    finally:
+        secret.unlink()
+    assert secret.name not in seen_by_http and secret.name in seen_by_worker
+    python = Path(sys.base_prefix).resolve()
+    if home in python.parents:
+        assert seen_by_http == [python.relative_to(home).parts[0]]
+    assert "Traceback" not in server.log, server.log
     with ServeProcess(open_course.root, sqlite_url, log_dir=tmp_path) as server:
         assert uid_of(server.pid) == nobody, server.log
         worker = server.worker_pid()
@@ -102,6 +119,65 @@ def test_root_serve_refuses_to_hand_the_course_folder_to_the_service_user(open_c
     assert open_course.root.stat().st_uid == 0
     assert (open_course.root / "nbgrader_config.py").stat().st_uid == 0
     (open_course.root / "service.db").unlink(missing_ok=True)
+
+
+def _mount_options(pid: int, path: Path) -> set[str]:
+    """The options of the mount at `path` as process `pid` sees it (its mountinfo)."""
+    for line in Path(f"/proc/{pid}/mountinfo").read_text().splitlines():
+        fields = line.split()
+        if fields[4] == str(path):
+            return set(fields[5].split(","))
+    raise AssertionError(f"nothing mounted at {path} for {pid}")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
+def test_root_serve_reaches_a_course_in_a_private_folder_and_nothing_else_there(
+        open_course, solution, tmp_path):  # noqa: ANN001
+    """The course and its database in a folder only root may enter (a private home): the
+    HTTP process sees that folder as the course (read-only) and the database's folder
+    (writable) alone, and serves; the rest of the folder is out of its sight."""
+    private = Path(tempfile.mkdtemp(prefix="agserve-private-"))  # mode 700
+    try:
+        shutil.copytree(open_course.root, private / "course")
+        os.chmod(private / "course", 0o755)
+        (private / "db").mkdir()
+        (private / "secret.txt").write_text("root's own")
+        url = f"sqlite:///{private / 'db' / 'service.db'}"
+        tokens = student_tokens(private / "course", url)
+        with ServeProcess(private / "course", url, log_dir=tmp_path) as server:
+            assert uid_of(server.pid) == pwd.getpwnam("nobody").pw_uid
+            assert sorted(os.listdir(f"/proc/{server.pid}/root{private}")) == ["course", "db"]
+            assert "ro" in _mount_options(server.pid, private / "course")
+            assert "rw" in _mount_options(server.pid, private / "db")
+            done = submit(server.url, notebook_file(tmp_path, solution, open_course),
+                          tokens["10003"])
+            assert done.returncode == 0, done.stdout + done.stderr + server.log
+            assert "graded" in done.stdout
+        assert "Traceback" not in server.log, server.log
+    finally:
+        shutil.rmtree(private, ignore_errors=True)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
+def test_root_serve_refuses_a_course_its_user_cannot_read(open_course, tmp_path):  # noqa: ANN001
+    """A course folder the service user may not list cannot be made reachable by a bind:
+    refused before anything starts, naming the folder."""
+    course = Path(tempfile.mkdtemp(prefix="agserve-closed-", dir="/tmp")) / "course"
+    try:
+        shutil.copytree(open_course.root, course)
+        os.chmod(course.parent, 0o755)
+        os.chmod(course / "release", 0o700)
+        (tmp_path / "db").mkdir()
+        port = free_port()
+        done = subprocess.run([sys.executable, "-m", "autograder.cli", "--course", str(course),
+                               "serve", "--database", f"sqlite:///{tmp_path / 'db' / 's.db'}",
+                               "--port", str(port)],
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 2, done.stdout + done.stderr
+        assert f"{course / 'release'} cannot be read by nobody" in done.stderr, done.stderr
+        assert "Traceback" not in done.stderr
+    finally:
+        shutil.rmtree(course.parent, ignore_errors=True)
 
 
 def test_non_root_serve_just_runs(open_course, solution, tmp_path):  # noqa: ANN001
