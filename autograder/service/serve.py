@@ -437,7 +437,6 @@ def prepare_demo(course: Course, into: Path | None, out: TextIO) -> tuple[Course
     import csv
 
     from autograder.demo import DEMO_ASSIGNMENT, scratch_course
-    from autograder.release import release
     from autograder.roster import import_roster
     from autograder.service.auth import issue_roster_tokens, sync_people
     from autograder.service.database import Database
@@ -447,7 +446,14 @@ def prepare_demo(course: Course, into: Path | None, out: TextIO) -> tuple[Course
     students = sorted(path.name for path in examples.iterdir() if path.is_dir())
     demo = scratch_course(course, into)
     os.chmod(demo.root, 0o755)  # the service's user reads the course
-    release(demo, DEMO_ASSIGNMENT)
+    # In a child process: checking the release loads the hidden tests, and torch starts a
+    # thread of its own, while the HTTP process must be single-threaded when it enters its
+    # mount namespace (`isolate`).
+    done = subprocess.run([sys.executable, "-m", "autograder.cli", "--course", str(demo.root),
+                           "release", DEMO_ASSIGNMENT], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise ServeError(f"releasing {DEMO_ASSIGNMENT} in {demo.root} failed: "
+                         f"{done.stderr.strip()[-2000:]}")
     roster = demo.root / "roster.csv"
     with roster.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
