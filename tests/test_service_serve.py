@@ -180,6 +180,46 @@ def test_root_serve_refuses_a_course_its_user_cannot_read(open_course, tmp_path)
         shutil.rmtree(course.parent, ignore_errors=True)
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
+def test_root_serve_demo_as_the_readme_says(tmp_path):  # noqa: ANN001
+    """`make serve`'s command (`autograder serve --demo`), as root with Python private to
+    root and no help from the test: it serves as nobody, and the token it prints for the
+    example "solution" student gets that notebook graded 10/10 with `autograder submit`."""
+    from conftest import REPO
+
+    private = Path(tempfile.mkdtemp(prefix="agserve-demo-"))  # mode 700: bound, not opened
+    log = tmp_path / "demo.log"
+    port = free_port()
+    with log.open("wb") as out:
+        process = subprocess.Popen([sys.executable, "-m", "autograder.cli", "serve", "--demo",
+                                    "--into", str(private / "course"), "--port", str(port)],
+                                   cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        def started() -> bool:
+            assert process.poll() is None, log.read_text()
+            return "autograder serve: http://" in log.read_text()
+
+        wait_for(started, 120, 0.2)
+        output = log.read_text()
+        token = next(line.split()[1] for line in output.splitlines()
+                     if line.split()[:1] == ["solution"])
+        assert f"(HTTP as nobody, pid {process.pid};" in output, output
+        assert uid_of(process.pid) == pwd.getpwnam("nobody").pw_uid
+        done = submit(f"http://127.0.0.1:{port}",
+                      REPO / "examples" / "submitted" / "solution" / "backprop" / "backprop.ipynb",
+                      token)
+        assert done.returncode == 0, done.stdout + done.stderr + log.read_text()
+        assert "score: 10 / 10" in done.stdout, done.stdout
+        process.send_signal(signal.SIGINT)  # Ctrl-C
+        assert process.wait(60) == 0, log.read_text()
+        assert "Traceback" not in log.read_text(), log.read_text()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        shutil.rmtree(private, ignore_errors=True)
+
+
 def test_non_root_serve_just_runs(open_course, solution, tmp_path):  # noqa: ANN001
     """Started by an ordinary user, serve runs as that user (nothing to drop) and grades with
     the sandbox layers it can have (--unsafe)."""
