@@ -309,21 +309,18 @@ def student_tokens(course_root: Path, url: str) -> dict[str, str]:
     return {sid: token for sid, _name, _email, token in rows}
 
 
-def visible_python(command: list[str], as_uid: int | None = None) -> list[str]:
-    """`command` (a Python program) as run by root on a server where Python is installed for
-    everyone. On this test machine Python lives under /root (mode 700), so an unprivileged
-    process (the service's HTTP process after it drops root, or `as_uid`) could not read the
-    standard library: run it in a mount namespace where /root shows only Python's folder."""
-    if os.geteuid() != 0:
-        return command
+def as_user(command: list[str], uid: int) -> list[str]:
+    """`command` (a Python program) run by root as `uid` (no groups). On this test machine
+    Python lives under /root (mode 700), where an ordinary user cannot even start it: as
+    tests/test_non_root.py does, run it in a mount namespace where /root shows only Python's
+    folder. (Only for a service *started* unprivileged: started as root, `serve` gives its
+    HTTP process such a view itself, with no help from the test.)"""
     import sys
 
+    command = ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", *command]
     pyenv = Path(sys.base_prefix).resolve()
     while pyenv.parent != Path("/root") and pyenv != pyenv.parent:
         pyenv = pyenv.parent
-    if as_uid is not None:
-        command = ["setpriv", f"--reuid={as_uid}", f"--regid={as_uid}", "--clear-groups",
-                   *command]
     if pyenv.parent != Path("/root"):
         return command
     hold = shlex.quote(tempfile.mkdtemp(prefix="agpython-"))
@@ -346,9 +343,12 @@ class ServeProcess:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = (log_dir or Path(tempfile.mkdtemp(prefix="agserve-"))) / "serve.log"
-        self.command = visible_python(
-            [sys.executable, "-m", "autograder.cli", "--course", str(course_root), "serve",
-             "--database", database_url, "--port", str(self.port), *args], as_uid)
+        # As root: exactly the documented command, no help (serve makes Python reachable
+        # for its HTTP process itself); as `as_uid`: started by that ordinary user.
+        self.command = [sys.executable, "-m", "autograder.cli", "--course", str(course_root),
+                        "serve", "--database", database_url, "--port", str(self.port), *args]
+        if as_uid is not None:
+            self.command = as_user(self.command, as_uid)
         self.env = {**os.environ, **(env or {})}
         self.process: subprocess.Popen | None = None
 

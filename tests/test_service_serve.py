@@ -22,7 +22,6 @@ from databases import (
     free_port,
     student_tokens,
     uid_of,
-    visible_python,
     wait_for,
 )
 
@@ -71,6 +70,23 @@ def test_root_serve_drops_privileges_for_http_and_keeps_them_for_the_worker(
         open_course, sqlite_url, solution, tmp_path):  # noqa: ANN001
     tokens = student_tokens(open_course.root, sqlite_url)
     nobody = pwd.getpwnam("nobody").pw_uid
+    home = Path(os.path.expanduser("~root"))
+    secret = home / f"agserve-secret-{os.getpid()}"
+    secret.write_text("root's own")
+    try:
+        # No help from the test (Python is under /root here, mode 700): serve itself gives
+        # its HTTP process a view where root's home shows only what the process needs.
+        with ServeProcess(open_course.root, sqlite_url, log_dir=tmp_path) as server:
+            seen_by_http = os.listdir(f"/proc/{server.pid}/root{home}")
+            worker = server.worker_pid()
+            seen_by_worker = os.listdir(f"/proc/{worker}/root{home}")
+    finally:
+        secret.unlink()
+    assert secret.name not in seen_by_http and secret.name in seen_by_worker
+    python = Path(sys.base_prefix).resolve()
+    if home in python.parents:
+        assert seen_by_http == [python.relative_to(home).parts[0]]
+    assert "Traceback" not in server.log, server.log
     with ServeProcess(open_course.root, sqlite_url, log_dir=tmp_path) as server:
         assert uid_of(server.pid) == nobody, server.log
         worker = server.worker_pid()
@@ -94,15 +110,114 @@ def test_root_serve_refuses_to_hand_the_course_folder_to_the_service_user(open_c
     """A SQLite database in the course's root would give the HTTP process the right to
     replace nbgrader_config.py, which the root worker runs: refused, course untouched."""
     url = f"sqlite:///{open_course.root / 'service.db'}"
-    done = subprocess.run(visible_python([sys.executable, "-m", "autograder.cli", "--course",
-                                          str(open_course.root), "serve", "--database", url,
-                                          "--port", str(free_port())]),
+    done = subprocess.run([sys.executable, "-m", "autograder.cli", "--course",
+                           str(open_course.root), "serve", "--database", url,
+                           "--port", str(free_port())],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode != 0
     assert "folder of its own" in done.stderr, done.stderr
     assert open_course.root.stat().st_uid == 0
     assert (open_course.root / "nbgrader_config.py").stat().st_uid == 0
     (open_course.root / "service.db").unlink(missing_ok=True)
+
+
+def _mount_options(pid: int, path: Path) -> set[str]:
+    """The options of the mount at `path` as process `pid` sees it (its mountinfo)."""
+    for line in Path(f"/proc/{pid}/mountinfo").read_text().splitlines():
+        fields = line.split()
+        if fields[4] == str(path):
+            return set(fields[5].split(","))
+    raise AssertionError(f"nothing mounted at {path} for {pid}")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
+def test_root_serve_reaches_a_course_in_a_private_folder_and_nothing_else_there(
+        open_course, solution, tmp_path):  # noqa: ANN001
+    """The course and its database in a folder only root may enter (a private home): the
+    HTTP process sees that folder as the course (read-only) and the database's folder
+    (writable) alone, and serves; the rest of the folder is out of its sight."""
+    private = Path(tempfile.mkdtemp(prefix="agserve-private-"))  # mode 700
+    try:
+        shutil.copytree(open_course.root, private / "course")
+        os.chmod(private / "course", 0o755)
+        (private / "db").mkdir()
+        (private / "secret.txt").write_text("root's own")
+        url = f"sqlite:///{private / 'db' / 'service.db'}"
+        tokens = student_tokens(private / "course", url)
+        with ServeProcess(private / "course", url, log_dir=tmp_path) as server:
+            assert uid_of(server.pid) == pwd.getpwnam("nobody").pw_uid
+            assert sorted(os.listdir(f"/proc/{server.pid}/root{private}")) == ["course", "db"]
+            assert "ro" in _mount_options(server.pid, private / "course")
+            assert "rw" in _mount_options(server.pid, private / "db")
+            done = submit(server.url, notebook_file(tmp_path, solution, open_course),
+                          tokens["10003"])
+            assert done.returncode == 0, done.stdout + done.stderr + server.log
+            assert "graded" in done.stdout
+        assert "Traceback" not in server.log, server.log
+    finally:
+        shutil.rmtree(private, ignore_errors=True)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
+def test_root_serve_refuses_a_course_its_user_cannot_read(open_course, tmp_path):  # noqa: ANN001
+    """A course folder the service user may not list cannot be made reachable by a bind:
+    refused before anything starts, naming the folder."""
+    course = Path(tempfile.mkdtemp(prefix="agserve-closed-", dir="/tmp")) / "course"
+    try:
+        shutil.copytree(open_course.root, course)
+        os.chmod(course.parent, 0o755)
+        os.chmod(course / "release", 0o700)
+        (tmp_path / "db").mkdir()
+        port = free_port()
+        done = subprocess.run([sys.executable, "-m", "autograder.cli", "--course", str(course),
+                               "serve", "--database", f"sqlite:///{tmp_path / 'db' / 's.db'}",
+                               "--port", str(port)],
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 2, done.stdout + done.stderr
+        assert f"{course / 'release'} cannot be read by nobody" in done.stderr, done.stderr
+        assert "Traceback" not in done.stderr
+    finally:
+        shutil.rmtree(course.parent, ignore_errors=True)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
+def test_root_serve_demo_as_the_readme_says(tmp_path):  # noqa: ANN001
+    """`make serve`'s command (`autograder serve --demo`), as root with Python private to
+    root and no help from the test: it serves as nobody, and the token it prints for the
+    example "solution" student gets that notebook graded 10/10 with `autograder submit`."""
+    from conftest import REPO
+
+    private = Path(tempfile.mkdtemp(prefix="agserve-demo-"))  # mode 700: bound, not opened
+    log = tmp_path / "demo.log"
+    port = free_port()
+    with log.open("wb") as out:
+        process = subprocess.Popen([sys.executable, "-m", "autograder.cli", "serve", "--demo",
+                                    "--into", str(private / "course"), "--port", str(port)],
+                                   cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        def started() -> bool:
+            assert process.poll() is None, log.read_text()
+            return "autograder serve: http://" in log.read_text()
+
+        wait_for(started, 120, 0.2)
+        output = log.read_text()
+        token = next(line.split()[1] for line in output.splitlines()
+                     if line.split()[:1] == ["solution"])
+        assert f"(HTTP as nobody, pid {process.pid};" in output, output
+        assert uid_of(process.pid) == pwd.getpwnam("nobody").pw_uid
+        done = submit(f"http://127.0.0.1:{port}",
+                      REPO / "examples" / "submitted" / "solution" / "backprop" / "backprop.ipynb",
+                      token)
+        assert done.returncode == 0, done.stdout + done.stderr + log.read_text()
+        assert "score: 10 / 10" in done.stdout, done.stdout
+        process.send_signal(signal.SIGINT)  # Ctrl-C
+        assert process.wait(60) == 0, log.read_text()
+        assert "Traceback" not in log.read_text(), log.read_text()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        shutil.rmtree(private, ignore_errors=True)
 
 
 def test_non_root_serve_just_runs(open_course, solution, tmp_path):  # noqa: ANN001

@@ -17,6 +17,25 @@ SQLite as root: the HTTP process must write the database, its -wal and -shm, and
 its folder, so the folder is handed to the service user; that is refused for a folder holding
 anything but the database (the course's root holds nbgrader_config.py, which the root worker
 executes: whoever may rename files there may replace it).
+
+What the HTTP process can see (root only). After the drop it imports modules as requests need
+them (uvicorn's protocols, email parsing, encodings, the database driver...), so it must be able
+to read the whole Python installation for as long as it runs -- and Python often lives where
+other users cannot (pyenv under /root, mode 700), as does the course (a folder in a private
+home) now and then. Two ways were weighed: import everything the process may ever need before
+the drop (fragile: one lazily imported module missed, found by one odd request in production,
+is a 500), or give the HTTP process a view of the file system of its own. This does the second
+(`plan_view`, `isolate`): just before the drop, the process enters a private mount namespace
+where root's home, and every folder that stops the service user on the way to what it needs,
+is covered by an empty read-only tmpfs, and exactly what it needs is bound back at the same
+path: the Python installation and the import path (read-only, the sandbox's own list:
+`sandbox._installation_paths`), the course (read-only) and the SQLite database's folder
+(writable). The worker, started before, keeps the machine's view. So the service runs where
+Python is private, and the HTTP process, if compromised, cannot even list root's home (defense
+in depth on top of the drop). What cannot be made reachable that way -- the course or Python
+folder itself unreadable by the service user -- is refused before anything starts, naming the
+path. Where no mount namespace can be had (a container without CAP_SYS_ADMIN) and everything
+needed is readable anyway, the service starts without one and says so.
 """
 
 from __future__ import annotations
@@ -31,11 +50,28 @@ import subprocess
 import sys
 import sysconfig
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
 from autograder.course import Course
 from autograder.errors import UserError
+from autograder.execute.sandbox import (
+    CLONE_NEWNS,
+    MS_BIND,
+    MS_NODEV,
+    MS_NOEXEC,
+    MS_NOSUID,
+    MS_PRIVATE,
+    MS_RDONLY,
+    MS_REC,
+    MS_REMOUNT,
+    _bind,
+    _check,
+    _installation_paths,
+    _libc,
+    _mount,
+)
 
 log = logging.getLogger(__name__)
 
@@ -74,20 +110,24 @@ def serve(course: Course, database_url: str | None = None, host: str | None = No
     finally:
         db.dispose()  # no connection opened as root goes on into the unprivileged process
     account = service_account(settings.user) if os.geteuid() == 0 else None
+    view = None
     if account is not None:
+        writable = [db.sqlite_path.parent] if db.sqlite_path is not None else []
+        view = plan_view(account, [Path(p) for p in _installation_paths()],
+                         course.root.resolve(), writable)
         for needed in (Path(sysconfig.get_paths()["stdlib"]), course.root / "release"):
-            if not readable_by(needed, account):
+            if not readable_in_view(needed, account, view):
                 raise ServeError(
                     f"{needed} cannot be read by {account.pw_name} (c.Service.user), which "
-                    "the HTTP process runs as: make it and its parent folders readable by "
-                    "that user (install Python where every user may read it), or set "
-                    "c.Service.user to a user who can read them")
+                    "the HTTP process runs as: make it (and what it holds) readable by that "
+                    "user, or set c.Service.user to a user who can read it")
     if account is not None and db.is_sqlite:
         hand_over_sqlite(db.sqlite_path, course, account)
     listener = bind(host, port)
     child = start_worker(course, url, unsafe) if worker else None
     try:
         if account is not None:
+            isolate(view, account, out)
             drop_privileges(account)
         check_readable(course)
         return run_http(course, url, settings, listener, child, out)
@@ -107,21 +147,120 @@ def service_account(name: str) -> pwd.struct_passwd:
     return account
 
 
-def readable_by(path: Path, account: pwd.struct_passwd) -> bool:
-    """Whether `account` (no supplementary groups, as after the drop) may list `path` and
-    pass through every folder above it, by their permission bits."""
+def _allowed(folder: Path, account: pwd.struct_passwd, wanted: int) -> bool:
+    """Whether `account` (no supplementary groups, as after the drop) has the `wanted` bits
+    (0o4 read, 0o1 search) on `folder`, by its permission bits."""
+    try:
+        info = folder.stat()
+    except OSError:
+        return False
+    shift = 6 if info.st_uid == account.pw_uid else 3 if info.st_gid == account.pw_gid else 0
+    return (info.st_mode >> shift) & wanted == wanted
+
+
+def readable_by(path: Path, account: pwd.struct_passwd, below: Path | None = None) -> bool:
+    """Whether `account` may list `path` and pass through every folder above it; `below`:
+    only from that folder down (what is above it is the HTTP process's own tmpfs)."""
     path = path.resolve()
     for folder in (*reversed(path.parents), path):
-        try:
-            info = folder.stat()
-        except OSError:
-            return False
-        shift = (6 if info.st_uid == account.pw_uid
-                 else 3 if info.st_gid == account.pw_gid else 0)
-        wanted = 0o5 if folder == path else 0o1  # read+search the folder, search its parents
-        if (info.st_mode >> shift) & wanted != wanted:
+        if below is not None and folder in below.parents:
+            continue
+        if not _allowed(folder, account, 0o5 if folder == path else 0o1):
             return False
     return True
+
+
+@dataclass(frozen=True)
+class View:
+    """The HTTP process's file system: `hidden` folders covered by an empty read-only
+    tmpfs, and under them `binds` (path, writable) shown again at the same path."""
+
+    hidden: tuple[Path, ...]
+    binds: tuple[tuple[Path, bool], ...]
+
+
+def plan_view(account: pwd.struct_passwd, python: list[Path], course_root: Path,
+              writable: list[Path]) -> View:
+    """Root's home, and the first folder stopping `account` on the way to each needed path,
+    are hidden; the needed paths under them are bound back (read-only, but `writable`)."""
+    needed = [*((p, False) for p in python), (course_root, False),
+              *((p.resolve(), True) for p in writable)]
+    hidden: set[Path] = set()
+    home = Path(os.path.expanduser("~root")).resolve()
+    if home != Path("/") and home.is_dir():
+        hidden.add(home)
+    for path, _ in needed:
+        blocker = next((folder for folder in reversed(path.parents)
+                        if not _allowed(folder, account, 0o1)), None)
+        if blocker is not None and blocker != Path("/"):
+            hidden.add(blocker)
+    outermost = tuple(sorted(h for h in hidden if not any(o in h.parents for o in hidden)))
+    # Outer first: a writable database folder inside the read-only course comes after it.
+    binds = sorted({(p, w) for p, w in needed if any(h in p.parents for h in outermost)},
+                   key=lambda bind: (len(bind[0].parts), bind))
+    return View(outermost, tuple(binds))
+
+
+def readable_in_view(path: Path, account: pwd.struct_passwd, view: View) -> bool:
+    """Whether `account` may list `path` in the HTTP process's view."""
+    path = path.resolve()
+    bound = [p for p, _ in view.binds if p == path or p in path.parents]
+    if bound:
+        return readable_by(path, account, below=max(bound, key=lambda p: len(p.parts)))
+    if any(h == path or h in path.parents for h in view.hidden):
+        return False  # hidden and not bound back
+    return readable_by(path, account)
+
+
+def isolate(view: View, account: pwd.struct_passwd, out: TextIO) -> None:
+    """As root, just before the drop: this process enters a mount namespace of its own and
+    sees the file system as `view` says (the worker, started before, keeps the machine's)."""
+    # A mount namespace is per thread: another thread (none should exist yet) would keep
+    # the machine's view, then run as the service user with it.
+    threads = os.listdir("/proc/self/task")
+    if len(threads) != 1:
+        raise RuntimeError(f"isolate() needs a single-threaded process ({len(threads)} threads)")
+    try:
+        _check(_libc.unshare(CLONE_NEWNS), "unshare")
+    except OSError as error:
+        needed = [path for path, _ in view.binds if not readable_by(path, account)]
+        if needed:
+            raise ServeError(
+                f"the HTTP process cannot be given a view of the file system of its own "
+                f"({error.strerror}), and {account.pw_name} (c.Service.user) cannot read "
+                f"{needed[0]} without one: make it readable by that user, or run serve "
+                "where mount namespaces are allowed (CAP_SYS_ADMIN)") from None
+        print(f"autograder serve: warning: no mount namespace for the HTTP process "
+              f"({error.strerror}): it sees the machine's file system as its user may",
+              file=out, flush=True)
+        return
+    handles: dict[Path, int] = {}
+    try:
+        _mount(None, "/", None, MS_REC | MS_PRIVATE)  # nothing goes back to the machine's
+        # Held open (in this namespace: a bind's source must be one of its mounts) before
+        # the tmpfs hides them from their paths.
+        for path, _ in view.binds:
+            handles[path] = os.open(path, os.O_PATH | os.O_CLOEXEC)
+        for folder in view.hidden:
+            _mount("tmpfs", str(folder), "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC,
+                   "size=64k,nr_inodes=1000,mode=755")
+        for path, writable in view.binds:
+            _bind(handles[path], str(path), read_only=not writable)
+        for folder in view.hidden:  # the mount points made, nothing else goes there
+            _mount(None, str(folder), None,
+                   MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    except OSError as error:  # half made: never go on with it
+        raise ServeError(f"the HTTP process's view of the file system could not be made: "
+                         f"{error}") from None
+    finally:
+        for handle in handles.values():
+            os.close(handle)
+    # The working folder again, through the new view (relative paths keep their meaning
+    # where they can); else "/".
+    try:
+        os.chdir(os.getcwd())
+    except OSError:
+        os.chdir("/")
 
 
 def hand_over_sqlite(path: Path | None, course: Course, account: pwd.struct_passwd) -> None:
@@ -298,7 +437,6 @@ def prepare_demo(course: Course, into: Path | None, out: TextIO) -> tuple[Course
     import csv
 
     from autograder.demo import DEMO_ASSIGNMENT, scratch_course
-    from autograder.release import release
     from autograder.roster import import_roster
     from autograder.service.auth import issue_roster_tokens, sync_people
     from autograder.service.database import Database
@@ -308,7 +446,14 @@ def prepare_demo(course: Course, into: Path | None, out: TextIO) -> tuple[Course
     students = sorted(path.name for path in examples.iterdir() if path.is_dir())
     demo = scratch_course(course, into)
     os.chmod(demo.root, 0o755)  # the service's user reads the course
-    release(demo, DEMO_ASSIGNMENT)
+    # In a child process: checking the release loads the hidden tests, and torch starts a
+    # thread of its own, while the HTTP process must be single-threaded when it enters its
+    # mount namespace (`isolate`).
+    done = subprocess.run([sys.executable, "-m", "autograder.cli", "--course", str(demo.root),
+                           "release", DEMO_ASSIGNMENT], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise ServeError(f"releasing {DEMO_ASSIGNMENT} in {demo.root} failed: "
+                         f"{done.stderr.strip()[-2000:]}")
     roster = demo.root / "roster.csv"
     with roster.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
