@@ -49,6 +49,7 @@ from autograder.service.retention import student_data_counts
 log = logging.getLogger(__name__)
 
 MAX_LISTED = 5_000  # rows of one list answer (audit, submissions) at most
+MAX_ID = 2**31 - 1  # ids are INTEGER (32 bits on PostgreSQL): a larger one names nothing
 MAX_REGRADE_STUDENTS = 10_000
 GRADEBOOK_FORMATS = ("json", "csv", "canvas", "moodle")
 JOB_STATES = {JobState.QUEUED: "queued", JobState.LEASED: "grading", JobState.DONE: "graded",
@@ -299,9 +300,6 @@ def start_regrade(request: Request, assignment: str, data: RegradeRequest,
                 "state": regrade.state}
 
 
-MAX_ID = 2**31 - 1  # ids are INTEGER (32 bits on PostgreSQL): a larger one names nothing
-
-
 def _regrade_or_404(session: Any, regrade_id: int) -> Regrade:
     # checked before the query: SQLite and PostgreSQL refuse a too large integer with an error
     regrade = session.get(Regrade, regrade_id) if 0 < regrade_id <= MAX_ID else None
@@ -523,7 +521,7 @@ async def gradebook_from_template(request: Request, assignment: str,
 
 @get("/audit", sync_to_thread=True)
 def audit_log(request: Request, limit: int = Parameter(default=200, ge=1, le=MAX_LISTED),
-              offset: int = Parameter(default=0, ge=0)) -> list[dict[str, Any]]:
+              offset: int = Parameter(default=0, ge=0, le=MAX_ID)) -> list[dict[str, Any]]:
     """Every manual change, newest first: who, when, what, the old and the new value."""
     with _db(request).session(readonly=True) as session:
         entries = session.scalars(select(AuditEntry)
