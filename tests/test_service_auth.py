@@ -132,6 +132,23 @@ def test_token_commands(course: Course, database_url: str, tmp_path: Path) -> No
     with db.session() as session:
         assert auth.authenticate(session, f"Bearer {rows[0]['token']}", None) is None
         assert auth.authenticate(session, f"Bearer {rows[1]['token']}", None) is not None
+
+    # A browser password, from standard input (a script); argon2 in the database; too short
+    # is refused and changes nothing.
+    short = subprocess.run([sys.executable, "-m", "autograder.cli", "--course", str(root),
+                            "token", "password", "10002", "--database", database_url],
+                           input="short\n", capture_output=True, text=True)
+    assert short.returncode == 2 and "at least" in short.stderr
+    chosen = subprocess.run([sys.executable, "-m", "autograder.cli", "--course", str(root),
+                             "token", "password", "10002", "--database", database_url],
+                            input="correct horse battery\n", capture_output=True, text=True)
+    assert chosen.returncode == 0, chosen.stderr
+    with db.session() as session:
+        stored = session.get(Person, "10002").password_hash
+        assert stored.startswith("$argon2") and "correct horse" not in stored
+        assert auth.sign_in(session, "10002", "correct horse battery", "127.0.0.1",
+                            attempts=5, window_minutes=15) == auth.Principal("10002",
+                                                                            Role.STUDENT)
     db.dispose()
 
 

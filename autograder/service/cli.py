@@ -41,7 +41,9 @@ def add_service_parsers(command: Callable[..., argparse.ArgumentParser]) -> None
     submit.add_argument("--no-wait", action="store_true", help="only upload")
 
     token = command("token", help="issue or revoke API tokens")
-    token.add_argument("action", choices=("issue", "revoke", "list"))
+    token.add_argument("action", choices=("issue", "revoke", "list", "password"),
+                       help="password ID: set the person's browser sign-in password (asked "
+                            "for, or one line on standard input)")
     token.add_argument("person", nargs="?", help="the person's id (issue: omit with --roster)")
     token.add_argument("--roster", action="store_true",
                        help="issue: one token for every rostered student, as a CSV")
@@ -72,6 +74,28 @@ def run_service_command(args: argparse.Namespace) -> int:
     if args.command == "service":
         return _run_service(args)
     raise NotImplementedError(args.command)
+
+
+MIN_PASSWORD = 10
+
+
+def _new_password(person: str) -> str:
+    """Asked for twice at a terminal; else one line of standard input (scripts)."""
+    import getpass
+    import sys
+
+    from autograder.errors import UserError
+
+    if sys.stdin.isatty():
+        password = getpass.getpass(f"new password for {person}: ")
+        if getpass.getpass("again: ") != password:
+            raise UserError("the two passwords differ: nothing was changed")
+    else:
+        password = sys.stdin.readline().rstrip("\r\n")
+    if len(password) < MIN_PASSWORD:
+        raise UserError(f"a password needs at least {MIN_PASSWORD} characters: nothing was "
+                        "changed")
+    return password
 
 
 def _submit(args: argparse.Namespace) -> int:
@@ -183,8 +207,8 @@ def _run_token(args: argparse.Namespace) -> int:
         raise UserError("token issue: give a person's id, or --roster (not both)")
     if args.roster and (args.action != "issue" or args.output is None):
         raise UserError("--roster goes with `token issue` and needs --output FILE.csv")
-    if args.action == "revoke" and not args.person:
-        raise UserError("token revoke: give the person's id")
+    if args.action in ("revoke", "password") and not args.person:
+        raise UserError(f"token {args.action}: give the person's id")
     db = Database.for_course(course, args.database)
     try:
         db.upgrade()
@@ -203,6 +227,9 @@ def _run_token(args: argparse.Namespace) -> int:
                       "earlier tokens still work until revoked)")
             elif args.action == "issue":
                 print(auth.issue_token(session, args.person))
+            elif args.action == "password":
+                auth.set_password(session, args.person, _new_password(args.person))
+                print(f"password set for {args.person}: they may sign in at /api/session")
             elif args.action == "revoke":
                 count = auth.revoke_tokens(session, args.person)
                 print(f"revoked {count} token(s) of {args.person}; their sign-ins ended")
