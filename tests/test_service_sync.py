@@ -303,3 +303,33 @@ def test_the_embedded_worker_keeps_the_course_files_up_to_date(
         assert course_sync.pending(fresh_course, db) == set()
     finally:
         db.dispose()
+
+
+def test_results_graded_elsewhere_reach_the_course_files(fresh_course: Course, graded_notebooks,
+                                                          database_url: str) -> None:
+    """The embedded worker's keeper brings in, every c.Service.course_sync_seconds, what it did
+    not record itself (a worker on another machine): gradebook.db shows it without a command."""
+    import threading
+
+    from autograder.service.serve import _keep_course_files
+    from autograder.service.settings import Service
+
+    db = open_database(database_url)
+    stop = threading.Event()
+    keeper = threading.Thread(target=_keep_course_files, args=(
+        fresh_course, db, Service(course_sync_seconds=0.2), stop))
+    keeper.start()
+    try:
+        row = store_graded(db, "10001", graded_notebooks["partial"], T0)  # graded elsewhere
+
+        def recorded() -> bool:
+            scores = {s.student_id: s.score for s in final_scores(fresh_course, "backprop")}
+            return scores.get("10001") == pytest.approx(row.score)
+
+        from databases import wait_for
+
+        wait_for(recorded, timeout=30)
+    finally:
+        stop.set()
+        keeper.join()
+        db.dispose()

@@ -52,7 +52,7 @@ import sysconfig
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from autograder.course import Course
 from autograder.errors import UserError
@@ -518,6 +518,8 @@ def run_embedded_worker(course_root: Path, url: str, unsafe: bool = False) -> in
                           poll_seconds=settings.poll_seconds,
                           on_result=lambda result: sync_result(course, db, result)) as worker:
         grader.launch()
+        threading.Thread(target=_keep_course_files, args=(course, db, settings, stop),
+                         daemon=True, name="course-files").start()
         while not stop.is_set():
             try:
                 worker.run(stop)  # rides out the database's absences itself
@@ -526,6 +528,25 @@ def run_embedded_worker(course_root: Path, url: str, unsafe: bool = False) -> in
                 stop.wait(1.0)
     db.dispose()
     return 0
+
+
+def _keep_course_files(course: Course, db: Any, settings: Any, stop: threading.Event) -> None:
+    """Results this worker did not record itself (workers on other machines, a confirmed
+    regrade, a sync that found the course busy) reach the course's files too: every
+    `c.Service.course_sync_seconds`, each assignment's counted submissions are synced (an
+    unchanged student costs a file comparison)."""
+    from autograder.service.course_sync import sync_all, synced_assignments
+
+    while not stop.wait(settings.course_sync_seconds):
+        try:
+            for assignment in synced_assignments(db):
+                report = sync_all(course, db, assignment, wait=5.0)
+                if report.failed:
+                    log.warning("course files of %s not brought up to date: %s", assignment,
+                                "; ".join(report.failed)[:500])
+        except Exception as error:  # a busy course, the database away: the next round
+            log.warning("course files not brought up to date this round (%s)",
+                        type(error).__name__)
 
 
 def _main(argv: list[str]) -> int:

@@ -36,5 +36,9 @@ class Service(Configurable):
                                    "`sign_in_window_minutes`.").tag(config=True)
     sign_in_window_minutes = Float(15.0, help="The window of `sign_in_attempts`."
                                    ).tag(config=True)
+    course_sync_seconds = Float(30.0, help=(
+        "How often the embedded worker brings the course's files (gradebook.db, autograded/, "
+        "feedback/) up to date with results it did not record itself: other machines' "
+        "workers, confirmed regrades.")).tag(config=True)
     retention_days = Int(0, help="Submissions older than this many days are deleted by "
                                  "`autograder service purge` (0: kept).").tag(config=True)
