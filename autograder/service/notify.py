@@ -59,6 +59,7 @@ class ResultWaiters:
         self.tick = tick
         self.sweep = sweep
         self.queries = 0  # issued by the poller (tests count them)
+        self.ticks = 0
         self._waiters: dict[str, set[Waiter]] = {}
         self._lock = threading.Lock()
         self._someone = threading.Event()  # someone waits: poll
@@ -118,6 +119,7 @@ class ResultWaiters:
             self._someone.wait()
             if self._stopped.is_set():
                 return
+            self.ticks += 1
             try:
                 ended = self._poll()
                 if time.monotonic() - last_sweep >= self.sweep:

@@ -19,14 +19,14 @@ import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import anyio
 from litestar import Request, Response, Router, delete, get, post
 from litestar.datastructures import Cookie, UploadFile
 from litestar.di import NamedDependency
 from litestar.exceptions import ClientException, NotFoundException
-from litestar.params import FromPath, JSONBody, Parameter
+from litestar.params import FromPath, JSONBody, QueryParameter
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -255,10 +255,10 @@ FINAL = ("graded", "failed")
                  "at once.")
 async def submission_status(
         request: Request, submission_id: FromPath[str], principal: Who,
-        wait: float | None = Parameter(
-            query="wait", gt=0, le=WAIT_MAX_SECONDS, required=False, default=None,
+        wait: Annotated[float | None, QueryParameter(
+            gt=0, le=WAIT_MAX_SECONDS, required=False,
             description="seconds to wait for the submission to be graded or failed "
-                        "(0 < wait <= 30)")) -> dict[str, Any]:
+                        "(0 < wait <= 30)")] = None) -> dict[str, Any]:
     state = _state(request)
 
     def read() -> dict[str, Any]:
