@@ -34,6 +34,7 @@ from types import TracebackType
 
 from sqlalchemy import delete
 
+from autograder.course import Course
 from autograder.errors import UserError
 from autograder.grader import Grader
 from autograder.results import ERROR, one_line
@@ -50,6 +51,7 @@ UNAVAILABLE_PAUSE_SECONDS = 1.0  # between tries while the database cannot be re
 AHEAD = 2  # jobs claimed per slot (one grading, one waiting for the slot)
 HELD = 4  # at most this many per slot held at all (graded ones wait to be recorded)
 _END = None  # tells a recording thread to finish
+BATCH_CAP = 100  # Results handed to `on_results` at once
 
 
 class WorkerAlreadyRunning(UserError):
@@ -62,13 +64,18 @@ class ServiceWorker:
     def __init__(self, db: Database, grader: Grader, name: str | None = None,
                  lease_seconds: float = 30.0, poll_seconds: float = 0.02,
                  on_result: Callable[[Result], None] | None = None,
-                 drain_seconds: float = 10.0) -> None:
+                 drain_seconds: float = 10.0,
+                 on_results: Callable[[list[Result]], None] | None = None) -> None:
         self.db = db
         self.grader = grader
         self.name = name or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.lease_seconds = lease_seconds
         self.poll_seconds = poll_seconds
         self.on_result = on_result
+        # on_results: the same, for every Result recorded since the last call at once (the
+        # course's files are brought up to date in batches when results come faster than
+        # that: one gradebook.db opened for many, rather than one each)
+        self.on_results = on_results
         self.drain_seconds = drain_seconds  # on stop: how long jobs in flight may finish
         self._lock_fd = _sqlite_worker_lock(db, self.name)
         self._versions: dict[str, str] = {}  # assignment -> the fingerprint graded with
@@ -306,17 +313,30 @@ class ServiceWorker:
                 self._wake.set()
 
     def _after_recording(self) -> None:
-        """`on_result` for each recorded Result; a failure is logged, the Result stays."""
-        while True:
-            row = self._recorded.get()
-            if row is _END:
-                return
-            if self.on_result is None:
+        """`on_results` for the Results recorded since its last call (`on_result` for each);
+        a failure is logged, the Results stay."""
+        ending = False
+        while not ending:
+            rows = [self._recorded.get()]
+            while len(rows) < BATCH_CAP:  # what else is waiting, without waiting for more
+                try:
+                    rows.append(self._recorded.get_nowait())
+                except queues.Empty:
+                    break
+            if _END in rows:
+                ending = True
+                rows = [row for row in rows if row is not _END]
+            if not rows:
                 continue
             try:
-                self.on_result(row)
+                if self.on_results is not None:
+                    self.on_results(rows)
+                if self.on_result is not None:
+                    for row in rows:
+                        self.on_result(row)
             except Exception:  # the result is recorded; what follows it must not undo that
-                log.exception("worker %s: after job %s", self.name, row.job_id)
+                log.exception("worker %s: after jobs %s", self.name,
+                              ", ".join(str(row.job_id) for row in rows))
 
     def _record(self, job: queue.ClaimedJob, result: object) -> Result | None:
         """Record, trying again while the database is briefly out of reach (until the lease
@@ -347,7 +367,8 @@ class ServiceWorker:
             try:
                 ids = self._in_flight_ids()
                 held = queue.renew(self.db, self.name, ids, self.lease_seconds)
-                for lost in set(ids) - held:
+                # Not renewed and still held here: lost (not one recorded meanwhile)
+                for lost in (set(ids) - held) & set(self._in_flight_ids()):
                     log.warning("worker %s: lost the lease of job %s", self.name, lost)
                 with self.db.session() as session:
                     session.merge(WorkerLock(name=self.name, heartbeat_at=utcnow()))
@@ -379,6 +400,21 @@ class ServiceWorker:
                 queue.release(self.db, left, self.name)
             except DatabaseUnavailable:
                 pass  # their leases run out instead
+
+
+def course_sync_batch(course: Course, db: Database) -> Callable[[list[Result]], None]:
+    """`on_results` for the worker on the course's machine: the students of these Results
+    have their course files (submitted/, autograded/, feedback/, gradebook.db) brought up to
+    date together (course_sync's pending set: one gradebook.db opened for the batch).
+    Never raises; a student who could not be written is tried again with the next batch."""
+    from autograder.service import course_sync
+
+    def sync(results: list[Result]) -> None:
+        course_sync.mark_pending(course, db, sorted({(row.assignment, row.student_id)
+                                                     for row in results}))
+        course_sync.retry_pending(course, db)
+
+    return sync
 
 
 def _sqlite_worker_lock(db: Database, name: str) -> int | None:
