@@ -110,13 +110,14 @@ def tree_rss(pid: int) -> int:
 def cpu_seconds(pid: int) -> dict[str, float]:
     """CPU seconds (user + system) of serve's processes, by role: the HTTP process (serve
     itself), the embedded worker (its child running `--embedded-worker`), the grading pool
-    (everything below the worker)."""
+    (everything below the worker, with its children that have ended: a job's sandbox)."""
     tick = os.sysconf("SC_CLK_TCK")
 
-    def of(each: int) -> float:
+    def of(each: int, ended: bool = False) -> float:
         try:
             fields = Path(f"/proc/{each}/stat").read_text().rsplit(")", 1)[1].split()
-            return (int(fields[11]) + int(fields[12])) / tick
+            own = int(fields[11]) + int(fields[12])
+            return (own + (int(fields[13]) + int(fields[14]) if ended else 0)) / tick
         except (OSError, IndexError, ValueError):
             return 0.0
 
@@ -128,7 +129,8 @@ def cpu_seconds(pid: int) -> dict[str, float]:
             continue
         if b"--embedded-worker" in command:
             shown["worker"] += of(child)
-            shown["pool"] += sum(of(grandchild) for grandchild in _children(child))
+            shown["pool"] += sum(of(grandchild, ended=True)
+                                 for grandchild in _children(child))
     return shown
 
 
@@ -183,14 +185,14 @@ def run_load(server_url: str, serve_pid: int, tokens: dict[str, str],
     sampler.start()
     threads = [threading.Thread(target=student, args=(index, sid, token))
                for index, (sid, token) in enumerate(sorted(tokens.items()))]
-    cpu_before = cpu_seconds(serve_pid)
+    cpu_before = {**cpu_seconds(serve_pid), "clients (this bench)": time.process_time()}
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
     # From the first upload sent (not from making 200 HTTP clients) to the last feedback read.
     report.seconds = time.monotonic() - first_sent[0]
-    cpu_after = cpu_seconds(serve_pid)
+    cpu_after = {**cpu_seconds(serve_pid), "clients (this bench)": time.process_time()}
     report.cpu = {role: cpu_after[role] - cpu_before[role] for role in cpu_after}
     stop_sampling.set()
     sampler.join()
