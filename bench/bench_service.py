@@ -45,6 +45,7 @@ from databases import (  # noqa: E402
 
 EXAMPLES = REPO / "examples" / "submitted"
 AUTOGRADER = [sys.executable, "-m", "autograder.cli"]
+CLIENTS = "clients (this bench)"
 
 
 @dataclass
@@ -142,7 +143,13 @@ def run_load(server_url: str, serve_pid: int, tokens: dict[str, str],
     report = LoadReport(students=len(tokens))
     lock = threading.Lock()
     first_sent: list[float] = []  # the barrier's release: every client is ready, uploads go
-    start = threading.Barrier(len(tokens), action=lambda: first_sent.append(time.monotonic()))
+    cpu_before: dict[str, float] = {}
+
+    def go() -> None:
+        cpu_before.update(cpu_seconds(serve_pid), **{CLIENTS: time.process_time()})
+        first_sent.append(time.monotonic())
+
+    start = threading.Barrier(len(tokens), action=go)
     stop_sampling = threading.Event()
 
     def sample() -> None:
@@ -185,14 +192,13 @@ def run_load(server_url: str, serve_pid: int, tokens: dict[str, str],
     sampler.start()
     threads = [threading.Thread(target=student, args=(index, sid, token))
                for index, (sid, token) in enumerate(sorted(tokens.items()))]
-    cpu_before = {**cpu_seconds(serve_pid), "clients (this bench)": time.process_time()}
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
     # From the first upload sent (not from making 200 HTTP clients) to the last feedback read.
     report.seconds = time.monotonic() - first_sent[0]
-    cpu_after = {**cpu_seconds(serve_pid), "clients (this bench)": time.process_time()}
+    cpu_after = {**cpu_seconds(serve_pid), CLIENTS: time.process_time()}
     report.cpu = {role: cpu_after[role] - cpu_before[role] for role in cpu_after}
     stop_sampling.set()
     sampler.join()

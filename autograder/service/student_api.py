@@ -269,10 +269,14 @@ async def submission_status(
     if wait is None:
         return await anyio.to_thread.run_sync(read)
 
-    def job_of() -> int | None:  # the poller watches for this job failing
+    def read_waiting() -> dict[str, Any]:  # the job's id too: the poller watches it fail
         with state.db.session(readonly=True) as session:
-            job = _submit_job(session, submission_id)
-            return job.id if job is not None else None
+            shown = _status(session, _own_submission(session, submission_id, principal),
+                            state.graders)
+            if waiter.job_id is None and shown["status"] not in FINAL:
+                job = _submit_job(session, submission_id)
+                waiter.job_id = job.id if job is not None else None
+            return shown
 
     waiters = _waiters(request)
     loop = asyncio.get_running_loop()
@@ -281,12 +285,10 @@ async def submission_status(
     waiter = waiters.add(submission_id, loop)
     try:
         while True:
-            shown = await anyio.to_thread.run_sync(read)  # 404 for another's, at once
+            shown = await anyio.to_thread.run_sync(read_waiting)  # another's: 404 at once
             left = deadline - loop.time()
             if shown["status"] in FINAL or left <= 0:
                 return shown
-            if waiter.job_id is None:
-                waiter.job_id = await anyio.to_thread.run_sync(job_of)
             try:
                 await asyncio.wait_for(waiter.event.wait(), left)
             except TimeoutError:

@@ -52,6 +52,7 @@ AHEAD = 2  # jobs claimed per slot (one grading, one waiting for the slot)
 HELD = 4  # at most this many per slot held at all (graded ones wait to be recorded)
 _END = None  # tells a recording thread to finish
 BATCH_CAP = 100  # Results handed to `on_results` at once
+AFTER_NICE = 10  # the on_result thread's nice increment
 
 
 class WorkerAlreadyRunning(UserError):
@@ -314,7 +315,13 @@ class ServiceWorker:
 
     def _after_recording(self) -> None:
         """`on_results` for the Results recorded since its last call (`on_result` for each);
-        a failure is logged, the Results stay."""
+        a failure is logged, the Results stay. This thread runs at a lower CPU priority
+        (nice +AFTER_NICE): on a busy machine grading the queue comes first; the course's
+        files follow in larger batches, which cost less each."""
+        try:  # Linux: a thread's own nice value (its id is a task id)
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), AFTER_NICE)
+        except OSError:
+            pass
         ending = False
         while not ending:
             rows = [self._recorded.get()]
