@@ -205,6 +205,25 @@ def run_load(server_url: str, serve_pid: int, tokens: dict[str, str],
     return report
 
 
+def synced_students(root: Path, assignment: str = "backprop") -> int:
+    """Students whose course files (gradebook.db, autograded/, feedback/) the embedded worker
+    has brought up to date (course_sync's markers)."""
+    from autograder.service.course_sync import MARKER_DIR
+
+    folder = root / MARKER_DIR / assignment
+    return len(list(folder.iterdir())) if folder.is_dir() else 0
+
+
+def course_files_lag(root: Path, students: int, timeout: float = 120) -> tuple[int, float]:
+    """How many students' course files were up to date when the last feedback was read, and
+    the seconds until all were."""
+    at_end = synced_students(root)
+    began = time.monotonic()
+    while synced_students(root) < students and time.monotonic() - began < timeout:
+        time.sleep(0.1)
+    return at_end, time.monotonic() - began
+
+
 def idle_client(server_url: str, token: str, notebook: Path, runs: int) -> list[float]:
     """`autograder submit`'s own function (client.submit) in this process, `runs` times: wall
     seconds from the start of the upload to the feedback read."""
@@ -279,6 +298,7 @@ def main() -> int:
             idle_upload = idle_client(server.url, idle_token, solution, args.idle_runs)
             report = run_load(server.url, server.pid, tokens, notebooks, poll,
                               wait=min(args.wait, 30.0))
+            synced_at_end, sync_lag = course_files_lag(root, len(students) + 1)  # + idle
         grade_seconds = (float("nan") if args.skip_grade else
                          grade_batch(root, notebooks, students, scratch / "incoming"))
     finally:
@@ -297,6 +317,8 @@ def main() -> int:
     print(f"service: {report.throughput:.1f} graded/s ({report.seconds:.1f} s for all); "
           f"upload to feedback p50 {report.percentile(0.5):.2f} s, "
           f"p95 {report.percentile(0.95):.2f} s, max {max(report.latencies, default=0):.2f} s")
+    print(f"course files (gradebook.db, feedback/) up to date at the last feedback: "
+          f"{synced_at_end - 1} of {len(students)} students; all {sync_lag:.1f} s later")
     print(f"service peak memory (serve + worker + pool, RSS): {report.peak_rss / 2**20:.0f} MiB")
     print("service CPU during the load: " + ", ".join(
         f"{role} {seconds:.1f} s" for role, seconds in report.cpu.items())
