@@ -1,13 +1,16 @@
 """Benchmark: N students (default 200) upload at once to a real `autograder serve` over
 loopback and wait for their feedback; then `autograder grade` on the same notebooks.
 
-    .venv/bin/python bench/bench_service.py [--students 200] [--poll 0.05]
+    .venv/bin/python bench/bench_service.py [--students 200] [--wait 30 | --poll 0.05]
 
 A scratch course (autograder.demo.scratch_course) with N rostered students and a token each;
 `autograder serve` with its embedded worker on a SQLite file. First one student on the idle
-service, timed with the real `autograder submit` command (p50 of 10 runs); then every student
-uploads one of the shipped example notebooks at the same moment (one thread each) and polls
-its status every `--poll` seconds (<= 50 ms) until graded. Prints the throughput (graded/s),
+service, timed with the real `autograder submit` command (p50 of 10 runs; from process start)
+and with the same client's `submit()` in this process (from the start of the upload); then
+every student uploads one of the shipped example notebooks at the same moment (one thread
+each) and waits for its result with long polls (`?wait=`, pushed results), or with `--wait 0`
+polls its status every `--poll` seconds (<= 50 ms), until graded. Prints the throughput
+(graded/s), the CPU seconds of the service's processes (HTTP, worker, grading pool),
 upload-to-feedback p50/p95/max, acknowledged ids against graded ids (lost must be 0), the
 service's peak memory (RSS of serve and all its processes), and `autograder grade`'s
 throughput on the same notebooks, with the ratio (the issue wants the service >= 0.8 of it).
@@ -42,6 +45,7 @@ from databases import (  # noqa: E402
 
 EXAMPLES = REPO / "examples" / "submitted"
 AUTOGRADER = [sys.executable, "-m", "autograder.cli"]
+CLIENTS = "clients (this bench)"
 
 
 @dataclass
@@ -54,6 +58,7 @@ class LoadReport:
     latencies: list[float] = field(default_factory=list)  # upload sent -> feedback read
     seconds: float = 0.0  # first upload sent -> last feedback read
     peak_rss: int = 0  # bytes, serve's whole process tree
+    cpu: dict[str, float] = field(default_factory=dict)  # process -> CPU seconds during load
 
     @property
     def lost(self) -> set[str]:
@@ -103,12 +108,48 @@ def tree_rss(pid: int) -> int:
     return total
 
 
+def cpu_seconds(pid: int) -> dict[str, float]:
+    """CPU seconds (user + system) of serve's processes, by role: the HTTP process (serve
+    itself), the embedded worker (its child running `--embedded-worker`), the grading pool
+    (everything below the worker, with its children that have ended: a job's sandbox)."""
+    tick = os.sysconf("SC_CLK_TCK")
+
+    def of(each: int, ended: bool = False) -> float:
+        try:
+            fields = Path(f"/proc/{each}/stat").read_text().rsplit(")", 1)[1].split()
+            own = int(fields[11]) + int(fields[12])
+            return (own + (int(fields[13]) + int(fields[14]) if ended else 0)) / tick
+        except (OSError, IndexError, ValueError):
+            return 0.0
+
+    shown = {"http": of(pid), "worker": 0.0, "pool": 0.0}
+    for child in _children(pid):
+        try:
+            command = Path(f"/proc/{child}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"--embedded-worker" in command:
+            shown["worker"] += of(child)
+            shown["pool"] += sum(of(grandchild, ended=True)
+                                 for grandchild in _children(child))
+    return shown
+
+
 def run_load(server_url: str, serve_pid: int, tokens: dict[str, str],
-             notebooks: list[bytes], poll: float = 0.05, timeout: float = 600) -> LoadReport:
-    """Every student uploads at the same moment, then polls until graded."""
+             notebooks: list[bytes], poll: float = 0.05, timeout: float = 600,
+             wait: float = 30.0) -> LoadReport:
+    """Every student uploads at the same moment, then waits until graded: long polls of
+    `wait` seconds (pushed results), or with wait=0 a status request every `poll` s."""
     report = LoadReport(students=len(tokens))
     lock = threading.Lock()
-    start = threading.Barrier(len(tokens))
+    first_sent: list[float] = []  # the barrier's release: every client is ready, uploads go
+    cpu_before: dict[str, float] = {}
+
+    def go() -> None:
+        cpu_before.update(cpu_seconds(serve_pid), **{CLIENTS: time.process_time()})
+        first_sent.append(time.monotonic())
+
+    start = threading.Barrier(len(tokens), action=go)
     stop_sampling = threading.Event()
 
     def sample() -> None:
@@ -132,8 +173,10 @@ def run_load(server_url: str, serve_pid: int, tokens: dict[str, str],
             with lock:
                 report.acknowledged.add(submission)
             deadline = sent + timeout
+            params = {"wait": str(wait)} if wait > 0 else None
             while time.monotonic() < deadline:
-                status = http.get(f"/api/submissions/{submission}").json().get("status")
+                status = http.get(f"/api/submissions/{submission}",
+                                  params=params).json().get("status")
                 if status in ("graded", "failed"):
                     if status == "graded":
                         http.get(f"/api/submissions/{submission}/feedback").raise_for_status()
@@ -142,25 +185,63 @@ def run_load(server_url: str, serve_pid: int, tokens: dict[str, str],
                             submission)
                         report.latencies.append(time.monotonic() - sent)
                     return
-                time.sleep(poll)
+                if not params:
+                    time.sleep(poll)
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
     threads = [threading.Thread(target=student, args=(index, sid, token))
                for index, (sid, token) in enumerate(sorted(tokens.items()))]
-    began = time.monotonic()
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    report.seconds = time.monotonic() - began
+    # From the first upload sent (not from making 200 HTTP clients) to the last feedback read.
+    report.seconds = time.monotonic() - first_sent[0]
+    cpu_after = {**cpu_seconds(serve_pid), CLIENTS: time.process_time()}
+    report.cpu = {role: cpu_after[role] - cpu_before[role] for role in cpu_after}
     stop_sampling.set()
     sampler.join()
     return report
 
 
+def synced_students(root: Path, assignment: str = "backprop") -> int:
+    """Students whose course files (gradebook.db, autograded/, feedback/) the embedded worker
+    has brought up to date (course_sync's markers)."""
+    from autograder.service.course_sync import MARKER_DIR
+
+    folder = root / MARKER_DIR / assignment
+    return len(list(folder.iterdir())) if folder.is_dir() else 0
+
+
+def course_files_lag(root: Path, students: int, timeout: float = 120) -> tuple[int, float]:
+    """How many students' course files were up to date when the last feedback was read, and
+    the seconds until all were."""
+    at_end = synced_students(root)
+    began = time.monotonic()
+    while synced_students(root) < students and time.monotonic() - began < timeout:
+        time.sleep(0.1)
+    return at_end, time.monotonic() - began
+
+
+def idle_client(server_url: str, token: str, notebook: Path, runs: int) -> list[float]:
+    """`autograder submit`'s own function (client.submit) in this process, `runs` times: wall
+    seconds from the start of the upload to the feedback read."""
+    from autograder.service.client import submit
+
+    times = []
+    for _ in range(runs):
+        began = time.monotonic()
+        outcome = submit(server_url, notebook, token)
+        times.append(time.monotonic() - began)
+        if outcome.status != "graded":
+            raise SystemExit(f"submit: {outcome}")
+    return times
+
+
 def idle_submit(server_url: str, token: str, notebook: Path, runs: int) -> list[float]:
-    """The real `autograder submit` on the idle service, `runs` times: wall seconds each."""
+    """The real `autograder submit` on the idle service, `runs` times: wall seconds each,
+    process start included."""
     env = {**os.environ, "AUTOGRADER_TOKEN": token}
     times = []
     for _ in range(runs):
@@ -192,11 +273,16 @@ def grade_batch(root: Path, notebooks: list[bytes], students: list[str],
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--students", type=int, default=200)
+    parser.add_argument("--wait", type=float, default=30.0,
+                        help="long-poll seconds (0: poll every --poll seconds instead)")
     parser.add_argument("--poll", type=float, default=0.05, help="seconds (at most 0.05)")
+    parser.add_argument("--skip-grade", action="store_true",
+                        help="do not run `autograder grade` for comparison")
     parser.add_argument("--idle-runs", type=int, default=10)
     args = parser.parse_args()
     poll = min(args.poll, 0.05)
     students = [f"9{n:05d}" for n in range(args.students)]
+    load_before = " ".join(Path("/proc/loadavg").read_text().split()[:3])
     notebooks = example_notebooks()
     scratch = Path(tempfile.mkdtemp(prefix="bench-service-"))
     try:
@@ -209,14 +295,20 @@ def main() -> int:
         with ServeProcess(root, url, log_dir=scratch) as server:
             idle_submit(server.url, idle_token, solution, 1)  # warm: the pool, the imports
             idle = idle_submit(server.url, idle_token, solution, args.idle_runs)
-            report = run_load(server.url, server.pid, tokens, notebooks, poll)
-        grade_seconds = grade_batch(root, notebooks, students, scratch / "incoming")
+            idle_upload = idle_client(server.url, idle_token, solution, args.idle_runs)
+            report = run_load(server.url, server.pid, tokens, notebooks, poll,
+                              wait=min(args.wait, 30.0))
+            synced_at_end, sync_lag = course_files_lag(root, len(students) + 1)  # + idle
+        grade_seconds = (float("nan") if args.skip_grade else
+                         grade_batch(root, notebooks, students, scratch / "incoming"))
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
     grade_rate = len(students) / grade_seconds
-    print(f"students: {report.students} uploading at once over loopback, polling every "
-          f"{poll * 1000:.0f} ms; {os.cpu_count()} cores")
+    how = (f"long polls of {min(args.wait, 30.0):g} s" if args.wait > 0
+           else f"polling every {poll * 1000:.0f} ms")
+    print(f"students: {report.students} uploading at once over loopback, {how}; "
+          f"{os.cpu_count()} cores; load average before: {load_before}")
     print(f"acknowledged: {len(report.acknowledged)}  graded: {len(report.graded)}  "
           f"failed: {len(report.failed)}  refused: {len(report.refused)}  "
           f"lost: {len(report.lost)}")
@@ -225,13 +317,22 @@ def main() -> int:
     print(f"service: {report.throughput:.1f} graded/s ({report.seconds:.1f} s for all); "
           f"upload to feedback p50 {report.percentile(0.5):.2f} s, "
           f"p95 {report.percentile(0.95):.2f} s, max {max(report.latencies, default=0):.2f} s")
+    print(f"course files (gradebook.db, feedback/) up to date at the last feedback: "
+          f"{synced_at_end - 1} of {len(students)} students; all {sync_lag:.1f} s later")
     print(f"service peak memory (serve + worker + pool, RSS): {report.peak_rss / 2**20:.0f} MiB")
-    print(f"idle service, `autograder submit` (upload to printed feedback, process start "
-          f"included): p50 {statistics.median(idle):.2f} s of {len(idle)} runs "
+    print("service CPU during the load: " + ", ".join(
+        f"{role} {seconds:.1f} s" for role, seconds in report.cpu.items())
+        + f" (over {report.seconds:.1f} s wall)")
+    print(f"idle service, `autograder submit` from the start of the upload to the feedback "
+          f"read: p50 {statistics.median(idle_upload):.2f} s of {len(idle_upload)} runs "
+          f"(min {min(idle_upload):.2f}, max {max(idle_upload):.2f})")
+    print(f"idle service, `autograder submit` command, process start included: "
+          f"p50 {statistics.median(idle):.2f} s of {len(idle)} runs "
           f"(min {min(idle):.2f}, max {max(idle):.2f})")
     print(f"`autograder grade` on the same {len(students)} notebooks: {grade_seconds:.1f} s, "
           f"{grade_rate:.1f} graded/s (start-up included)")
     print(f"ratio service/grade: {report.throughput / grade_rate:.2f} (the issue wants >= 0.8)")
+    print("load average after: " + " ".join(Path("/proc/loadavg").read_text().split()[:3]))
     return 1 if report.lost else 0
 
 

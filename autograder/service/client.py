@@ -1,9 +1,11 @@
 """`autograder submit NOTEBOOK --server URL`: a student's upload, then its feedback.
 
 Uploads the notebook's exact bytes (multipart field "notebook"), prints the submission's id and
-queue position, polls its status every `POLL_SECONDS` until it is graded or failed, and prints
-the feedback (points per test, messages). Everything the server sends back may carry student
-text (the student's own messages, a test's message) and is printed through `clean_text`.
+queue position, waits for it to be graded or failed (long polls: `GET /api/submissions/{id}
+?wait=S` answers as soon as the result is stored, or after S seconds with the status then, and
+is asked again), and prints the feedback (points per test, messages). Everything the server
+sends back may carry student text (the student's own messages, a test's message) and is
+printed through `clean_text`.
 
 The token comes from a file (`--token-file`) or `$AUTOGRADER_TOKEN`, never from the command line
 (where `ps` and the shell's history would show it to others).
@@ -30,7 +32,8 @@ from autograder.errors import UserError
 from autograder.results import clean_text, one_line
 
 TOKEN_VARIABLE = "AUTOGRADER_TOKEN"
-POLL_SECONDS = 0.05  # the issue's bound on the poll interval
+POLL_SECONDS = 0.05  # between asks when a server answers a wait at once (no long polls)
+WAIT_SECONDS = 25.0  # one long poll (the server takes up to 30)
 UPLOAD_TIMEOUT = 60.0
 WAIT_TIMEOUT = 30 * 60.0  # a long queue before a deadline still ends, with a message
 NOTEBOOK_TYPE = "application/x-ipynb+json"
@@ -191,8 +194,11 @@ class Client:
                              f"the upload to {assignment}",
                              files={"notebook": (notebook.name, content, NOTEBOOK_TYPE)})
 
-    def status(self, submission_id: str) -> dict[str, Any]:
-        return self._request("GET", f"/api/submissions/{submission_id}", "the status")
+    def status(self, submission_id: str, wait: float | None = None) -> dict[str, Any]:
+        """The status now; with `wait`, once graded or failed, or after `wait` seconds."""
+        params = {"wait": f"{wait:.3f}"} if wait is not None else None
+        return self._request("GET", f"/api/submissions/{submission_id}", "the status",
+                             params=params)
 
     def feedback(self, submission_id: str) -> dict[str, Any]:
         return self._request("GET", f"/api/submissions/{submission_id}/feedback",
@@ -201,11 +207,14 @@ class Client:
     def wait(self, submission_id: str, out: TextIO | None, poll: float = POLL_SECONDS,
              timeout: float = WAIT_TIMEOUT,
              told: tuple[str, object] | None = None) -> dict[str, Any]:
-        """Poll the status until graded or failed; print the position when it changes
-        (`told`: the state and position already printed)."""
+        """Wait (long polls) until graded or failed; print the position when it changes
+        (`told`: the state and position already printed). `poll`: the pause before asking
+        again when an answer came back early without a result."""
         deadline = time.monotonic() + timeout
         while True:
-            status = self.status(submission_id)
+            asked = time.monotonic()
+            left = max(0.001, deadline - asked)
+            status = self.status(submission_id, wait=min(WAIT_SECONDS, left))
             state = str(status.get("status", ""))
             if state in ("graded", "failed"):
                 return status
@@ -216,7 +225,8 @@ class Client:
             if time.monotonic() > deadline:
                 raise SubmitError(f"not graded within {timeout:.0f} s: it stays queued; "
                                   f"see its status later (submission {submission_id})")
-            time.sleep(poll)
+            if time.monotonic() - asked < poll:  # answered at once: not a long poll
+                time.sleep(poll)
 
 
 def _progress(status: dict[str, Any]) -> str:

@@ -495,10 +495,9 @@ def run_embedded_worker(course_root: Path, url: str, unsafe: bool = False) -> in
     course's files (gradebook.db, autograded/, feedback/) as they are committed. Another
     worker on the same SQLite file: WorkerAlreadyRunning (the service stops, saying so)."""
     from autograder.grader import Grader
-    from autograder.service.course_sync import sync_result
     from autograder.service.database import Database
     from autograder.service.settings import Service
-    from autograder.service.worker import ServiceWorker
+    from autograder.service.worker import ServiceWorker, course_sync_batch
 
     stop = threading.Event()
     for number in (signal.SIGTERM, signal.SIGINT):
@@ -516,7 +515,7 @@ def run_embedded_worker(course_root: Path, url: str, unsafe: bool = False) -> in
     with Grader(course, unsafe=unsafe) as grader, \
             ServiceWorker(db, grader, lease_seconds=settings.lease_seconds,
                           poll_seconds=settings.poll_seconds,
-                          on_result=lambda result: sync_result(course, db, result)) as worker:
+                          on_results=course_sync_batch(course, db)) as worker:
         grader.launch()
         threading.Thread(target=_keep_course_files, args=(course, db, settings, stop),
                          daemon=True, name="course-files").start()

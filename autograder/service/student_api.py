@@ -14,18 +14,19 @@ fingerprint (`Assignment.fingerprint`, which only reads bytes).
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import anyio
 from litestar import Request, Response, Router, delete, get, post
 from litestar.datastructures import Cookie, UploadFile
 from litestar.di import NamedDependency
 from litestar.exceptions import ClientException, NotFoundException
-from litestar.params import FromPath, JSONBody
+from litestar.params import FromPath, JSONBody, QueryParameter
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -34,7 +35,7 @@ from autograder.assignment import Assignment, grade_cells_of, released_notebook
 from autograder.course import Course
 from autograder.errors import UserError
 from autograder.results import clean_text
-from autograder.service import auth, intake, queue, views
+from autograder.service import auth, intake, notify, queue, views
 from autograder.service import budget as budgets
 from autograder.service import policy as policies
 from autograder.service.models import Job, JobKind, JobState, Person, Result, Submission
@@ -241,14 +242,71 @@ def _over_budget(over: Any, now: datetime) -> Response:
                     status_code=429, headers=headers)
 
 
-@get("/api/submissions/{submission_id:str}", sync_to_thread=True,
-     summary="A submission's status: queued (position, eta), grading, graded or failed")
-def submission_status(request: Request, submission_id: FromPath[str],
-                      principal: Who) -> dict[str, Any]:
+WAIT_MAX_SECONDS = 30.0
+FINAL = ("graded", "failed")
+
+
+@get("/api/submissions/{submission_id:str}",
+     summary="A submission's status: queued (position, eta), grading, graded or failed",
+     description="With `?wait=S` (0 < S <= 30) the request long-polls: it is answered as soon "
+                 "as the submission is graded or failed (within about 20 ms of the result "
+                 "being stored), or after S seconds with the status as it is then, so a "
+                 "client waits for its feedback without polling. Without `wait` it answers "
+                 "at once.")
+async def submission_status(
+        request: Request, submission_id: FromPath[str], principal: Who,
+        wait: Annotated[float | None, QueryParameter(
+            gt=0, le=WAIT_MAX_SECONDS, required=False,
+            description="seconds to wait for the submission to be graded or failed "
+                        "(0 < wait <= 30)")] = None) -> dict[str, Any]:
     state = _state(request)
-    with state.db.session(readonly=True) as session:
-        return _status(session, _own_submission(session, submission_id, principal),
-                       state.graders)
+
+    def read() -> dict[str, Any]:
+        with state.db.session(readonly=True) as session:
+            return _status(session, _own_submission(session, submission_id, principal),
+                           state.graders)
+
+    if wait is None:
+        return await anyio.to_thread.run_sync(read)
+
+    def read_waiting() -> dict[str, Any]:  # the job's id too: the poller watches it fail
+        with state.db.session(readonly=True) as session:
+            shown = _status(session, _own_submission(session, submission_id, principal),
+                            state.graders)
+            if waiter.job_id is None and shown["status"] not in FINAL:
+                job = _submit_job(session, submission_id)
+                waiter.job_id = job.id if job is not None else None
+            return shown
+
+    waiters = _waiters(request)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait
+    await anyio.to_thread.run_sync(waiters.start)  # before the first read: see start()
+    waiter = waiters.add(submission_id, loop)
+    try:
+        while True:
+            shown = await anyio.to_thread.run_sync(read_waiting)  # another's: 404 at once
+            left = deadline - loop.time()
+            if shown["status"] in FINAL or left <= 0:
+                return shown
+            try:
+                await asyncio.wait_for(waiter.event.wait(), left)
+            except TimeoutError:
+                pass
+            waiter.event.clear()
+    finally:
+        waiters.remove(waiter)
+
+
+def _waiters(request: Request) -> notify.ResultWaiters:
+    """The HTTP process's one poller (made on first use: the event loop is single-threaded,
+    so two requests cannot both make one)."""
+    state = _state(request)
+    found = getattr(state, "result_waiters", None)
+    if found is None:
+        found = notify.ResultWaiters(state.db)
+        state.result_waiters = found
+    return found
 
 
 @get("/api/submissions/{submission_id:str}/feedback", sync_to_thread=True,

@@ -1,12 +1,17 @@
 """`autograder worker`: claims the service's queued jobs and grades them on the long-lived
 `Grader` (the warm sandboxed pool, or a Dask cluster), recording each result exactly once.
 
-One claim takes as many jobs as the grader has free slots; each is graded on a thread of its
-own (`Grader.grade_one` is thread-safe), while a heartbeat thread renews the leases of the jobs
-in flight. A worker grades a job only with the assignment version (fingerprint) the job names:
-a job queued for a version the course no longer has is left queued, for the instructor's
-regrade. On SQLite only one worker may run (a lock on a file beside the database, released by
-the kernel when the worker dies, even by kill -9); on PostgreSQL any number.
+Every slot stays busy: the worker claims ahead (up to twice as many jobs as the grader has
+slots, their leases renewed by the heartbeat thread with the rest), grades each on a slot
+thread (`Grader.grade_one` is thread-safe), and hands the result to a recording thread, so a
+slot takes its next job at once. The recording thread writes the Result (`queue.record`, the
+record of the grading, committed first) and passes it on to a second thread for `on_result`
+(the course's files: slower, and not what the student waits for); an exception there is
+logged and the Result stays. A worker grades a job only with the assignment version
+(fingerprint) the job names: a job queued for a version the course no longer has is left
+queued, for the instructor's regrade. On SQLite only one worker may run (a lock on a file
+beside the database, released by the kernel when the worker dies, even by kill -9); on
+PostgreSQL any number.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import argparse
 import fcntl
 import logging
 import os
+import queue as queues
 import signal
 import socket
 import sys
@@ -28,6 +34,7 @@ from types import TracebackType
 
 from sqlalchemy import delete
 
+from autograder.course import Course
 from autograder.errors import UserError
 from autograder.grader import Grader
 from autograder.results import ERROR, one_line
@@ -41,6 +48,11 @@ log = logging.getLogger(__name__)
 STALE_RECHECK_SECONDS = 10.0  # how often a version found stale is looked for again
 VERSIONS_REFRESH_SECONDS = 0.25  # how often an idle worker looks for versions it lacks
 UNAVAILABLE_PAUSE_SECONDS = 1.0  # between tries while the database cannot be reached
+AHEAD = 2  # jobs claimed per slot (one grading, one waiting for the slot)
+HELD = 4  # at most this many per slot held at all (graded ones wait to be recorded)
+_END = None  # tells a recording thread to finish
+BATCH_CAP = 100  # Results handed to `on_results` at once
+AFTER_NICE = 10  # the on_result thread's nice increment
 
 
 class WorkerAlreadyRunning(UserError):
@@ -53,18 +65,27 @@ class ServiceWorker:
     def __init__(self, db: Database, grader: Grader, name: str | None = None,
                  lease_seconds: float = 30.0, poll_seconds: float = 0.02,
                  on_result: Callable[[Result], None] | None = None,
-                 drain_seconds: float = 10.0) -> None:
+                 drain_seconds: float = 10.0,
+                 on_results: Callable[[list[Result]], None] | None = None) -> None:
         self.db = db
         self.grader = grader
         self.name = name or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.lease_seconds = lease_seconds
         self.poll_seconds = poll_seconds
         self.on_result = on_result
+        # on_results: the same, for every Result recorded since the last call at once (the
+        # course's files are brought up to date in batches when results come faster than
+        # that: one gradebook.db opened for many, rather than one each)
+        self.on_results = on_results
         self.drain_seconds = drain_seconds  # on stop: how long jobs in flight may finish
         self._lock_fd = _sqlite_worker_lock(db, self.name)
         self._versions: dict[str, str] = {}  # assignment -> the fingerprint graded with
         self._stale: dict[tuple[str, str], float] = {}  # version -> when found stale
-        self._in_flight: dict[int, queue.ClaimedJob] = {}
+        self._in_flight: dict[int, queue.ClaimedJob] = {}  # held: claimed, not yet recorded
+        self._ungraded: set[int] = set()  # claimed, not graded yet (the slots' share)
+        self._to_record: queues.Queue = queues.Queue()  # (job, result) from the slots
+        self._recorded: queues.Queue = queues.Queue()  # Result rows for on_result
+        self._stopping = threading.Event()  # no new grading: claimed-ahead jobs go back
         self._guard = threading.Lock()
         self._wake = threading.Event()  # a job finished: claim again without waiting
         self._abandon = threading.Event()  # stopping now: give jobs back, record nothing
@@ -126,6 +147,13 @@ class ServiceWorker:
         heartbeat.start()
         executor = ThreadPoolExecutor(self.grader.size, thread_name_prefix="grade")
         self._abandon.clear()
+        self._stopping.clear()
+        recorders = [threading.Thread(target=self._recording, name=f"record {self.name}",
+                                      daemon=True),
+                     threading.Thread(target=self._after_recording,
+                                      name=f"on-result {self.name}", daemon=True)]
+        for thread in recorders:
+            thread.start()
         try:
             last_refresh = float("-inf")
             unavailable_since: float | None = None
@@ -157,22 +185,25 @@ class ServiceWorker:
                 self._wake.wait(self.poll_seconds)
                 self._wake.clear()
         finally:
-            self._drain(executor)
+            self._drain(executor, recorders)
             done_beating.set()
             heartbeat.join()
         return self._graded - graded_before
 
     def _busy(self) -> bool:
         with self._guard:
-            return len(self._in_flight) >= self.grader.size
+            return len(self._ungraded) >= AHEAD * self.grader.size
 
     def _in_flight_ids(self) -> list[int]:
         with self._guard:
             return list(self._in_flight)
 
     def _claim(self) -> list[queue.ClaimedJob]:
+        """Claim ahead: up to AHEAD jobs per slot not graded yet, so that a slot that ends a
+        job finds the next one already here (fewer when results wait to be recorded)."""
+        size = self.grader.size
         with self._guard:
-            free = self.grader.size - len(self._in_flight)
+            free = min(AHEAD * size - len(self._ungraded), HELD * size - len(self._in_flight))
         if free < 1:
             return []
         claimed = queue.claim(self.db, self.name, dict(self._versions), free,
@@ -180,6 +211,7 @@ class ServiceWorker:
         with self._guard:
             for job in claimed:
                 self._in_flight[job.job_id] = job
+                self._ungraded.add(job.job_id)
         return claimed
 
     def _refresh_versions(self) -> None:
@@ -206,16 +238,23 @@ class ServiceWorker:
     # --- one job -----------------------------------------------------------------------
 
     def _grade(self, job: queue.ClaimedJob) -> None:
+        recording = False
         try:
-            self._grade_job(job)
+            if self._stopping.is_set():  # claimed ahead, never started: give it back
+                queue.release(self.db, [job.job_id], self.name)
+            else:
+                recording = self._grade_job(job)
         except Exception:  # a bug here must not stop the worker; the lease runs out
             log.exception("worker %s: job %s", self.name, job.job_id)
         finally:
             with self._guard:
-                self._in_flight.pop(job.job_id, None)
+                self._ungraded.discard(job.job_id)
+                if not recording:  # else it is held until the recording thread is done
+                    self._in_flight.pop(job.job_id, None)
             self._wake.set()
 
-    def _grade_job(self, job: queue.ClaimedJob) -> None:
+    def _grade_job(self, job: queue.ClaimedJob) -> bool:
+        """Grade one job; True if its result was handed to the recording thread."""
         try:
             assignment = self.grader.assignment(job.assignment, job.fingerprint)
         except UserError:  # the course changed since the claim: leave it for the regrade
@@ -223,7 +262,7 @@ class ServiceWorker:
             if self._versions.get(job.assignment) == job.fingerprint:
                 del self._versions[job.assignment]
             queue.release(self.db, [job.job_id], self.name)
-            return
+            return False
         # Only the file's name: it came from the student, and it only names the bytes.
         name = Path(job.filename).name or f"{assignment.notebook_name}.ipynb"
         submission = Submission(job.student_id, Path(name),
@@ -233,29 +272,78 @@ class ServiceWorker:
         except Exception as error:  # the grader's own fault (the student's never raises)
             if self._abandon.is_set():
                 queue.release(self.db, [job.job_id], self.name)
-                return
+                return False
             log.exception("worker %s: grading job %s failed", self.name, job.job_id)
             self._grader_fault(job, f"the grader failed ({type(error).__name__}); the "
                                     "instructor has been told")
-            return
+            return False
         if self._abandon.is_set():  # cancelled mid-run: the result is not the notebook's
             queue.release(self.db, [job.job_id], self.name)
-            return
+            return False
         if result.status == ERROR:
             self._grader_fault(job, result.reason)
-            return
-        row = self._record(job, result)
-        if row is None:
-            log.warning("worker %s: job %s was taken over (lease lost); its result was not "
-                        "recorded here", self.name, job.job_id)
-            return
-        with self._guard:
-            self._graded += 1
-        if self.on_result is not None:
+            return False
+        self._to_record.put((job, result))
+        return True
+
+    # --- recording (off the slots) -------------------------------------------------------
+
+    def _recording(self) -> None:
+        """Write each graded job's Result (the record), in the order graded; then hand the
+        row on for `on_result`. Ends at _END, once what was queued before it is written."""
+        while True:
+            item = self._to_record.get()
+            if item is _END:
+                self._recorded.put(_END)
+                return
+            job, result = item
             try:
-                self.on_result(row)
+                row = self._record(job, result)
+                if row is None:
+                    log.warning("worker %s: job %s was taken over (lease lost); its result "
+                                "was not recorded here", self.name, job.job_id)
+                else:
+                    with self._guard:
+                        self._graded += 1
+                    self._recorded.put(row)
+            except Exception:  # unreachable database past the lease: another worker grades it
+                log.exception("worker %s: recording job %s", self.name, job.job_id)
+            finally:
+                with self._guard:
+                    self._in_flight.pop(job.job_id, None)
+                self._wake.set()
+
+    def _after_recording(self) -> None:
+        """`on_results` for the Results recorded since its last call (`on_result` for each);
+        a failure is logged, the Results stay. This thread runs at a lower CPU priority
+        (nice +AFTER_NICE): on a busy machine grading the queue comes first; the course's
+        files follow in larger batches, which cost less each."""
+        try:  # Linux: a thread's own nice value (its id is a task id)
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), AFTER_NICE)
+        except OSError:
+            pass
+        ending = False
+        while not ending:
+            rows = [self._recorded.get()]
+            while len(rows) < BATCH_CAP:  # what else is waiting, without waiting for more
+                try:
+                    rows.append(self._recorded.get_nowait())
+                except queues.Empty:
+                    break
+            if _END in rows:
+                ending = True
+                rows = [row for row in rows if row is not _END]
+            if not rows:
+                continue
+            try:
+                if self.on_results is not None:
+                    self.on_results(rows)
+                if self.on_result is not None:
+                    for row in rows:
+                        self.on_result(row)
             except Exception:  # the result is recorded; what follows it must not undo that
-                log.exception("worker %s: after job %s", self.name, job.job_id)
+                log.exception("worker %s: after jobs %s", self.name,
+                              ", ".join(str(row.job_id) for row in rows))
 
     def _record(self, job: queue.ClaimedJob, result: object) -> Result | None:
         """Record, trying again while the database is briefly out of reach (until the lease
@@ -286,7 +374,8 @@ class ServiceWorker:
             try:
                 ids = self._in_flight_ids()
                 held = queue.renew(self.db, self.name, ids, self.lease_seconds)
-                for lost in set(ids) - held:
+                # Not renewed and still held here: lost (not one recorded meanwhile)
+                for lost in (set(ids) - held) & set(self._in_flight_ids()):
                     log.warning("worker %s: lost the lease of job %s", self.name, lost)
                 with self.db.session() as session:
                     session.merge(WorkerLock(name=self.name, heartbeat_at=utcnow()))
@@ -295,9 +384,12 @@ class ServiceWorker:
             except Exception:  # keep beating: a missed renewal only risks a second grading
                 log.exception("worker %s: heartbeat", self.name)
 
-    def _drain(self, executor: ThreadPoolExecutor) -> None:
-        """Stop: the jobs in flight may finish for `drain_seconds`; then they are cancelled
-        and given back to the queue (not counted as attempts)."""
+    def _drain(self, executor: ThreadPoolExecutor, recorders: list[threading.Thread]) -> None:
+        """Stop: jobs claimed ahead and not started go back to the queue; the jobs being
+        graded may finish (and be recorded) for `drain_seconds`; then they are cancelled and
+        given back (not counted as attempts). `on_result` has run for every Result written
+        when this returns."""
+        self._stopping.set()
         deadline = time.monotonic() + self.drain_seconds
         while self._in_flight_ids() and time.monotonic() < deadline:
             self._wake.wait(0.05)
@@ -306,12 +398,30 @@ class ServiceWorker:
             self._abandon.set()
             self.grader.cancel()
         executor.shutdown(wait=True)
+        self._to_record.put(_END)  # what was graded before the cancel is still recorded
+        for thread in recorders:
+            thread.join()
         left = self._in_flight_ids()
         if left:
             try:
                 queue.release(self.db, left, self.name)
             except DatabaseUnavailable:
                 pass  # their leases run out instead
+
+
+def course_sync_batch(course: Course, db: Database) -> Callable[[list[Result]], None]:
+    """`on_results` for the worker on the course's machine: the students of these Results
+    have their course files (submitted/, autograded/, feedback/, gradebook.db) brought up to
+    date together (course_sync's pending set: one gradebook.db opened for the batch).
+    Never raises; a student who could not be written is tried again with the next batch."""
+    from autograder.service import course_sync
+
+    def sync(results: list[Result]) -> None:
+        course_sync.mark_pending(course, db, sorted({(row.assignment, row.student_id)
+                                                     for row in results}))
+        course_sync.retry_pending(course, db)
+
+    return sync
 
 
 def _sqlite_worker_lock(db: Database, name: str) -> int | None:
