@@ -104,3 +104,35 @@ def test_test_names_are_read_without_running_the_tests(tmp_path: Path) -> None:
     assert {"fits_an_unseen_line", "returns_the_loss", "check_train"} <= names
     assert "expected_values" not in names and "_check_fit" not in names
     assert hidden_test_names(course, "squares") == set()
+
+
+def test_the_policy_is_read_from_many_threads_at_once(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """The service reads the policy on every request, from its worker threads: per-test exam
+    mode names tests read from tests.py, and parsing it from two threads at once raised
+    SystemError on CPython 3.11 (a 500 for every few requests, found by an attack). It is
+    parsed once per version of the file, under a lock."""
+    import ast
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    parse, parsing, overlaps, parsed = ast.parse, threading.Lock(), [], []
+
+    def watched_parse(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        if not parsing.acquire(blocking=False):
+            overlaps.append(1)
+            return parse(*args, **kwargs)
+        try:
+            parsed.append(1)
+            return parse(*args, **kwargs)
+        finally:
+            parsing.release()
+
+    monkeypatch.setattr(ast, "parse", watched_parse)
+
+    course = course_with(tmp_path, 'c.AssignmentPolicy.per_assignment = {"backprop": '
+                                   '{"tests_shown": {"fits_an_unseen_line": "exam"}}}\n')
+    with ThreadPoolExecutor(8) as threads:
+        policies = list(threads.map(lambda _: policy_for(course, "backprop"), range(400)))
+    assert all(policy.any_exam for policy in policies)
+    assert overlaps == [] and len(parsed) == 1

@@ -10,6 +10,7 @@ results shown), so each is a PolicyError naming it.
 from __future__ import annotations
 
 import ast
+import threading
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -105,14 +106,27 @@ def assignments_of(course: Course) -> set[str]:
     return names
 
 
+_parsed: dict[tuple[Path, int, int], set[str]] = {}
+_parsing = threading.Lock()  # CPython 3.11's ast.parse is not safe from two threads at once
+
+
 def hidden_test_names(course: Course, assignment: str) -> set[str]:
     """Names a `tests_shown` key may take: each @hidden_test function of the assignment's
-    tests.py and each grade cell it scores, read without running it (it imports torch)."""
+    tests.py and each grade cell it scores, read without running it (it imports torch).
+    Parsed once per version of the file (the service asks on every request), under a lock."""
     path = course.hidden_dir(assignment) / "tests.py"
-    try:
-        tree = ast.parse(path.read_text(encoding="utf-8"))
-    except (OSError, SyntaxError, ValueError):
-        return set()  # no tests to name; grading reports the problem with the tests itself
+    with _parsing:
+        try:
+            state = path.stat()
+            key = (path, state.st_mtime_ns, state.st_size)
+            if key not in _parsed:
+                _parsed[key] = _test_names(ast.parse(path.read_text(encoding="utf-8")))
+            return set(_parsed[key])
+        except (OSError, SyntaxError, ValueError):
+            return set()  # no tests to name; grading reports the problem with the tests itself
+
+
+def _test_names(tree: ast.Module) -> set[str]:
     names = set()
     for node in tree.body:
         if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
