@@ -6,6 +6,7 @@ behind trusted proxies only."""
 from __future__ import annotations
 
 import csv
+import json
 import os
 import shutil
 import stat
@@ -174,6 +175,35 @@ def test_sign_in_sets_a_safe_cookie_and_csrf_guards_cookie_posts(signing: Runnin
     # A bearer token needs no CSRF token (a browser never sends one by itself).
     client.cookies.clear()
     assert client.post(URL, files=files, headers=signing.auth(STUDENT_B)).status_code == 202
+
+
+def test_an_empty_or_other_authorization_header_still_needs_csrf(signing: Running,
+                                                                 notebook: bytes) -> None:
+    """The cookie authenticates whenever no bearer token is given: an empty or a Basic
+    Authorization header must not skip the CSRF check (found by an attack)."""
+    sign_in(signing)
+    files = {"notebook": ("backprop.ipynb", notebook, "application/json")}
+    for header in ("", "Basic eDp5", "Token abc"):
+        answer = signing.client.post(URL, files=files, headers={"Authorization": header})
+        assert answer.status_code in (401, 403), (header, answer.text)
+    assert signing.submissions() == 0
+
+
+def test_sign_in_takes_json_only(signing: Running) -> None:
+    """A cross-site form can post text/plain or a urlencoded body, not application/json: sign
+    in is JSON only, so no page can sign a victim's browser into another account."""
+    body = json.dumps({"id": STUDENT_A, "password": PASSWORD})
+    for kind in ("text/plain", "application/x-www-form-urlencoded"):
+        answer = signing.client.post("/api/session", content=body,
+                                     headers={"Content-Type": kind})
+        assert answer.status_code == 415, (kind, answer.text)
+        assert "set-cookie" not in answer.headers
+    with signing.db.session() as session:
+        assert session.scalars(select(WebSession)).all() == []
+    deep = signing.client.post("/api/session", content="[" * 100_000,
+                               headers={"Content-Type": "application/json"})
+    assert deep.status_code == 400  # nested too deeply: the client's input, not a bug
+    assert sign_in(signing).status_code == 200
 
 
 def test_sign_out_needs_csrf_and_ends_the_session(signing: Running) -> None:

@@ -30,7 +30,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 
 from autograder.course import Course
 from autograder.errors import UserError
-from autograder.results import clean_text
+from autograder.results import clean_text, one_line
 from autograder.service import auth
 from autograder.service.database import Database, DatabaseUnavailable
 from autograder.service.settings import Service
@@ -67,7 +67,7 @@ def create_app(course: Course, db: Database, settings: Service | None = None) ->
                                      path="/schema"),
         exception_handlers={HTTPException: http_error, DatabaseUnavailable: unavailable,
                             DBAPIError: database_error, OSError: os_error,
-                            UserError: user_error, Exception: bug},
+                            UserError: user_error, RecursionError: too_deep, Exception: bug},
     )
 
 
@@ -87,8 +87,7 @@ def http_error(request: Request, error: HTTPException) -> Response:
 def unavailable(request: Request, error: Exception) -> Response:
     if _disk_full(error):  # the database layer may report a full disk as unavailable
         return _full(request, error)
-    log.warning("database unavailable on %s %s: %s", request.method, request.url.path,
-                one_line_error(error))
+    log.warning("database unavailable on %s: %s", _where(request), one_line_error(error))
     return _answer(503, "the service's database cannot be reached; nothing was stored: try "
                         "again shortly", {"Retry-After": "5"})
 
@@ -107,7 +106,7 @@ def _disk_full(error: BaseException) -> bool:
 
 
 def _full(request: Request, error: BaseException) -> Response:
-    log.error("disk full on %s %s: %s", request.method, request.url.path, one_line_error(error))
+    log.error("disk full on %s: %s", _where(request), one_line_error(error))
     return _answer(507, "the service's storage is full; nothing was stored: try again later",
                    {"Retry-After": "60"})
 
@@ -132,8 +131,18 @@ def user_error(request: Request, error: UserError) -> Response:
                    clean_text(getattr(error, "message", "") or str(error), 1000))
 
 
+def too_deep(request: Request, error: RecursionError) -> Response:
+    """JSON nested deeper than the decoder goes (a 100,000-deep list): the client's input."""
+    return _answer(400, "the request's JSON is nested too deeply")
+
+
+def _where(request: Request) -> str:
+    """The request, for the log: the path is the client's text (cleaned, capped)."""
+    return one_line(f"{request.method} {request.url.path}", 300)
+
+
 def bug(request: Request, error: Exception) -> Response:
-    log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=error)
+    log.error("unhandled error on %s", _where(request), exc_info=error)
     return _answer(500, "internal error (logged)")
 
 

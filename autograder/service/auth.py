@@ -323,7 +323,10 @@ def current_principal(connection: ASGIConnection) -> Principal:
         raise NotAuthorizedException("a valid API token (Authorization: Bearer ...) or a "
                                      "signed-in session is needed",
                                      headers={"WWW-Authenticate": "Bearer"})
-    if (authorization is None and connection.scope.get("method", "GET") not in SAFE_METHODS
+    # The session cookie is what authenticated, whenever no bearer token was given (an empty
+    # or non-Bearer Authorization header included): then an unsafe request needs the CSRF token.
+    if (bearer_token(authorization) is None
+            and connection.scope.get("method", "GET") not in SAFE_METHODS
             and not csrf_ok(cookie or "", connection.headers.get(CSRF_HEADER))):
         raise PermissionDeniedException("the X-CSRF-Token header of this session is needed")
     state["principal"] = found

@@ -25,7 +25,7 @@ import anyio
 from litestar import Request, Response, Router, delete, get, post
 from litestar.datastructures import Cookie, UploadFile
 from litestar.di import NamedDependency
-from litestar.exceptions import ClientException, NotFoundException
+from litestar.exceptions import ClientException, HTTPException, NotFoundException
 from litestar.params import FromPath, JSONBody, QueryParameter
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -391,6 +391,13 @@ def me(request: Request, principal: Who) -> dict[str, Any]:
 def sign_in(request: Request, data: JSONBody[dict[str, Any]]) -> Response:
     state = _state(request)
     settings: Service = state.settings
+    # JSON only: a cross-site form can post text/plain (and sign a victim's browser into the
+    # attacker's account, where the victim's uploads would land); application/json cannot be
+    # sent across sites without the browser asking first (CORS is off).
+    if request.headers.get("content-type", "").split(";")[0].strip().lower() != \
+            "application/json":
+        raise HTTPException(status_code=415, detail="sign in with a JSON body "
+                                                    "(Content-Type: application/json)")
     person_id, password = data.get("id"), data.get("password")
     if not isinstance(person_id, str) or not isinstance(password, str) or not person_id:
         raise ClientException("send {\"id\": ..., \"password\": ...} as JSON strings")
