@@ -42,9 +42,11 @@ def address_key(client: tuple[str, int] | None) -> str:
         address = ipaddress.ip_address(client[0])
     except ValueError:  # a Unix socket's peer, or the like
         return str(client[0])
-    if address.version == 6 and address.ipv4_mapped is None:
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:  # an IPv4 client on a dual-stack socket
+            return str(address.ipv4_mapped)
         return str(ipaddress.ip_network(f"{address}/64", strict=False))
-    return str(address.ipv4_mapped or address)
+    return str(address)
 
 
 class LimitedHttpProtocol(HttpToolsProtocol):
