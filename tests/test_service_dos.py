@@ -205,3 +205,38 @@ def test_a_notebook_of_ninety_thousand_outputs_is_refused_quickly(served) -> Non
     assert took < 1.0
     terms = httpx.get(f"{server.url}/api/assignments/backprop", headers=bearer(token)).json()
     assert terms["budget"]["remaining"] == 1  # refused: nothing charged
+
+
+def test_uploads_beyond_the_parse_slots_wait_their_turn_then_get_503(monkeypatch) -> None:  # noqa: ANN001
+    import asyncio
+    from types import SimpleNamespace
+
+    from autograder.service import student_api
+
+    monkeypatch.setattr(student_api, "PARSE_WAIT_SECONDS", 0.3)
+    request = SimpleNamespace(app=SimpleNamespace(state=SimpleNamespace()))
+    order: list[str] = []
+
+    async def parse(name: str, seconds: float) -> None:
+        async with student_api._parse_slot(request):
+            order.append(f"{name} in")
+            await asyncio.sleep(seconds)
+            order.append(f"{name} out")
+
+    async def scenario() -> BaseException | None:
+        held = [asyncio.create_task(parse(n, 0.5)) for n in ("a", "b")]
+        await asyncio.sleep(0.05)
+        try:  # both slots taken for longer than the wait: refused, with when to come back
+            await parse("late", 0.0)
+        except student_api.ServiceBusy as busy:
+            refused = busy
+        else:
+            refused = None
+        await asyncio.gather(*held)
+        await parse("after", 0.0)  # the slots came back
+        return refused
+
+    refused = asyncio.run(scenario())
+    assert refused is not None and refused.status_code == 503
+    assert refused.headers == {"Retry-After": "5"}
+    assert order == ["a in", "b in", "a out", "b out", "after in", "after out"]
