@@ -3,11 +3,13 @@ assignment? Bad input gets a clear 4xx naming what is wrong, and nothing is stor
 
 Each check is bounded, in the order of its cost: the size before anything is parsed (413);
 UTF-8 JSON, whose nesting depth is bounded by the parser's recursion limit (400); the shape of a
-notebook (400); its nbformat version and a bounded number of cells (422); then nbformat itself
-reads it as the grader will (autograder.assemble.parse_notebook: 422 if it cannot); last, the
-notebook must hold one of the assignment's answer cells, matched as the grader matches them
-(by nbgrader grade id, else by the functions an answer cell defines: assemble's own matching),
-so that another assignment's notebook is refused here rather than graded as a zero (422).
+notebook (400); its nbformat version and a bounded number of cells (422); bounded counts of
+outputs and of JSON values in all (422: nbformat's validation costs grow with them); then
+nbformat itself reads it as the grader will (autograder.assemble.parse_notebook: 422 if it
+cannot); last, the notebook must hold one of the assignment's answer cells, matched as the
+grader matches them (by nbgrader grade id, else by the functions an answer cell defines:
+assemble's own matching), so that another assignment's notebook is refused here rather than
+graded as a zero (422).
 """
 
 from __future__ import annotations
@@ -30,6 +32,11 @@ from autograder.errors import UserError
 from autograder.results import clean_text
 
 MAX_CELLS = 5_000  # far above any real notebook; nbformat's validation costs ~40 us a cell
+# nbformat's validation costs ~20 us an output and ~5 us a JSON value: 90,000 one-character
+# outputs (4.7 MB) took 2-3 s of CPU and ~75 MB, so the counts are bounded before it runs.
+# A real notebook holds a few hundred outputs and a few thousand values (a plot is one string).
+MAX_OUTPUTS = 10_000
+MAX_VALUES = 150_000  # every object, list, string, number... in the JSON
 SUPPORTED_MAJOR = 4
 
 
@@ -89,6 +96,30 @@ def _check_shape(data: Any) -> None:
                              "accepted")
 
 
+def _check_counts(data: dict[str, Any]) -> None:
+    """Bound what nbformat's validation will walk: outputs in all, then values in all (the
+    walk stops as soon as the bound is passed)."""
+    outputs = sum(len(cell["outputs"]) for cell in data["cells"]
+                  if isinstance(cell, dict) and isinstance(cell.get("outputs"), list))
+    if outputs > MAX_OUTPUTS:
+        raise BadUpload(422, f"this notebook holds {outputs} outputs; at most {MAX_OUTPUTS} "
+                             "are accepted (the grader runs the notebook again and does not "
+                             "need them): clear its outputs (Edit > Clear Outputs of All "
+                             "Cells), save, and submit again")
+    seen, stack = 0, [data]
+    while stack:
+        value = stack.pop()
+        seen += 1
+        if seen > MAX_VALUES:
+            raise BadUpload(422, f"this notebook's JSON holds more than {MAX_VALUES} values "
+                                 "(lists, strings, numbers...); no real notebook does: clear "
+                                 "its outputs, save, and submit again")
+        if isinstance(value, dict):
+            stack.extend(value.values())
+        elif isinstance(value, list):
+            stack.extend(value)
+
+
 def _answer_cells(release: Any) -> dict[str, Any]:
     """The release's answer cells (solution cells), by grade id."""
     return {gid: cell for cell in release.cells
@@ -112,7 +143,10 @@ def check_upload(content: bytes, assignment: Assignment, max_bytes: int) -> None
                              f"{_size(max_bytes)} is accepted")
     if not content.strip():
         raise BadUpload(400, "this is not a notebook: the upload is empty")
-    _check_shape(_read_json(content))
+    data = _read_json(content)
+    _check_shape(data)
+    _check_counts(data)
+    del data  # nbformat reads the bytes again: only one parse held at a time
     try:
         with warnings.catch_warnings():  # nbformat warns of missing cell ids: not our news
             warnings.simplefilter("ignore")

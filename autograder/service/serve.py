@@ -75,7 +75,6 @@ from autograder.execute.sandbox import (
 
 log = logging.getLogger(__name__)
 
-MAX_CONNECTIONS = 2048  # uvicorn answers 503 beyond this many at once (a bound on memory)
 BACKLOG = 2048
 STOP_SECONDS = 30.0  # how long the worker may take to finish the job in hand
 SQLITE_FILES = ("", "-wal", "-shm", "-journal")  # handed to the service user
@@ -378,13 +377,20 @@ def run_http(course: Course, url: str, settings: object, listener: socket.socket
 
     from autograder.service.app import create_app
     from autograder.service.database import Database
+    from autograder.service.http_limits import limited_protocol
 
     db = Database(url)
     app = create_app(course, db, settings)
     config = uvicorn.Config(
         app, proxy_headers=False,  # the app decides on X-Forwarded-For (trusted_proxies)
         access_log=False,  # paths hold submission ids; errors are logged by the app
-        server_header=False, date_header=True, limit_concurrency=MAX_CONNECTIONS,
+        server_header=False, date_header=True,
+        # Deadlines for a request's headers and body and a cap per client address: without
+        # them a few thousand half-sent requests from one machine took every connection.
+        http=limited_protocol(settings.header_seconds, settings.body_seconds,
+                              settings.connections_per_address),
+        ws="none",  # no WebSocket route; an upgrade would leave our protocol's accounting
+        limit_concurrency=settings.max_connections,  # 503 beyond: a bound on memory
         backlog=BACKLOG, timeout_keep_alive=5, timeout_graceful_shutdown=10,
         log_level="warning", lifespan="on")
     server = uvicorn.Server(config)

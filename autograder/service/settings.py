@@ -28,6 +28,23 @@ class Service(Configurable):
         "students).")).tag(config=True)
     max_upload_bytes = Int(5 * 1024 * 1024, help="Largest notebook accepted, in bytes."
                            ).tag(config=True)
+    header_seconds = Float(10.0, help=(
+        "A connection whose request headers are not all in this many seconds after it was made "
+        "(or after the previous answer on it) is closed: a client cannot hold a connection "
+        "open by sending a request slowly.")).tag(config=True)
+    body_seconds = Float(60.0, help=(
+        "A connection whose request body is not all in this many seconds after its headers is "
+        "closed (the largest notebook must arrive in this time over a student's slowest "
+        "link).")).tag(config=True)
+    connections_per_address = Int(64, help=(
+        "Connections open at once from one client address (an IPv6 client: one /64); more are "
+        "closed at once, so that one machine cannot take every connection. Students behind "
+        "one NAT share an address: raise it for a class that is. Behind a reverse proxy every "
+        "connection is the proxy's: the proxy must limit its clients itself (nginx: "
+        "client_header_timeout, client_body_timeout, limit_conn).")).tag(config=True)
+    max_connections = Int(2048, help=(
+        "Connections open at once in all; beyond this every request is answered 503 (a bound "
+        "on the HTTP process's memory).")).tag(config=True)
     lease_seconds = Float(30.0, help="How long a worker holds a job without renewing it; a "
                                      "worker that died loses its jobs after this.").tag(config=True)
     poll_seconds = Float(0.02, help="How often an idle worker looks for jobs.").tag(config=True)

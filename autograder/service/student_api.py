@@ -2,10 +2,12 @@
 
 A student reaches only their own submissions: another student's id gets the same 404 as an id
 that does not exist, so ids cannot be probed. The upload is checked in this order, and nothing
-is stored until the last step: authenticated -> the assignment is released (404) -> the body's
-size (413) and its parts (400) -> intake's checks of the notebook (400/413/415/422) -> one
-transaction that takes from the budget (429 with when the next one is possible) and stores the
-submission with its job -> 202.
+is stored until the last step: authenticated -> the assignment is released (404) -> a read of
+the student's budget: empty, 429 before the body is even read -> the body's size (413) and its
+parts (400) -> intake's checks of the notebook (400/413/415/422), at most PARSES_AT_ONCE at a
+time in the process (503 after waiting PARSE_WAIT_SECONDS for a turn) -> one transaction that
+takes from the budget (429 with when the next one is possible: this one is the authority) and
+stores the submission with its job -> 202.
 
 The HTTP process never imports the hidden tests (they import torch, and they are the secret):
 it reads the release notebook, and hashes the hidden tests' files for the assignment's
@@ -16,6 +18,8 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -173,9 +177,74 @@ def _feedback(request: Request, session: Session, result: Result, now: datetime
       summary="Submit a notebook (multipart field 'notebook', or the notebook as the body)")
 async def submit(request: Request, assignment: FromPath[str], principal: Who) -> Response:
     found = _assignment_or_404(request, assignment)
+    # The cheap refusal first: a student with nothing left is answered before their upload
+    # is read or parsed (a parse costs seconds of CPU and tens of MB for a hostile notebook).
+    refused = await anyio.to_thread.run_sync(_refused_by_budget, request, found, principal)
+    if refused is not None:
+        return refused
     content, filename = await _read_upload(request, found)
+    async with _parse_slot(request):
+        await anyio.to_thread.run_sync(_check_upload, request, found, content)
     return await anyio.to_thread.run_sync(_store_upload, request, found, principal, content,
                                           filename)
+
+
+PARSES_AT_ONCE = 2  # intake's parses of uploads at once in this process (CPU- and memory-bound)
+PARSE_WAIT_SECONDS = 10.0  # an upload waits this long for a parse slot, then 503
+
+
+class ServiceBusy(ClientException):  # not the client's fault, but theirs to retry
+    status_code = 503
+
+
+@asynccontextmanager
+async def _parse_slot(request: Request) -> AsyncIterator[None]:
+    """One of the process's PARSES_AT_ONCE slots to parse an upload in: forty hostile uploads
+    parsed at once took 3 GB and starved every other request of the GIL; the others wait
+    their turn, a bounded time."""
+    state = _state(request)
+    slots = getattr(state, "parse_slots", None)
+    if slots is None:  # made on first use, in the event loop (one thread: no race)
+        slots = asyncio.Semaphore(PARSES_AT_ONCE)
+        state.parse_slots = slots
+    try:
+        async with asyncio.timeout(PARSE_WAIT_SECONDS):  # (not wait_for: 3.11's may lose a
+            await slots.acquire()  # slot acquired just as it times out)
+    except TimeoutError:
+        raise ServiceBusy("the service is busy checking other uploads; nothing was stored: "
+                          "send it again shortly", headers={"Retry-After": "5"}) from None
+    try:
+        yield
+    finally:
+        slots.release()
+
+
+def _refused_by_budget(request: Request, assignment: Assignment,
+                       who: auth.Principal) -> Response | None:
+    """The 429 for a student whose budget is empty now (no grace either), read without a
+    lock; None otherwise. `_store_upload`'s take_from_budget stays the authority."""
+    course: Course = _state(request).course
+    policy = policies.policy_for(course, assignment.name)
+    due = policies.student_due(course, assignment.name, who.id)
+    now = datetime.now(UTC)
+    with _state(request).db.session(readonly=True) as session:
+        left = budgets.budget_of(session, policy, who.id, assignment.name, now, due)
+    if left.remaining > 0 or left.grace_available:
+        return None
+    # The exact answer (when the next one is possible, the grace to come) is take_from_budget's:
+    # asked in a transaction that stores nothing.
+    with _state(request).db.session() as session:
+        try:
+            budgets.take_from_budget(session, policy, who.id, assignment.name, now, due)
+        except budgets.OverBudget as over:
+            session.rollback()
+            return _over_budget(over, now)
+        session.rollback()  # a token came back meanwhile: nothing taken here
+    return None
+
+
+def _check_upload(request: Request, assignment: Assignment, content: bytes) -> None:
+    intake.check_upload(content, assignment, _state(request).settings.max_upload_bytes)
 
 
 async def _read_upload(request: Request, assignment: Assignment) -> tuple[bytes, str]:
@@ -208,7 +277,6 @@ def _store_upload(request: Request, assignment: Assignment, who: auth.Principal,
                   filename: str) -> Response:
     state = _state(request)
     course: Course = state.course
-    intake.check_upload(content, assignment, state.settings.max_upload_bytes)
     policy = policies.policy_for(course, assignment.name)
     due = policies.student_due(course, assignment.name, who.id)
     now = datetime.now(UTC)
@@ -385,7 +453,11 @@ def me(request: Request, principal: Who) -> dict[str, Any]:
 
 # --- sign-in ----------------------------------------------------------------------------------
 
+SIGN_IN_BODY_BYTES = 16 * 1024  # an id and a password; 413 beyond, before the body is read
+
+
 @post("/api/session", sync_to_thread=True, status_code=200,
+      request_max_body_size=SIGN_IN_BODY_BYTES,
       summary="Sign in with id and password: a session cookie, and its CSRF token to send as "
               "X-CSRF-Token with every POST and DELETE")
 def sign_in(request: Request, data: JSONBody[dict[str, Any]]) -> Response:
