@@ -12,6 +12,7 @@ must upgrade its lock). Only `session(readonly=True)` begins deferred, so reader
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -39,6 +40,9 @@ _SQLITE_UNAVAILABLE = ("locked", "busy", "unable to open", "disk i/o", "disk is 
                        "readonly database", "read-only")
 # PostgreSQL: connection exceptions (08xxx), the server shutting down or starting (57P0x).
 _POSTGRES_UNAVAILABLE = ("08", "57P01", "57P02", "57P03", "53300")
+
+
+UPGRADE_LOCK = ".upgrade-lock"  # beside a SQLite file: one schema upgrade at a time
 
 
 class DatabaseUnavailable(Exception):
@@ -107,12 +111,31 @@ class Database:
 
         config = Config()
         config.set_main_option("script_location", str(MIGRATIONS))
-        with self._translated(), self.engine.begin() as connection:
+        with self._upgrade_lock(), self._translated(), self.engine.begin() as connection:
             if not self.is_sqlite:  # SQLite: BEGIN IMMEDIATE already serialises upgrades
                 connection.execute(sqlalchemy.text("SELECT pg_advisory_xact_lock(:key)"),
                                    {"key": _UPGRADE_LOCK})
             config.attributes["connection"] = connection
             command.upgrade(config, "head")
+
+    @contextmanager
+    def _upgrade_lock(self) -> Iterator[None]:
+        """SQLite: one upgrade at a time, waiting as long as it takes (processes started
+        together: serve, a worker, `token`). BEGIN IMMEDIATE alone gives up after the busy
+        timeout, which a slow machine's migration can outlast. PostgreSQL: an advisory lock."""
+        path = self.sqlite_path
+        if path is None:
+            yield
+            return
+        import fcntl
+
+        # O_NOFOLLOW: the folder may be the (less trusted) HTTP process's (serve as root)
+        lock = os.open(f"{path}{UPGRADE_LOCK}", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(lock)
 
     @contextmanager
     def session(self, readonly: bool = False) -> Iterator[Session]:

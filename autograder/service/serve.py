@@ -72,6 +72,7 @@ from autograder.execute.sandbox import (
     _libc,
     _mount,
 )
+from autograder.service.database import UPGRADE_LOCK
 
 log = logging.getLogger(__name__)
 
@@ -270,7 +271,8 @@ def hand_over_sqlite(path: Path | None, course: Course, account: pwd.struct_pass
     course_root = course.root.resolve()
     own = {path.name + suffix for suffix in SQLITE_FILES}
     others = sorted(name for name in os.listdir(folder)
-                    if name not in own and name != path.name + WORKER_LOCK)
+                    if name not in own
+                    and name not in (path.name + WORKER_LOCK, path.name + UPGRADE_LOCK))
     if folder == course_root or folder in course_root.parents or others:
         raise ServeError(
             f"{path}: started as root, the service hands the SQLite database's folder to "
