@@ -88,7 +88,10 @@ def make_service_course(folder: Path, students: list[str]) -> tuple[Path, str]:
     root = scratch_course(Course.load(REPO), folder / "course").root
     os.chmod(root, 0o755)
     with (root / "nbgrader_config.py").open("a") as config:
-        config.write("\nc.AssignmentPolicy.budget_capacity = 1000\n")
+        config.write("\nc.AssignmentPolicy.budget_capacity = 1000\n"
+                     # every simulated student connects from 127.0.0.1, where real ones
+                     # come from their own addresses (or through a trusted proxy, not capped)
+                     f"c.Service.connections_per_address = {len(students) + 16}\n")
     subprocess.run([*AUTOGRADER, "--course", str(root), "release", "backprop"], check=True,
                    capture_output=True)
     add_students(root, students)

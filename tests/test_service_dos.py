@@ -17,7 +17,7 @@ import httpx
 import nbformat
 import pytest
 from conftest import make_course
-from databases import ServeProcess, add_students, student_tokens
+from databases import ServeProcess, add_students, free_port, student_tokens, wait_for
 
 from autograder.author import with_answers
 
@@ -240,3 +240,51 @@ def test_uploads_beyond_the_parse_slots_wait_their_turn_then_get_503(monkeypatch
     assert refused is not None and refused.status_code == 503
     assert refused.headers == {"Retry-After": "5"}
     assert order == ["a in", "b in", "a out", "b out", "after in", "after out"]
+
+
+def test_a_trusted_proxy_is_not_capped_per_address() -> None:
+    """Behind a reverse proxy every student's connection comes from the proxy's address: the
+    per-address cap must not apply to it (the proxy limits its own clients), or a class of
+    more than `connections_per_address` long-polling students would be refused."""
+    import ipaddress
+    import threading
+
+    import uvicorn
+
+    from autograder.service.http_limits import limited_protocol
+
+    async def app(scope, receive, send):  # noqa: ANN001, ANN202 (a minimal ASGI app)
+        if scope["type"] != "http":
+            return
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    def held_connections(exempt: list) -> int:  # noqa: ANN001
+        """How many of 6 idle connections from 127.0.0.1 stay open, with a cap of 2."""
+        port = free_port()
+        config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error",
+                                lifespan="off", ws="none",
+                                http=limited_protocol(30, 30, 2, exempt=exempt))
+        server = uvicorn.Server(config)
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        wait_for(lambda: server.started, timeout=10)
+        sockets = [socket.create_connection(("127.0.0.1", port)) for _ in range(6)]
+        try:
+            time.sleep(0.3)
+            open_ = 0
+            for held in sockets:
+                held.settimeout(0.2)
+                try:
+                    open_ += held.recv(1) != b""  # closed by the cap: b"" at once
+                except TimeoutError:
+                    open_ += 1  # still open, waiting for our request
+            return open_
+        finally:
+            for held in sockets:
+                held.close()
+            server.should_exit = True
+            thread.join(10)
+
+    assert held_connections([]) == 2
+    assert held_connections([ipaddress.ip_network("127.0.0.1/32")]) == 6

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -55,6 +56,9 @@ class LimitedHttpProtocol(HttpToolsProtocol):
     header_seconds: float = 10.0
     body_seconds: float = 60.0
     per_address: int = 64
+    # Trusted reverse proxies (c.Service.trusted_proxies): every student's connection comes
+    # from their address, so they are not capped here; the proxy limits its own clients.
+    exempt: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -96,6 +100,9 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         super().connection_made(transport)
         key = address_key(self.client)
         counts = self._counts()
+        if self._exempt():
+            self._arm(self.header_seconds, "headers")
+            return
         if counts.get(key, 0) >= self.per_address:
             log.warning("refused a connection: %d already open from that address",
                         self.per_address)
@@ -104,6 +111,17 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         counts[key] = counts.get(key, 0) + 1
         self._key = key
         self._arm(self.header_seconds, "headers")
+
+    def _exempt(self) -> bool:
+        if not self.exempt or self.client is None:
+            return False
+        try:
+            address = ipaddress.ip_address(self.client[0])
+        except ValueError:
+            return False
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
+        return any(address in network for network in self.exempt)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
@@ -137,9 +155,11 @@ class LimitedHttpProtocol(HttpToolsProtocol):
             self._arm(self.header_seconds, "headers")  # the next request's, from now
 
 
-def limited_protocol(header_seconds: float, body_seconds: float,
-                     per_address: int) -> type[LimitedHttpProtocol]:
-    """The protocol class to give uvicorn (`uvicorn.Config(http=...)`) with these limits."""
+def limited_protocol(header_seconds: float, body_seconds: float, per_address: int,
+                     exempt: Sequence[ipaddress.IPv4Network | ipaddress.IPv6Network] = ()
+                     ) -> type[LimitedHttpProtocol]:
+    """The protocol class to give uvicorn (`uvicorn.Config(http=...)`) with these limits;
+    connections from `exempt` networks (trusted proxies) are not capped per address."""
     return type("LimitedHttpProtocol", (LimitedHttpProtocol,),
                 {"header_seconds": header_seconds, "body_seconds": body_seconds,
-                 "per_address": per_address})
+                 "per_address": per_address, "exempt": tuple(exempt)})

@@ -378,6 +378,7 @@ def run_http(course: Course, url: str, settings: object, listener: socket.socket
     import uvicorn
 
     from autograder.service.app import create_app
+    from autograder.service.auth import parse_proxies
     from autograder.service.database import Database
     from autograder.service.http_limits import limited_protocol
 
@@ -390,7 +391,8 @@ def run_http(course: Course, url: str, settings: object, listener: socket.socket
         # Deadlines for a request's headers and body and a cap per client address: without
         # them a few thousand half-sent requests from one machine took every connection.
         http=limited_protocol(settings.header_seconds, settings.body_seconds,
-                              settings.connections_per_address),
+                              settings.connections_per_address,
+                              exempt=parse_proxies(list(settings.trusted_proxies))),
         ws="none",  # no WebSocket route; an upgrade would leave our protocol's accounting
         limit_concurrency=settings.max_connections,  # 503 beyond: a bound on memory
         backlog=BACKLOG, timeout_keep_alive=5, timeout_graceful_shutdown=10,
