@@ -18,11 +18,14 @@ is tried again on the next call, or by `autograder service sync` (`sync_all`).
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -311,7 +314,94 @@ def sync_all(course: Course, db: Database, assignment: str,
     failed = _failed_ids(report)
     _done(course, db, [(a, s) for a, s in pending(course, db)
                        if a == assignment and s not in failed])
+    try:  # serve's HTTP process cannot read results/: it serves this
+        write_gradebook_snapshot(course, assignment)
+    except Exception as error:  # the files are synced; the snapshot follows next round
+        log.warning("the gradebook of %s for the service is not up to date: %s", assignment,
+                    clean_text(error, 300))
     return report
+
+
+def gradebook_rows(course: Course, assignment: str) -> list[dict]:
+    """gradebook.db's final scores of `assignment` (manual grades, extra credit and late
+    penalties in), one dict per student, as the instructor's gradebook JSON shows them."""
+    from autograder.scores import final_scores
+
+    return [{"student_id": row.student_id, "name": clean_text(row.display_name, 300),
+             "score": row.score, "max_score": row.max_score, "autograded": row.autograded,
+             "manual_adjustment": row.manual_adjustment, "extra_credit": row.extra_credit,
+             "late_penalty": row.late_penalty, "status": str(row.status), "late": row.late,
+             "seconds_late": row.seconds_late}
+            for row in final_scores(course, assignment)]
+
+
+def snapshot_paths(course: Course, assignment: str) -> tuple[Path, Path]:
+    """The gradebook as the course-files thread last made it (JSON rows, the export's CSV):
+    what a process that cannot read the course's results (serve's HTTP process) serves."""
+    folder = course.root / MARKER_DIR
+    return folder / f"{assignment}.gradebook.json", folder / f"{assignment}.gradebook.csv"
+
+
+def _write_readable(path: Path, data: bytes) -> None:
+    """Atomically, readable by all (the HTTP process runs as another user): scores only,
+    never a result's expected values."""
+    fd, partial = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            os.fchmod(handle.fileno(), 0o644)
+            handle.write(data)
+        os.replace(partial, path)
+    except BaseException:
+        with suppress(OSError):
+            os.unlink(partial)
+        raise
+
+
+def write_gradebook_snapshot(course: Course, assignment: str, force: bool = False) -> bool:
+    """The gradebook's JSON rows and CSV export, for serve's HTTP process, when gradebook.db
+    or the stored results changed since they were made (or `force`). True if written."""
+    from autograder.commands import export_report
+    from autograder.tempfiles import make_temp_dir, remove_tree
+
+    rows_path, csv_path = snapshot_paths(course, assignment)
+    sources = [course.root / "gradebook.db", course.root / "results" / assignment]
+    try:
+        made = min(rows_path.stat().st_mtime_ns, csv_path.stat().st_mtime_ns)
+        newest = max(p.stat().st_mtime_ns for p in sources if p.exists())
+        if not force and newest < made:
+            return False
+    except (OSError, ValueError):
+        pass  # none yet
+    rows = gradebook_rows(course, assignment)
+    folder = make_temp_dir("export")
+    try:
+        content = Path(export_report(course, assignment, "csv",
+                                     folder / f"{assignment}.csv").path).read_bytes()
+    finally:
+        remove_tree(folder)
+    rows_path.parent.mkdir(parents=True, exist_ok=True)
+    _write_readable(csv_path, content)
+    _write_readable(rows_path, json.dumps(rows).encode())
+    return True
+
+
+def can_sync(course: Course) -> bool:
+    """Whether this process may bring the course's files up to date: it can write the course
+    (its folder, the lock file, gradebook.db) and read its secret. As root, `serve`'s HTTP
+    process (c.Service.user, the course read-only) cannot: there the embedded worker keeps
+    the files, and the HTTP process only reads them."""
+    from autograder.course import SECRET_FILE
+    from autograder.lock import LOCK_FILE
+
+    root = course.root
+    if not os.access(root, os.W_OK | os.X_OK):
+        return False
+    for name, mode in ((LOCK_FILE, os.W_OK), ("gradebook.db", os.W_OK),
+                       (SECRET_FILE, os.R_OK)):
+        path = root / name
+        if path.exists() and not os.access(path, mode):
+            return False
+    return True
 
 
 def synced_assignments(db: Database) -> list[str]:
