@@ -58,6 +58,9 @@ def add_service_parsers(command: Callable[..., argparse.ArgumentParser]) -> None
     service.add_argument("--days", type=int, help="purge: submissions older than this many days "
                                                   "(default: c.Service.retention_days)")
     service.add_argument("--database", help="SQLAlchemy URL (default: c.Service.database_url)")
+    service.add_argument("--force", action="store_true",
+                         help="sync: write every student's counted submission again (after a "
+                              "`grade` run on the course changed gradebook.db)")
 
 
 def run_service_command(args: argparse.Namespace) -> int:
@@ -179,7 +182,7 @@ def _run_service(args: argparse.Namespace) -> int:
             failed = 0
             for assignment in ([args.target] if args.target
                                else course_sync.synced_assignments(db)):
-                report = course_sync.sync_all(course, db, assignment)
+                report = course_sync.sync_all(course, db, assignment, force=args.force)
                 failed += len(report.failed)
                 print(f"{assignment}: {len(report.written)} written, {report.unchanged} "
                       f"already up to date, {len(report.failed)} failed")

@@ -166,7 +166,7 @@ def _read_marker(path: Path) -> str | None:
 
 
 def write_student(course: Course, counted: Counted, gradebook: object, assignment: object,
-                  store: object) -> bool:
+                  store: object, force: bool = False) -> bool:
     """Write one student's counted submission into the course (the caller holds the course's
     lock and gives the loaded assignment, its NbgraderGradebook and the result store). False
     when the files already hold it."""
@@ -175,7 +175,7 @@ def write_student(course: Course, counted: Counted, gradebook: object, assignmen
 
     marker = _marker(course, counted.assignment, counted.student_id)
     before = _read_marker(marker)
-    if before == _marked(counted):
+    if before == _marked(counted) and not force:
         return False
     folder = course.submitted_dir(counted.student_id, counted.assignment)
     for path in (folder.parent, folder):  # nothing is written through a planted link
@@ -197,9 +197,26 @@ def write_student(course: Course, counted: Counted, gradebook: object, assignmen
     return True
 
 
+def _in_gradebook(course: Course, row: Result) -> bool:
+    """Whether gradebook.db still holds this graded result's score for its student: a
+    `grade` run on the course beside the service changes it without the service's marker
+    knowing (one student's rows of gradebook.db read)."""
+    from autograder.scores import final_score
+
+    if row.status != "graded":  # no autograded score of its own to compare
+        return True
+    try:
+        book = final_score(course, SubmissionResult.from_json(row.result_json)).autograded
+    except Exception:  # unreadable: write it again
+        return False
+    return book is not None and abs(book - row.score) < 1e-6
+
+
 def _sync_students(course: Course, db: Database, assignment_name: str,
-                   students: list[str] | None, wait: float) -> SyncReport:
-    """Bring these students (None: every student with a counted result) up to date."""
+                   students: list[str] | None, wait: float,
+                   force: bool = False) -> SyncReport:
+    """Bring these students (None: every student with a counted result) up to date; `force`:
+    write each one again, whatever the markers say."""
     from autograder.assignment import Assignment
     from autograder.gradebook_db import NbgraderGradebook
     from autograder.store import result_store
@@ -216,13 +233,17 @@ def _sync_students(course: Course, db: Database, assignment_name: str,
                 if row is not None:
                     found[student] = row
         todo: list[Counted] = []
+        rewrite: set[str] = set()  # marked as written, but gradebook.db says otherwise
         for student, row in sorted(found.items()):
             if not usable_student_id(student):  # the roster's ids only reach the disk
                 report.failed.append(f"{clean_text(student, 100)}: not a usable student id")
-            elif _read_marker(_marker(course, assignment_name, student)) == \
-                    f"{row.id} {_sha_of(session, row)}\n":
+            elif not force and _read_marker(_marker(course, assignment_name, student)) == \
+                    f"{row.id} {_sha_of(session, row)}\n" and _in_gradebook(course, row):
                 report.unchanged += 1
             else:
+                if _read_marker(_marker(course, assignment_name, student)) == \
+                        f"{row.id} {_sha_of(session, row)}\n":
+                    rewrite.add(student)
                 todo.append(_read_counted(session, row))
     if not todo:
         return report
@@ -232,7 +253,8 @@ def _sync_students(course: Course, db: Database, assignment_name: str,
         with NbgraderGradebook(course, assignment) as gradebook:
             for counted in todo:
                 try:
-                    if write_student(course, counted, gradebook, assignment, store):
+                    if write_student(course, counted, gradebook, assignment, store, force
+                                     or counted.student_id in rewrite):
                         report.written.append(counted.student_id)
                     else:
                         report.unchanged += 1
@@ -306,11 +328,12 @@ def _failed_ids(report: SyncReport) -> set[str]:
 
 
 def sync_all(course: Course, db: Database, assignment: str,
-             wait: float = 60.0) -> SyncReport:
+             wait: float = 60.0, force: bool = False) -> SyncReport:
     """Every student's counted submission of `assignment` into the course's files (what
     `autograder service sync` runs, and the instructor's gradebook before an LMS export).
-    Raises CourseBusy if the course stays locked for `wait` seconds."""
-    report = _sync_students(course, db, assignment, None, wait)
+    Raises CourseBusy if the course stays locked for `wait` seconds. `force`: every counted
+    submission is written again, whatever the markers say."""
+    report = _sync_students(course, db, assignment, None, wait, force)
     failed = _failed_ids(report)
     _done(course, db, [(a, s) for a, s in pending(course, db)
                        if a == assignment and s not in failed])
