@@ -294,3 +294,85 @@ def test_serve_sigterm_stops_a_busy_service(open_course, sqlite_url, solution, t
         wait_for(lambda: not Path(f"/proc/{worker}").exists(), 60)
     finally:
         server.stop()
+
+
+INSTRUCTOR = "prof-serve"
+
+
+def instructor_token(course_root: Path, url: str) -> str:
+    """An instructor's token, as `autograder token issue` gives it (c.Service.instructors)."""
+    from autograder.course import Course
+    from autograder.service.auth import issue_token, sync_people
+    from autograder.service.database import Database
+
+    db = Database.for_course(Course.load(course_root), url)
+    try:
+        db.upgrade()
+        with db.session() as session:
+            sync_people(session, Course.load(course_root), [INSTRUCTOR])
+            return issue_token(session, INSTRUCTOR)
+    finally:
+        db.dispose()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root: the HTTP process runs as nobody")
+def test_root_serve_instructor_regrade_and_gradebook_work_on_a_read_only_course(
+        sqlite_url, solution, tmp_path):  # noqa: ANN001
+    """As root the HTTP process cannot write the course nor read its secret: a regrade
+    (start, watch, confirm) and the gradebook (JSON, CSV) still answer, never a 500."""
+    import httpx
+
+    root = Path(tempfile.mkdtemp(prefix="agserve-instructor-"))
+    try:
+        os.chmod(root, 0o755)
+        course = make_course(root)
+        add_students(root, STUDENTS)
+        with (root / "nbgrader_config.py").open("a") as config:
+            config.write(f"\nc.Service.instructors = [{INSTRUCTOR!r}]\n"
+                         "c.Service.course_sync_seconds = 0.5\n")
+        tokens = student_tokens(root, sqlite_url)
+        token = instructor_token(root, sqlite_url)
+        headers = {"Authorization": f"Bearer {token}"}
+        with ServeProcess(root, sqlite_url, log_dir=tmp_path) as server:
+            assert uid_of(server.pid) == pwd.getpwnam("nobody").pw_uid, server.log
+            for student in STUDENTS[:2]:
+                done = submit(server.url, notebook_file(tmp_path, solution, course),
+                              tokens[student])
+                assert done.returncode == 0, done.stdout + done.stderr
+            api = f"{server.url}/api/instructor"
+            with httpx.Client(headers=headers, timeout=60) as client:
+                started = client.post(f"{api}/assignments/backprop/regrades",
+                                      json={"students": None})
+                assert started.status_code == 202, started.text + server.log
+                regrade = f"{api}/regrades/{started.json()['id']}"
+
+                def finished() -> bool:
+                    shown = client.get(regrade)
+                    assert shown.status_code == 200, shown.text
+                    return shown.json()["done"]
+
+                wait_for(finished, 120, 0.2)
+                confirmed = client.post(f"{regrade}/confirm")
+                assert confirmed.status_code == 200, confirmed.text + server.log
+                assert confirmed.json()["state"] == "confirmed"
+
+                def in_gradebook() -> bool:  # the worker keeps gradebook.db, soon
+                    shown = client.get(f"{api}/assignments/backprop/gradebook")
+                    if shown.status_code == 503:  # not made by the worker yet
+                        return False
+                    assert shown.status_code == 200, shown.text + server.log
+                    assert shown.headers["X-Autograder-Synced"] == "false"
+                    scores = {row["student_id"]: row["score"] for row in shown.json()
+                              if row["score"]}
+                    return set(scores) == set(STUDENTS[:2])
+
+                wait_for(in_gradebook, 60, 0.5)
+                csv = client.get(f"{api}/assignments/backprop/gradebook",
+                                 params={"format": "csv"})
+                assert csv.status_code == 200, csv.text + server.log
+                assert all(student in csv.text for student in STUDENTS[:2])
+            assert server.stop() == 0, server.log
+        assert "unhandled error" not in server.log, server.log
+        assert "Traceback" not in server.log, server.log
+    finally:
+        shutil.rmtree(root, ignore_errors=True)

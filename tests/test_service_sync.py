@@ -333,3 +333,37 @@ def test_results_graded_elsewhere_reach_the_course_files(fresh_course: Course, g
         stop.set()
         keeper.join()
         db.dispose()
+
+
+def test_a_grade_run_beside_the_service_is_undone_by_the_next_sync(
+        fresh_course: Course, database_url: str, graded_notebooks) -> None:
+    """`autograder grade` on the course changes gradebook.db behind the service's markers:
+    the next sync finds that student's score differs and writes it again; --force writes
+    every student again."""
+    import sqlite3
+
+    db = open_database(database_url)
+    try:
+        rows = {student: store_graded(db, student, graded_notebooks["full"],
+                                      T0 + timedelta(minutes=i))
+                for i, student in enumerate(["10001", "10002"])}
+        assert sorted(course_sync.sync_all(fresh_course, db, "backprop").written) == \
+            ["10001", "10002"]
+        with sqlite3.connect(fresh_course.root / "gradebook.db") as book:  # as `grade` would
+            changed = book.execute(
+                "UPDATE grade SET auto_score = 0 WHERE notebook_id IN (SELECT n.id FROM "
+                "submitted_notebook n JOIN submitted_assignment a ON a.id = n.assignment_id "
+                "WHERE a.student_id = '10001')").rowcount
+        assert changed > 0
+        book.close()
+        ours = {row.student_id: row.score for row in final_scores(fresh_course, "backprop")}
+        assert ours["10001"] == 0
+        again = course_sync.sync_all(fresh_course, db, "backprop")
+        assert again.written == ["10001"] and again.unchanged == 1
+        ours = {row.student_id: row.score for row in final_scores(fresh_course, "backprop")}
+        assert ours == {s: pytest.approx(row.score) for s, row in rows.items()} | {
+            s: ours[s] for s in ours if s not in rows}
+        forced = course_sync.sync_all(fresh_course, db, "backprop", force=True)
+        assert sorted(forced.written) == ["10001", "10002"]
+    finally:
+        db.dispose()

@@ -245,3 +245,38 @@ def test_restart_with_a_full_queue_grades_every_submission_once(db: Database, co
     assert len(printed) == 20
     assert sum(int(line.split("stopped, ")[1].split()[0])
                for line in log.read_text().splitlines() if "stopped, " in line) == 20
+
+
+def test_uploads_queued_before_the_tests_changed_are_graded_with_the_new_version(
+        database_url: str, course: Course, solution: dict[str, str], tmp_path: Path) -> None:
+    """An instructor edits tests.py while 6 uploads wait: on the course's machine the worker
+    moves them to the current version and grades them all (none stranded); a worker that may
+    hold an older copy of the course (no repoint_stale) leaves them."""
+    root = tmp_path / "course"
+    shutil.copytree(course.root, root, ignore=shutil.ignore_patterns("service.db*"))
+    copy = Course.load(root)
+    db = Database(database_url)
+    db.upgrade()
+    try:
+        with db.session() as session:
+            session.add_all([Person(id=f"s{n:02d}") for n in range(6)])
+        old = fingerprint(copy)
+        jobs = [enqueue(db, f"s{n:02d}", notebook_bytes(copy, solution), old) for n in range(6)]
+        with (copy.hidden_dir("backprop") / "tests.py").open("a") as tests:
+            tests.write("\n# clarified by the instructor\n")
+        new = fingerprint(copy)
+        assert new != old
+        with Grader(copy, workers=2) as grader:
+            grader.start()
+            with ServiceWorker(db, grader) as elsewhere:
+                assert elsewhere.run_until_idle(timeout=60) == 0
+            assert {job(db, n).fingerprint for n in jobs} == {old}
+            with ServiceWorker(db, grader, repoint_stale=True) as worker:
+                assert worker.run_until_idle(timeout=300) == 6
+        for n in jobs:
+            assert job(db, n).state == JobState.DONE and job(db, n).fingerprint == new
+        graded = rows(db)
+        assert len(graded) == 6 and all(row.score == row.max_score > 0 for row in graded)
+        assert queue.waiting_versions(db) == set()
+    finally:
+        db.dispose()

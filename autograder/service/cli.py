@@ -58,6 +58,9 @@ def add_service_parsers(command: Callable[..., argparse.ArgumentParser]) -> None
     service.add_argument("--days", type=int, help="purge: submissions older than this many days "
                                                   "(default: c.Service.retention_days)")
     service.add_argument("--database", help="SQLAlchemy URL (default: c.Service.database_url)")
+    service.add_argument("--force", action="store_true",
+                         help="sync: write every student's counted submission again (after a "
+                              "`grade` run on the course changed gradebook.db)")
 
 
 def run_service_command(args: argparse.Namespace) -> int:
@@ -132,6 +135,26 @@ def _serve(args: argparse.Namespace) -> int:
                  worker=not args.no_worker, unsafe=args.unsafe)
 
 
+def _repoint_queued(course: object, db: object) -> None:
+    """Uploads queued for a version of their assignment the course no longer has (tests.py
+    or the release changed meanwhile) are moved to the current one: graded, not stranded."""
+    from autograder.assignment import Assignment
+    from autograder.errors import UserError
+    from autograder.service.queue import waiting_versions
+    from autograder.service.worker import repoint_queued
+
+    for assignment in sorted({name for name, _ in waiting_versions(db)}):
+        try:
+            current = Assignment.load(course, assignment).fingerprint
+        except UserError as error:
+            print(f"{assignment}: queued uploads left as they are: {error}")
+            continue
+        moved = repoint_queued(db, assignment, current)
+        if moved:
+            print(f"{assignment}: {moved} queued upload(s) named an older version; they "
+                  "will be graded with the current one")
+
+
 def _run_service(args: argparse.Namespace) -> int:
     """`service sync [ASSIGNMENT]`, `service purge [--days N]`, `service delete-student ID`
     (audited as the command line's user)."""
@@ -155,10 +178,11 @@ def _run_service(args: argparse.Namespace) -> int:
     try:
         db.upgrade()
         if args.action == "sync":
+            _repoint_queued(course, db)
             failed = 0
             for assignment in ([args.target] if args.target
                                else course_sync.synced_assignments(db)):
-                report = course_sync.sync_all(course, db, assignment)
+                report = course_sync.sync_all(course, db, assignment, force=args.force)
                 failed += len(report.failed)
                 print(f"{assignment}: {len(report.written)} written, {report.unchanged} "
                       f"already up to date, {len(report.failed)} failed")

@@ -18,11 +18,14 @@ is tried again on the next call, or by `autograder service sync` (`sync_all`).
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -163,7 +166,7 @@ def _read_marker(path: Path) -> str | None:
 
 
 def write_student(course: Course, counted: Counted, gradebook: object, assignment: object,
-                  store: object) -> bool:
+                  store: object, force: bool = False) -> bool:
     """Write one student's counted submission into the course (the caller holds the course's
     lock and gives the loaded assignment, its NbgraderGradebook and the result store). False
     when the files already hold it."""
@@ -172,7 +175,7 @@ def write_student(course: Course, counted: Counted, gradebook: object, assignmen
 
     marker = _marker(course, counted.assignment, counted.student_id)
     before = _read_marker(marker)
-    if before == _marked(counted):
+    if before == _marked(counted) and not force:
         return False
     folder = course.submitted_dir(counted.student_id, counted.assignment)
     for path in (folder.parent, folder):  # nothing is written through a planted link
@@ -194,9 +197,26 @@ def write_student(course: Course, counted: Counted, gradebook: object, assignmen
     return True
 
 
+def _in_gradebook(course: Course, row: Result) -> bool:
+    """Whether gradebook.db still holds this graded result's score for its student: a
+    `grade` run on the course beside the service changes it without the service's marker
+    knowing (one student's rows of gradebook.db read)."""
+    from autograder.scores import final_score
+
+    if row.status != "graded":  # no autograded score of its own to compare
+        return True
+    try:
+        book = final_score(course, SubmissionResult.from_json(row.result_json)).autograded
+    except Exception:  # unreadable: write it again
+        return False
+    return book is not None and abs(book - row.score) < 1e-6
+
+
 def _sync_students(course: Course, db: Database, assignment_name: str,
-                   students: list[str] | None, wait: float) -> SyncReport:
-    """Bring these students (None: every student with a counted result) up to date."""
+                   students: list[str] | None, wait: float,
+                   force: bool = False) -> SyncReport:
+    """Bring these students (None: every student with a counted result) up to date; `force`:
+    write each one again, whatever the markers say."""
     from autograder.assignment import Assignment
     from autograder.gradebook_db import NbgraderGradebook
     from autograder.store import result_store
@@ -213,13 +233,17 @@ def _sync_students(course: Course, db: Database, assignment_name: str,
                 if row is not None:
                     found[student] = row
         todo: list[Counted] = []
+        rewrite: set[str] = set()  # marked as written, but gradebook.db says otherwise
         for student, row in sorted(found.items()):
             if not usable_student_id(student):  # the roster's ids only reach the disk
                 report.failed.append(f"{clean_text(student, 100)}: not a usable student id")
-            elif _read_marker(_marker(course, assignment_name, student)) == \
-                    f"{row.id} {_sha_of(session, row)}\n":
+            elif not force and _read_marker(_marker(course, assignment_name, student)) == \
+                    f"{row.id} {_sha_of(session, row)}\n" and _in_gradebook(course, row):
                 report.unchanged += 1
             else:
+                if _read_marker(_marker(course, assignment_name, student)) == \
+                        f"{row.id} {_sha_of(session, row)}\n":
+                    rewrite.add(student)
                 todo.append(_read_counted(session, row))
     if not todo:
         return report
@@ -229,7 +253,8 @@ def _sync_students(course: Course, db: Database, assignment_name: str,
         with NbgraderGradebook(course, assignment) as gradebook:
             for counted in todo:
                 try:
-                    if write_student(course, counted, gradebook, assignment, store):
+                    if write_student(course, counted, gradebook, assignment, store, force
+                                     or counted.student_id in rewrite):
                         report.written.append(counted.student_id)
                     else:
                         report.unchanged += 1
@@ -303,15 +328,103 @@ def _failed_ids(report: SyncReport) -> set[str]:
 
 
 def sync_all(course: Course, db: Database, assignment: str,
-             wait: float = 60.0) -> SyncReport:
+             wait: float = 60.0, force: bool = False) -> SyncReport:
     """Every student's counted submission of `assignment` into the course's files (what
     `autograder service sync` runs, and the instructor's gradebook before an LMS export).
-    Raises CourseBusy if the course stays locked for `wait` seconds."""
-    report = _sync_students(course, db, assignment, None, wait)
+    Raises CourseBusy if the course stays locked for `wait` seconds. `force`: every counted
+    submission is written again, whatever the markers say."""
+    report = _sync_students(course, db, assignment, None, wait, force)
     failed = _failed_ids(report)
     _done(course, db, [(a, s) for a, s in pending(course, db)
                        if a == assignment and s not in failed])
+    try:  # serve's HTTP process cannot read results/: it serves this
+        write_gradebook_snapshot(course, assignment)
+    except Exception as error:  # the files are synced; the snapshot follows next round
+        log.warning("the gradebook of %s for the service is not up to date: %s", assignment,
+                    clean_text(error, 300))
     return report
+
+
+def gradebook_rows(course: Course, assignment: str) -> list[dict]:
+    """gradebook.db's final scores of `assignment` (manual grades, extra credit and late
+    penalties in), one dict per student, as the instructor's gradebook JSON shows them."""
+    from autograder.scores import final_scores
+
+    return [{"student_id": row.student_id, "name": clean_text(row.display_name, 300),
+             "score": row.score, "max_score": row.max_score, "autograded": row.autograded,
+             "manual_adjustment": row.manual_adjustment, "extra_credit": row.extra_credit,
+             "late_penalty": row.late_penalty, "status": str(row.status), "late": row.late,
+             "seconds_late": row.seconds_late}
+            for row in final_scores(course, assignment)]
+
+
+def snapshot_paths(course: Course, assignment: str) -> tuple[Path, Path]:
+    """The gradebook as the course-files thread last made it (JSON rows, the export's CSV):
+    what a process that cannot read the course's results (serve's HTTP process) serves."""
+    folder = course.root / MARKER_DIR
+    return folder / f"{assignment}.gradebook.json", folder / f"{assignment}.gradebook.csv"
+
+
+def _write_readable(path: Path, data: bytes) -> None:
+    """Atomically, readable by all (the HTTP process runs as another user): scores only,
+    never a result's expected values."""
+    fd, partial = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            os.fchmod(handle.fileno(), 0o644)
+            handle.write(data)
+        os.replace(partial, path)
+    except BaseException:
+        with suppress(OSError):
+            os.unlink(partial)
+        raise
+
+
+def write_gradebook_snapshot(course: Course, assignment: str, force: bool = False) -> bool:
+    """The gradebook's JSON rows and CSV export, for serve's HTTP process, when gradebook.db
+    or the stored results changed since they were made (or `force`). True if written."""
+    from autograder.commands import export_report
+    from autograder.tempfiles import make_temp_dir, remove_tree
+
+    rows_path, csv_path = snapshot_paths(course, assignment)
+    sources = [course.root / "gradebook.db", course.root / "results" / assignment]
+    try:
+        made = min(rows_path.stat().st_mtime_ns, csv_path.stat().st_mtime_ns)
+        newest = max(p.stat().st_mtime_ns for p in sources if p.exists())
+        if not force and newest < made:
+            return False
+    except (OSError, ValueError):
+        pass  # none yet
+    rows = gradebook_rows(course, assignment)
+    folder = make_temp_dir("export")
+    try:
+        content = Path(export_report(course, assignment, "csv",
+                                     folder / f"{assignment}.csv").path).read_bytes()
+    finally:
+        remove_tree(folder)
+    rows_path.parent.mkdir(parents=True, exist_ok=True)
+    _write_readable(csv_path, content)
+    _write_readable(rows_path, json.dumps(rows).encode())
+    return True
+
+
+def can_sync(course: Course) -> bool:
+    """Whether this process may bring the course's files up to date: it can write the course
+    (its folder, the lock file, gradebook.db) and read its secret. As root, `serve`'s HTTP
+    process (c.Service.user, the course read-only) cannot: there the embedded worker keeps
+    the files, and the HTTP process only reads them."""
+    from autograder.course import SECRET_FILE
+    from autograder.lock import LOCK_FILE
+
+    root = course.root
+    if not os.access(root, os.W_OK | os.X_OK):
+        return False
+    for name, mode in ((LOCK_FILE, os.W_OK), ("gradebook.db", os.W_OK),
+                       (SECRET_FILE, os.R_OK)):
+        path = root / name
+        if path.exists() and not os.access(path, mode):
+            return False
+    return True
 
 
 def synced_assignments(db: Database) -> list[str]:

@@ -9,9 +9,10 @@ record of the grading, committed first) and passes it on to a second thread for 
 (the course's files: slower, and not what the student waits for); an exception there is
 logged and the Result stays. A worker grades a job only with the assignment version
 (fingerprint) the job names: a job queued for a version the course no longer has is left
-queued, for the instructor's regrade. On SQLite only one worker may run (a lock on a file
-beside the database, released by the kernel when the worker dies, even by kill -9); on
-PostgreSQL any number.
+queued, for the instructor's regrade -- except on the course's own machine (`repoint_stale`:
+serve's embedded worker), where queued uploads are moved to the course's current version.
+On SQLite only one worker may run (a lock on a file beside the database, released by the
+kernel when the worker dies, even by kill -9); on PostgreSQL any number.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
 
-from sqlalchemy import delete
+from sqlalchemy import delete, update
 
 from autograder.course import Course
 from autograder.errors import UserError
@@ -40,7 +41,7 @@ from autograder.grader import Grader
 from autograder.results import ERROR, one_line
 from autograder.service import queue
 from autograder.service.database import Database, DatabaseUnavailable
-from autograder.service.models import Result, WorkerLock, utcnow
+from autograder.service.models import Job, JobKind, JobState, Result, WorkerLock, utcnow
 from autograder.submissions import Submission
 
 log = logging.getLogger(__name__)
@@ -66,8 +67,14 @@ class ServiceWorker:
                  lease_seconds: float = 30.0, poll_seconds: float = 0.02,
                  on_result: Callable[[Result], None] | None = None,
                  drain_seconds: float = 10.0,
-                 on_results: Callable[[list[Result]], None] | None = None) -> None:
+                 on_results: Callable[[list[Result]], None] | None = None,
+                 repoint_stale: bool = False) -> None:
         self.db = db
+        # repoint_stale: on the machine that holds the course (serve's embedded worker), the
+        # course's version IS the current one: uploads queued for an older version are moved
+        # to it (`repoint_queued`) rather than stranded. A worker elsewhere may have an older
+        # copy of the course, so it only ever grades with the version a job names.
+        self.repoint_stale = repoint_stale
         self.grader = grader
         self.name = name or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.lease_seconds = lease_seconds
@@ -227,6 +234,11 @@ class ServiceWorker:
             try:
                 self.grader.assignment(assignment, fingerprint)
             except UserError as error:  # StaleAssignment, or the assignment is gone
+                current = self._repoint(assignment) if self.repoint_stale else None
+                if current is not None:  # its uploads name the current version now
+                    self._versions[assignment] = current
+                    self._stale[(assignment, fingerprint)] = now  # regrades may still
+                    continue
                 if found_stale is None:
                     log.warning("worker %s: jobs of %s wait for a regrade: %s", self.name,
                                 one_line(assignment, 200), one_line(error))
@@ -234,6 +246,21 @@ class ServiceWorker:
                 continue
             self._stale.pop((assignment, fingerprint), None)
             self._versions[assignment] = fingerprint  # its older jobs are left from now on
+
+    def _repoint(self, assignment: str) -> str | None:
+        """Move the assignment's queued uploads to the course's current version, and return
+        it; None if the course cannot load it (then they wait, as before)."""
+        try:
+            current = self.grader.assignment(assignment).fingerprint
+        except UserError:
+            return None
+        moved = repoint_queued(self.db, assignment, current)
+        if moved:
+            log.warning("worker %s: %d queued upload(s) of %s named an older version of the "
+                        "assignment; they are graded with the current one (%s)", self.name,
+                        moved, one_line(assignment, 200), current[:12])
+        self._stale.pop((assignment, current), None)
+        return current
 
     # --- one job -----------------------------------------------------------------------
 
@@ -407,6 +434,17 @@ class ServiceWorker:
                 queue.release(self.db, left, self.name)
             except DatabaseUnavailable:
                 pass  # their leases run out instead
+
+
+def repoint_queued(db: Database, assignment: str, fingerprint: str) -> int:
+    """The assignment's queued (never leased) uploads that name another version now name
+    `fingerprint`, in one UPDATE; how many. An ungraded upload is graded by the current
+    tests. Regrade jobs keep theirs: a regrade is of the version its instructor asked for."""
+    with db.session() as session:
+        return session.execute(
+            update(Job).where(Job.assignment == assignment, Job.state == JobState.QUEUED,
+                              Job.kind == JobKind.SUBMIT, Job.fingerprint != fingerprint)
+            .values(fingerprint=fingerprint)).rowcount
 
 
 def course_sync_batch(course: Course, db: Database) -> Callable[[list[Result]], None]:
