@@ -98,10 +98,9 @@ def serve(course: Course, database_url: str | None = None, host: str | None = No
     settings = Service(config=course.config)
     host = host or settings.host
     port = settings.port if port is None else port
-    db = Database.for_course(course, database_url)
+    db = Database.for_course(course, database_url)  # a SQLite file's folder is made
     url = db.url
-    if db.sqlite_path is not None:
-        db.sqlite_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    print(f"autograder serve: database {db.describe()}", file=out, flush=True)
     try:
         db.upgrade()
         with db.session() as session:

@@ -14,7 +14,7 @@ class Service(Configurable):
     database_url = Unicode(
         "", help="SQLAlchemy URL of the service's database, e.g. "
                  "postgresql+psycopg://grader@db/course. Empty: a SQLite file, "
-                 "<course>/service.db (WAL mode; one worker).").tag(config=True)
+                 "<course>/service/service.db (WAL mode; one worker).").tag(config=True)
     host = Unicode("127.0.0.1", help="Address `serve` listens on.").tag(config=True)
     port = Int(8000, help="Port `serve` listens on.").tag(config=True)
     user = Unicode("nobody", help="The unprivileged user the HTTP process runs as when started "

@@ -456,6 +456,7 @@ def run_worker_command(args: argparse.Namespace) -> int:
     course = Course.load(args.course)
     settings = Service(config=course.config)
     db = Database.for_course(course, args.database)
+    print(f"autograder worker: database {db.describe()}", file=sys.stderr, flush=True)
     try:
         db.upgrade()
     except DatabaseUnavailable as error:
