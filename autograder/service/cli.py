@@ -210,7 +210,7 @@ def _run_token(args: argparse.Namespace) -> int:
     from autograder.files import write_atomic
     from autograder.service import auth
     from autograder.service.database import Database
-    from autograder.service.settings import Service
+    from autograder.service.settings import service_settings
 
     course = Course.load(args.course)
     if args.action == "issue" and args.roster == bool(args.person):
@@ -224,7 +224,7 @@ def _run_token(args: argparse.Namespace) -> int:
     try:
         db.upgrade()
         with db.session() as session:
-            auth.sync_people(session, course, list(Service(config=course.config).instructors))
+            auth.sync_people(session, course, list(service_settings(course).instructors))
             if args.action == "issue" and args.roster:
                 issued = auth.issue_roster_tokens(session, course)
                 table = io.StringIO()

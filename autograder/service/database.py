@@ -83,9 +83,9 @@ class Database:
         """`url`, else c.Service.database_url, else sqlite:///<course>/service/service.db.
         A SQLite file's folder is made (mode 700) when missing: `token issue` before the
         first `serve` must write the database `serve` will use."""
-        from autograder.service.settings import Service
+        from autograder.service.settings import service_settings
 
-        chosen = url or Service(config=course.config).database_url
+        chosen = url or service_settings(course).database_url
         if not chosen:
             # A folder of its own: as root, `serve` hands the SQLite file's folder to the
             # service user, which it refuses for the course's root.

@@ -449,12 +449,12 @@ def _sqlite_worker_lock(db: Database, name: str) -> int | None:
 def run_worker_command(args: argparse.Namespace) -> int:
     """`autograder worker`: grade until SIGTERM or Ctrl-C."""
     from autograder.course import Course
-    from autograder.service.settings import Service
+    from autograder.service.settings import check_course_settings
 
     if args.workers is not None and args.workers < 1:
         raise UserError("--workers must be at least 1")
     course = Course.load(args.course)
-    settings = Service(config=course.config)
+    settings = check_course_settings(course)  # a typo stops the start, in one line
     db = Database.for_course(course, args.database)
     print(f"autograder worker: database {db.describe()}", file=sys.stderr, flush=True)
     try:
