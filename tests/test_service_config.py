@@ -205,3 +205,24 @@ def test_a_policy_broken_while_serving_is_a_503_without_the_config(open_course, 
     finally:
         logger.removeHandler(handler)
         db.dispose()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root")
+def test_a_full_disk_leaves_no_half_written_secret(tmp_path) -> None:  # noqa: ANN001
+    """The course's secret on a full disk: a clear CourseError and no file (a 0-byte secret
+    stopped all grading); once space is freed it is made, whole, and then kept."""
+    from databases import fill, tmpfs
+
+    from autograder.course import SECRET_FILE, Course, CourseError
+
+    with tmpfs("1m") as disk:
+        course = Course(root=disk, course_id="c")
+        filler = fill(disk)
+        with pytest.raises(CourseError, match="cannot be written"):
+            course.secret()
+        assert sorted(os.listdir(disk)) == ["filler"]  # no secret, no temporary file
+        filler.unlink()
+        secret = course.secret()
+        assert len(secret) == 32 and course.secret() == secret
+        assert sorted(os.listdir(disk)) == [SECRET_FILE]
+        assert (disk / SECRET_FILE).stat().st_mode & 0o777 == 0o600
