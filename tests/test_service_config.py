@@ -226,3 +226,29 @@ def test_a_full_disk_leaves_no_half_written_secret(tmp_path) -> None:  # noqa: A
         assert len(secret) == 32 and course.secret() == secret
         assert sorted(os.listdir(disk)) == [SECRET_FILE]
         assert (disk / SECRET_FILE).stat().st_mode & 0o777 == 0o600
+
+
+def test_a_worker_without_the_course_secret_refuses_to_start(open_course, tmp_path) -> None:  # noqa: ANN001
+    """A worker on another machine, the course copied without .autograder-secret: it would
+    make a secret of its own (other unseen inputs); it refuses, saying to copy the file."""
+    import signal
+
+    from autograder.course import SECRET_FILE
+
+    root = tmp_path / "course"
+    shutil.copytree(open_course.root, root,
+                    ignore=shutil.ignore_patterns("service", "service.db*", SECRET_FILE))
+    database = tmp_path / "db" / "service.db"
+    worker = subprocess.Popen([*AUTOGRADER, "--course", str(root), "worker", "--database",
+                               f"sqlite:///{database}"], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    try:
+        out, err = worker.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        worker.send_signal(signal.SIGTERM)  # it started grading: stop it in order
+        out, err = worker.communicate(timeout=60)
+        raise AssertionError(f"the worker started without the course's secret:\n{out}{err}"
+                             ) from None
+    assert worker.returncode == 2, out + err
+    assert f"copy {SECRET_FILE} from the course's machine" in err and "Traceback" not in err
+    assert not (root / SECRET_FILE).exists()

@@ -455,6 +455,7 @@ def run_worker_command(args: argparse.Namespace) -> int:
         raise UserError("--workers must be at least 1")
     course = Course.load(args.course)
     settings = check_course_settings(course)  # a typo stops the start, in one line
+    _check_secret(course)
     db = Database.for_course(course, args.database)
     print(f"autograder worker: database {db.describe()}", file=sys.stderr, flush=True)
     try:
@@ -475,6 +476,19 @@ def run_worker_command(args: argparse.Namespace) -> int:
         print(f"worker {worker.name}: stopped, {worker.graded} graded", flush=True)
     db.dispose()
     return 0
+
+
+def _check_secret(course: Course) -> None:
+    """A worker on another machine would otherwise make a secret of its own, and grade with
+    unseen inputs other than the course's (each student's differ from what serve's worker
+    draws): refused until the course's is copied."""
+    from autograder.course import SECRET_FILE
+
+    path = course.root / SECRET_FILE
+    if not path.is_file():
+        raise UserError(f"{path}: no course secret here: copy {SECRET_FILE} from the course's "
+                        "machine (readable by the worker's user only): without it the unseen "
+                        "inputs differ (on the course's machine, `autograder release` makes it)")
 
 
 def _print_result(result: Result) -> None:
