@@ -38,6 +38,17 @@ class CourseError(UserError):
     """The course directory or its configuration is not usable."""
 
 
+def _secret_temporary(path: Path) -> tuple[int, str]:
+    """A new file beside `path`, readable by its owner only (mkstemp's 0600)."""
+    import tempfile
+
+    try:
+        return tempfile.mkstemp(prefix=f"{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as error:
+        raise CourseError(f"{path}: the course's secret cannot be written "
+                          f"({error.strerror})") from None
+
+
 class Autograder(Configurable):
     """The grader's own settings, `c.Autograder.*` in nbgrader_config.py (nbgrader ignores
     them)."""
@@ -116,18 +127,35 @@ class Course:
         """The course's secret (made on first use, readable by its owner only): with each
         notebook's hash it draws the inputs of the unseen tests. Never sent to a job."""
         path = self.root / SECRET_FILE
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            secret = path.read_bytes()
-            if len(secret) < 16:
-                raise CourseError(f"{path} is too short to be the course's secret: delete it "
-                                  "to make a new one (students' unseen inputs change)") from None
-            return secret
-        secret = secrets.token_bytes(32)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(secret)
+        if not path.exists():
+            self._make_secret(path)
+        secret = path.read_bytes()
+        if len(secret) < 16:
+            raise CourseError(f"{path} is too short to be the course's secret: delete it "
+                              "to make a new one (students' unseen inputs change)")
         return secret
+
+    @staticmethod
+    def _make_secret(path: Path) -> None:
+        """Written whole to a temporary file, then linked into place: a full disk must not
+        leave a short secret that stops all grading, and link() fails if another process
+        made it first (then theirs is the secret)."""
+        fd, temporary = _secret_temporary(path)
+        try:
+            try:
+                with os.fdopen(fd, "wb") as handle:
+                    handle.write(secrets.token_bytes(32))
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                os.link(temporary, path)
+            except FileExistsError:
+                pass  # another process won the race: read theirs
+            except OSError as error:
+                raise CourseError(f"{path}: the course's secret cannot be written "
+                                  f"({error.strerror}): free some space in {path.parent} "
+                                  "and try again") from None
+        finally:
+            os.unlink(temporary)
 
     @property
     def db_url(self) -> str:

@@ -333,9 +333,10 @@ def as_user(command: list[str], uid: int) -> list[str]:
 
 
 class ServeProcess:
-    """`autograder serve` as a real process on a free port; its output in a file."""
+    """`autograder serve` as a real process on a free port; its output in a file
+    (`database_url` None: serve's default database)."""
 
-    def __init__(self, course_root: Path, database_url: str, *args: str,
+    def __init__(self, course_root: Path, database_url: str | None, *args: str,
                  port: int | None = None, env: dict[str, str] | None = None,
                  as_uid: int | None = None, log_dir: Path | None = None) -> None:
         import sys
@@ -345,8 +346,10 @@ class ServeProcess:
         self.log_path = (log_dir or Path(tempfile.mkdtemp(prefix="agserve-"))) / "serve.log"
         # As root: exactly the documented command, no help (serve makes Python reachable
         # for its HTTP process itself); as `as_uid`: started by that ordinary user.
+        # database_url None: no --database (c.Service.database_url, else the default file)
         self.command = [sys.executable, "-m", "autograder.cli", "--course", str(course_root),
-                        "serve", "--database", database_url, "--port", str(self.port), *args]
+                        "serve", *(["--database", database_url] if database_url else []),
+                        "--port", str(self.port), *args]
         if as_uid is not None:
             self.command = as_user(self.command, as_uid)
         self.env = {**os.environ, **(env or {})}

@@ -8,12 +8,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 SERVICE_COMMANDS = ("serve", "worker", "submit", "token", "service")
+DATABASE_HELP = ("SQLAlchemy URL (default: c.Service.database_url, else "
+                 "<course>/service/service.db)")
 
 
 def add_service_parsers(command: Callable[..., argparse.ArgumentParser]) -> None:
     serve = command("serve", help="run the grading service (HTTP API and one embedded worker)")
-    serve.add_argument("--database", help="SQLAlchemy URL (default: c.Service.database_url, "
-                                          "else <course>/service.db)")
+    serve.add_argument("--database", help=DATABASE_HELP)
     serve.add_argument("--host", help="address to listen on (default: c.Service.host)")
     serve.add_argument("--port", type=int, help="port to listen on (default: c.Service.port)")
     serve.add_argument("--no-worker", action="store_true",
@@ -27,7 +28,7 @@ def add_service_parsers(command: Callable[..., argparse.ArgumentParser]) -> None
                        help="the embedded worker grades without root (see `grade --unsafe`)")
 
     worker = command("worker", help="grade the service's queued submissions")
-    worker.add_argument("--database", help="SQLAlchemy URL (default: c.Service.database_url)")
+    worker.add_argument("--database", help=DATABASE_HELP)
     worker.add_argument("--scheduler", metavar="ADDRESS", help="grade on this Dask cluster")
     worker.add_argument("--workers", type=int, help="submissions graded at once (default: cores)")
 
@@ -48,7 +49,7 @@ def add_service_parsers(command: Callable[..., argparse.ArgumentParser]) -> None
     token.add_argument("--roster", action="store_true",
                        help="issue: one token for every rostered student, as a CSV")
     token.add_argument("--output", type=Path, help="--roster: the CSV to write")
-    token.add_argument("--database", help="SQLAlchemy URL (default: c.Service.database_url)")
+    token.add_argument("--database", help=DATABASE_HELP)
 
     service = command("service", help="the service's records: bring the course's files up to "
                                       "date, purge old submissions, delete a student's data")
@@ -57,7 +58,7 @@ def add_service_parsers(command: Callable[..., argparse.ArgumentParser]) -> None
                                                    "the service graded); delete-student: the id")
     service.add_argument("--days", type=int, help="purge: submissions older than this many days "
                                                   "(default: c.Service.retention_days)")
-    service.add_argument("--database", help="SQLAlchemy URL (default: c.Service.database_url)")
+    service.add_argument("--database", help=DATABASE_HELP)
     service.add_argument("--force", action="store_true",
                          help="sync: write every student's counted submission again (after a "
                               "`grade` run on the course changed gradebook.db)")
@@ -80,6 +81,14 @@ def run_service_command(args: argparse.Namespace) -> int:
 
 
 MIN_PASSWORD = 10
+
+
+def say_database(command: str, db: object) -> None:
+    """Which database a command uses, on stderr (stdout may be a token a script reads): a
+    token issued into one database and served from another is every student's 401."""
+    import sys
+
+    print(f"autograder {command}: database {db.describe()}", file=sys.stderr, flush=True)
 
 
 def _new_password(person: str) -> str:
@@ -175,6 +184,7 @@ def _run_service(args: argparse.Namespace) -> int:
     if args.action == "purge" and args.target:
         raise UserError("service purge takes no id: --days N, or c.Service.retention_days")
     db = Database.for_course(course, args.database)
+    say_database("service", db)
     try:
         db.upgrade()
         if args.action == "sync":
@@ -224,7 +234,7 @@ def _run_token(args: argparse.Namespace) -> int:
     from autograder.files import write_atomic
     from autograder.service import auth
     from autograder.service.database import Database
-    from autograder.service.settings import Service
+    from autograder.service.settings import service_settings
 
     course = Course.load(args.course)
     if args.action == "issue" and args.roster == bool(args.person):
@@ -234,10 +244,11 @@ def _run_token(args: argparse.Namespace) -> int:
     if args.action in ("revoke", "password") and not args.person:
         raise UserError(f"token {args.action}: give the person's id")
     db = Database.for_course(course, args.database)
+    say_database("token", db)
     try:
         db.upgrade()
         with db.session() as session:
-            auth.sync_people(session, course, list(Service(config=course.config).instructors))
+            auth.sync_people(session, course, list(service_settings(course).instructors))
             if args.action == "issue" and args.roster:
                 issued = auth.issue_roster_tokens(session, course)
                 table = io.StringIO()

@@ -84,13 +84,24 @@ class Database:
 
     @classmethod
     def for_course(cls, course: Course, url: str | None = None) -> Database:
-        """`url`, else c.Service.database_url, else sqlite:///<course>/service.db."""
-        from autograder.service.settings import Service
+        """`url`, else c.Service.database_url, else sqlite:///<course>/service/service.db.
+        A SQLite file's folder is made (mode 700) when missing: `token issue` before the
+        first `serve` must write the database `serve` will use."""
+        from autograder.service.settings import service_settings
 
-        chosen = url or Service(config=course.config).database_url
+        chosen = url or service_settings(course).database_url
         if not chosen:
-            chosen = f"sqlite:///{Path(course.root).resolve() / 'service.db'}"
-        return cls(chosen)
+            # A folder of its own: as root, `serve` hands the SQLite file's folder to the
+            # service user, which it refuses for the course's root.
+            chosen = f"sqlite:///{default_sqlite_path(course)}"
+        database = cls(chosen)
+        if database.sqlite_path is not None:
+            try:
+                database.sqlite_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            except OSError as error:
+                raise UserError(f"{database.sqlite_path.parent}: cannot make the SQLite "
+                                f"database's folder ({error.strerror})") from None
+        return database
 
     @property
     def sqlite_path(self) -> Path | None:
@@ -167,6 +178,11 @@ class Database:
         except exc.TimeoutError as error:  # no pooled connection came free
             raise DatabaseUnavailable(f"the database ({self.describe()}) is overloaded: "
                                       f"{error}") from error
+
+
+def default_sqlite_path(course: Course) -> Path:
+    """Where the service's database is when nothing says otherwise."""
+    return Path(course.root).resolve() / "service" / "service.db"
 
 
 def unavailable(error: exc.DBAPIError) -> bool:

@@ -94,15 +94,16 @@ def serve(course: Course, database_url: str | None = None, host: str | None = No
     """Run the service until SIGTERM or SIGINT; 0 when stopped so, 1 when the worker died."""
     from autograder.service.auth import sync_people
     from autograder.service.database import Database
-    from autograder.service.settings import Service
+    from autograder.service.settings import check_course_settings
 
-    settings = Service(config=course.config)
+    # Settings and every assignment's policy, before anything starts: a typo stops serve
+    # with one line instead of failing every student's upload.
+    settings = check_course_settings(course)
     host = host or settings.host
     port = settings.port if port is None else port
-    db = Database.for_course(course, database_url)
+    db = Database.for_course(course, database_url)  # a SQLite file's folder is made
     url = db.url
-    if db.sqlite_path is not None:
-        db.sqlite_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    print(f"autograder serve: database {db.describe()}", file=out, flush=True)
     try:
         db.upgrade()
         with db.session() as session:

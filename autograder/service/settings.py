@@ -4,8 +4,28 @@ Per-assignment course policy (budgets, which submission counts, exam mode) is
 
 from __future__ import annotations
 
-from traitlets import Float, Int, List, Unicode
-from traitlets.config import Configurable
+import math
+from typing import TYPE_CHECKING, Any
+
+from traitlets import Float, Int, List, TraitError, Unicode, validate
+from traitlets.config import Config, Configurable
+
+from autograder.errors import UserError
+from autograder.results import clean_text
+
+if TYPE_CHECKING:
+    from autograder.course import Course
+
+# What each checked setting must be (the error says it): a mistake here would otherwise show
+# only when a student meets it (a 0 lease re-grades every job; a 0 window locks nobody out).
+POSITIVE = ("lease_seconds", "poll_seconds", "session_hours", "sign_in_window_minutes",
+            "header_seconds", "body_seconds", "course_sync_seconds")
+AT_LEAST_ONE = ("max_upload_bytes", "sign_in_attempts", "connections_per_address",
+                "max_connections")
+
+
+class ServiceSettingsError(UserError):
+    """A `c.Service` setting is unknown or not usable; the message names it."""
 
 
 class Service(Configurable):
@@ -14,7 +34,7 @@ class Service(Configurable):
     database_url = Unicode(
         "", help="SQLAlchemy URL of the service's database, e.g. "
                  "postgresql+psycopg://grader@db/course. Empty: a SQLite file, "
-                 "<course>/service.db (WAL mode; one worker).").tag(config=True)
+                 "<course>/service/service.db (WAL mode; one worker).").tag(config=True)
     host = Unicode("127.0.0.1", help="Address `serve` listens on.").tag(config=True)
     port = Int(8000, help="Port `serve` listens on.").tag(config=True)
     user = Unicode("nobody", help="The unprivileged user the HTTP process runs as when started "
@@ -59,3 +79,64 @@ class Service(Configurable):
         "workers, confirmed regrades.")).tag(config=True)
     retention_days = Int(0, help="Submissions older than this many days are deleted by "
                                  "`autograder service purge` (0: kept).").tag(config=True)
+
+    @validate(*POSITIVE)
+    def _positive(self, proposal: Any) -> float:
+        value = proposal["value"]
+        if not (value > 0 and math.isfinite(value)):  # NaN too
+            raise TraitError(f"must be a positive number, got {value!r}")
+        return value
+
+    @validate(*AT_LEAST_ONE)
+    def _at_least_one(self, proposal: Any) -> int:
+        if proposal["value"] < 1:
+            raise TraitError(f"must be 1 or more, got {proposal['value']!r}")
+        return proposal["value"]
+
+    @validate("port")
+    def _port(self, proposal: Any) -> int:
+        if not 1 <= proposal["value"] <= 65535:
+            raise TraitError(f"must be a port number, 1 to 65535, got {proposal['value']!r}")
+        return proposal["value"]
+
+    @validate("retention_days")
+    def _retention(self, proposal: Any) -> int:
+        if proposal["value"] < 0:
+            raise TraitError(f"must be 0 (kept) or more days, got {proposal['value']!r}")
+        return proposal["value"]
+
+
+def service_settings(course: Course) -> Service:
+    """The course's `c.Service` settings, or ServiceSettingsError naming the one that is wrong
+    (traitlets alone would ignore a typo'd name with a warning, and fail on a bad value with
+    a traceback)."""
+    config = course.config if course.config is not None else Config()
+    given = config.Service.items() if "Service" in config else []
+    known = Service.class_trait_names(config=True)
+    where = course.root / "nbgrader_config.py"
+    for name, value in given:
+        if name not in known:
+            raise ServiceSettingsError(f"{where}: c.Service.{clean_text(name, 100)} is not a "
+                                       f"setting (known: "
+                                       f"{', '.join(sorted(known))})")
+        try:
+            Service(config=Config({"Service": {name: value}}))
+        except TraitError as error:
+            reason = str(error).splitlines()[0] if str(error) else "not usable"
+            raise ServiceSettingsError(f"{where}: c.Service.{name} = "
+                                       f"{clean_text(repr(value), 200)}: "
+                                       f"{clean_text(reason, 300)}") from None
+    return Service(config=config)
+
+
+def check_course_settings(course: Course) -> Service:
+    """What `serve` and `worker` check before starting: the c.Service settings and every
+    assignment's policy (c.AssignmentPolicy), so that a typo stops the start with one line
+    rather than fail each student's upload."""
+    from autograder.commands import known_assignments
+    from autograder.service.policy import policy_for
+
+    settings = service_settings(course)
+    for assignment in known_assignments(course):
+        policy_for(course, assignment)
+    return settings

@@ -17,6 +17,7 @@ fingerprint (`Assignment.fingerprint`, which only reads bytes).
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -46,6 +47,7 @@ from autograder.service.models import Job, JobKind, JobState, Person, Result, Su
 from autograder.service.settings import Service
 from autograder.verify.hidden import PROBES_FILE, TESTS_FILE
 
+log = logging.getLogger(__name__)
 Who = NamedDependency[auth.Principal]  # the `principal` dependency (create_app provides it)
 JSON_TYPES = ("application/json", "application/x-ipynb+json")
 SUBMISSION_ID_CAP = 64
@@ -166,9 +168,32 @@ def _published_result(session: Session, submission_id: str) -> Result | None:
 def _feedback(request: Request, session: Session, result: Result, now: datetime
               ) -> dict[str, Any]:
     course = _state(request).course
-    policy = policies.policy_for(course, result.assignment)
+    policy = _policy(course, result.assignment)
     until = views.hidden_until(course, policy, result.assignment, result.student_id)
     return views.student_result(result, policy, now, until)
+
+
+_policy_errors_logged: set[str] = set()
+_policy_log_lock = threading.Lock()
+POLICY_BROKEN = "the course's settings are being fixed: try again later"
+
+
+def _policy(course: Course, assignment: str) -> policies.AssignmentPolicy:
+    """The assignment's policy; one that became unusable while the service runs (a hidden
+    test renamed under tests_shown, an assignment's folder removed): 503 for the student,
+    whose answer must not show the instructor's configuration (its path, its text); the
+    real message is logged once."""
+    try:
+        return policies.policy_for(course, assignment)
+    except policies.PolicyError as error:
+        message = str(error)
+        with _policy_log_lock:
+            first = message not in _policy_errors_logged
+            _policy_errors_logged.add(message)
+        if first:
+            log.error("the course's policy is not usable: %s", clean_text(message, 1000))
+        raise HTTPException(status_code=503, detail=POLICY_BROKEN,
+                            headers={"Retry-After": "60"}) from None
 
 
 # --- routes -----------------------------------------------------------------------------------
@@ -224,7 +249,7 @@ def _refused_by_budget(request: Request, assignment: Assignment,
     """The 429 for a student whose budget is empty now (no grace either), read without a
     lock; None otherwise. `_store_upload`'s take_from_budget stays the authority."""
     course: Course = _state(request).course
-    policy = policies.policy_for(course, assignment.name)
+    policy = _policy(course, assignment.name)
     due = policies.student_due(course, assignment.name, who.id)
     now = datetime.now(UTC)
     with _state(request).db.session(readonly=True) as session:
@@ -277,7 +302,7 @@ def _store_upload(request: Request, assignment: Assignment, who: auth.Principal,
                   filename: str) -> Response:
     state = _state(request)
     course: Course = state.course
-    policy = policies.policy_for(course, assignment.name)
+    policy = _policy(course, assignment.name)
     due = policies.student_due(course, assignment.name, who.id)
     now = datetime.now(UTC)
     with state.db.session() as session:
@@ -425,7 +450,7 @@ def assignment_terms(request: Request, assignment: FromPath[str],
     state = _state(request)
     found = _assignment_or_404(request, assignment)
     course: Course = state.course
-    policy = policies.policy_for(course, found.name)
+    policy = _policy(course, found.name)
     due = policies.student_due(course, found.name, principal.id)
     now = datetime.now(UTC)
     with state.db.session(readonly=True) as session:

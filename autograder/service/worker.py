@@ -487,13 +487,15 @@ def _sqlite_worker_lock(db: Database, name: str) -> int | None:
 def run_worker_command(args: argparse.Namespace) -> int:
     """`autograder worker`: grade until SIGTERM or Ctrl-C."""
     from autograder.course import Course
-    from autograder.service.settings import Service
+    from autograder.service.settings import check_course_settings
 
     if args.workers is not None and args.workers < 1:
         raise UserError("--workers must be at least 1")
     course = Course.load(args.course)
-    settings = Service(config=course.config)
+    settings = check_course_settings(course)  # a typo stops the start, in one line
+    _check_secret(course)
     db = Database.for_course(course, args.database)
+    print(f"autograder worker: database {db.describe()}", file=sys.stderr, flush=True)
     try:
         db.upgrade()
     except DatabaseUnavailable as error:
@@ -512,6 +514,19 @@ def run_worker_command(args: argparse.Namespace) -> int:
         print(f"worker {worker.name}: stopped, {worker.graded} graded", flush=True)
     db.dispose()
     return 0
+
+
+def _check_secret(course: Course) -> None:
+    """A worker on another machine would otherwise make a secret of its own, and grade with
+    unseen inputs other than the course's (each student's differ from what serve's worker
+    draws): refused until the course's is copied."""
+    from autograder.course import SECRET_FILE
+
+    path = course.root / SECRET_FILE
+    if not path.is_file():
+        raise UserError(f"{path}: no course secret here: copy {SECRET_FILE} from the course's "
+                        "machine (readable by the worker's user only): without it the unseen "
+                        "inputs differ (on the course's machine, `autograder release` makes it)")
 
 
 def _print_result(result: Result) -> None:
