@@ -252,3 +252,33 @@ def test_a_worker_without_the_course_secret_refuses_to_start(open_course, tmp_pa
     assert worker.returncode == 2, out + err
     assert f"copy {SECRET_FILE} from the course's machine" in err and "Traceback" not in err
     assert not (root / SECRET_FILE).exists()
+
+
+def test_delete_student_with_a_typo_is_an_error_and_says_what_is_kept(open_course,  # noqa: ANN001
+                                                                       tmp_path) -> None:  # noqa: ANN001
+    """`service delete-student TYPO` said "deleted 0 row(s)" and exited 0: now one line,
+    exit 2, nothing audited. A real id: deleted, and the answer says what stays."""
+    from sqlalchemy import func, select
+
+    from autograder.service.database import Database
+    from autograder.service.models import AuditEntry
+
+    url = f"sqlite:///{tmp_path / 'db' / 'service.db'}"
+    issued = autograder(open_course.root, "token", "issue", "10001", "--database", url)
+    assert issued.returncode == 0, issued.stderr
+    typo = autograder(open_course.root, "service", "delete-student", "1000l", "--database", url)
+    assert typo.returncode == 2, typo.stdout + typo.stderr
+    assert "1000l" in typo.stderr and "nothing was deleted" in typo.stderr
+    assert len(typo.stderr.strip().splitlines()) == 2  # the database used, then the error
+    deleted = autograder(open_course.root, "service", "delete-student", "10001",
+                         "--database", url)
+    assert deleted.returncode == 0, deleted.stderr
+    assert "1 api_token" in deleted.stdout
+    assert "kept:" in deleted.stdout and "submitted/" in deleted.stdout
+    assert "gradebook.db" in deleted.stdout
+    db = Database(url)
+    try:
+        with db.session(readonly=True) as session:
+            assert session.scalar(select(func.count()).select_from(AuditEntry)) == 1
+    finally:
+        db.dispose()
