@@ -282,3 +282,31 @@ def test_delete_student_with_a_typo_is_an_error_and_says_what_is_kept(open_cours
             assert session.scalar(select(func.count()).select_from(AuditEntry)) == 1
     finally:
         db.dispose()
+
+
+def test_postgresql_connections_cannot_hang(postgres) -> None:  # noqa: ANN001
+    """Against a server that stops answering: TCP keepalives and a TCP user timeout on every
+    connection, and statement_timeout (c.Service.statement_seconds) cancels a statement the
+    server does not finish; a bounded wait for a pooled connection."""
+    import time
+
+    import sqlalchemy
+
+    from autograder.service.database import Database
+
+    db = Database(postgres.create(), statement_seconds=1.5)
+    try:
+        assert db.engine.pool.timeout() == 10
+        with db.engine.connect() as connection:
+            raw = connection.connection.dbapi_connection
+            given = raw.info.get_parameters()
+            assert (given["keepalives"], given["keepalives_idle"], given["keepalives_interval"],
+                    given["keepalives_count"], given["tcp_user_timeout"]) == \
+                ("1", "5", "2", "3", "10000")
+            assert connection.exec_driver_sql("SHOW statement_timeout").scalar() == "1500ms"
+        started = time.monotonic()
+        with pytest.raises(sqlalchemy.exc.OperationalError), db.session() as session:
+            session.execute(sqlalchemy.text("SELECT pg_sleep(20)"))
+        assert time.monotonic() - started < 10
+    finally:
+        db.dispose()
