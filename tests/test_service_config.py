@@ -252,3 +252,61 @@ def test_a_worker_without_the_course_secret_refuses_to_start(open_course, tmp_pa
     assert worker.returncode == 2, out + err
     assert f"copy {SECRET_FILE} from the course's machine" in err and "Traceback" not in err
     assert not (root / SECRET_FILE).exists()
+
+
+def test_delete_student_with_a_typo_is_an_error_and_says_what_is_kept(open_course,  # noqa: ANN001
+                                                                       tmp_path) -> None:  # noqa: ANN001
+    """`service delete-student TYPO` said "deleted 0 row(s)" and exited 0: now one line,
+    exit 2, nothing audited. A real id: deleted, and the answer says what stays."""
+    from sqlalchemy import func, select
+
+    from autograder.service.database import Database
+    from autograder.service.models import AuditEntry
+
+    url = f"sqlite:///{tmp_path / 'db' / 'service.db'}"
+    issued = autograder(open_course.root, "token", "issue", "10001", "--database", url)
+    assert issued.returncode == 0, issued.stderr
+    typo = autograder(open_course.root, "service", "delete-student", "1000l", "--database", url)
+    assert typo.returncode == 2, typo.stdout + typo.stderr
+    assert "1000l" in typo.stderr and "nothing was deleted" in typo.stderr
+    assert len(typo.stderr.strip().splitlines()) == 2  # the database used, then the error
+    deleted = autograder(open_course.root, "service", "delete-student", "10001",
+                         "--database", url)
+    assert deleted.returncode == 0, deleted.stderr
+    assert "1 api_token" in deleted.stdout
+    assert "kept:" in deleted.stdout and "submitted/" in deleted.stdout
+    assert "gradebook.db" in deleted.stdout
+    db = Database(url)
+    try:
+        with db.session(readonly=True) as session:
+            assert session.scalar(select(func.count()).select_from(AuditEntry)) == 1
+    finally:
+        db.dispose()
+
+
+def test_postgresql_connections_cannot_hang(postgres) -> None:  # noqa: ANN001
+    """Against a server that stops answering: TCP keepalives and a TCP user timeout on every
+    connection, and statement_timeout (c.Service.statement_seconds) cancels a statement the
+    server does not finish; a bounded wait for a pooled connection."""
+    import time
+
+    import sqlalchemy
+
+    from autograder.service.database import Database
+
+    db = Database(postgres.create(), statement_seconds=1.5)
+    try:
+        assert db.engine.pool.timeout() == 10
+        with db.engine.connect() as connection:
+            raw = connection.connection.dbapi_connection
+            given = raw.info.get_parameters()
+            assert (given["keepalives"], given["keepalives_idle"], given["keepalives_interval"],
+                    given["keepalives_count"], given["tcp_user_timeout"]) == \
+                ("1", "5", "2", "3", "10000")
+            assert connection.exec_driver_sql("SHOW statement_timeout").scalar() == "1500ms"
+        started = time.monotonic()
+        with pytest.raises(sqlalchemy.exc.OperationalError), db.session() as session:
+            session.execute(sqlalchemy.text("SELECT pg_sleep(20)"))
+        assert time.monotonic() - started < 10
+    finally:
+        db.dispose()

@@ -209,14 +209,20 @@ def _run_service(args: argparse.Namespace) -> int:
             print(f"purged {retention.purge_older_than(db, days)} submission(s) older than "
                   f"{days} days")
             return 0
+        shown = clean_text(args.target, 100)
         with db.session() as session:
             counts = retention.student_data_counts(session, args.target)
+            if not any(counts.values()):  # a typo'd id: not "0 rows deleted", exit 0
+                raise UserError(f"service delete-student: the service keeps nothing of "
+                                f"{shown!r} (no submission, token or sign-in): check the id; "
+                                "nothing was deleted")
             session.add(AuditEntry(actor=f"cli:{getpass.getuser()}",
                                    action="student.delete_data",
                                    target=clean_text(args.target, 100),
                                    old_value=json.dumps(counts), new_value="deleted"))
-        print(f"deleted {sum(counts.values())} row(s) of {clean_text(args.target, 100)}: "
+        print(f"deleted {sum(counts.values())} row(s) of {shown}: "
               + ", ".join(f"{count} {table}" for table, count in counts.items()))
+        print(f"kept: {retention.KEPT}")
         return 0
     finally:
         db.dispose()

@@ -30,6 +30,13 @@ if TYPE_CHECKING:
 
 BUSY_TIMEOUT_MS = 5000
 CONNECT_TIMEOUT_S = 5
+POOL_TIMEOUT_S = 10
+STATEMENT_SECONDS = 30.0
+# A server that stops answering with the connection open (a dead route, a frozen host):
+# keepalives notice an idle connection's peer gone in ~11 s (5 + 3 x 2), tcp_user_timeout
+# one whose sent data stays unacknowledged for 10 s; without them a request waited for the
+# kernel's retransmissions (15+ minutes) and Ctrl-C could not stop serve.
+TCP_USER_TIMEOUT_MS = 10_000
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 # Any number: taken by every process that upgrades a PostgreSQL database, so two services
 # starting at once do not both create the tables.
@@ -57,7 +64,8 @@ class BadDatabaseUrl(UserError):
 class Database:
     """One engine, its sessions, and its migrations."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, statement_seconds: float = STATEMENT_SECONDS) -> None:
+        """`statement_seconds`: PostgreSQL's statement_timeout (c.Service.statement_seconds)."""
         self.url = url
         try:
             parsed = make_url(url)
@@ -67,11 +75,13 @@ class Database:
                     url, connect_args={"timeout": BUSY_TIMEOUT_MS / 1000})
                 _configure_sqlite(self.engine)
             else:
-                connect_args = ({"connect_timeout": CONNECT_TIMEOUT_S}
+                connect_args = (_postgres_connect_args(statement_seconds)
                                 if parsed.get_backend_name() == "postgresql" else {})
                 # pre_ping: a server restarted since a connection was pooled costs a
-                # reconnect, not an error on the next request.
+                # reconnect, not an error on the next request. pool_timeout: a request
+                # waiting for a connection gets a 503, not a wait as long as the client's.
                 self.engine = sqlalchemy.create_engine(url, pool_pre_ping=True,
+                                                       pool_timeout=POOL_TIMEOUT_S,
                                                        connect_args=connect_args)
         except (exc.ArgumentError, exc.NoSuchModuleError, ImportError) as error:
             raise BadDatabaseUrl(f"not a database URL the service can use ({error}); e.g. "
@@ -89,12 +99,13 @@ class Database:
         first `serve` must write the database `serve` will use."""
         from autograder.service.settings import service_settings
 
-        chosen = url or service_settings(course).database_url
+        settings = service_settings(course)
+        chosen = url or settings.database_url
         if not chosen:
             # A folder of its own: as root, `serve` hands the SQLite file's folder to the
             # service user, which it refuses for the course's root.
             chosen = f"sqlite:///{default_sqlite_path(course)}"
-        database = cls(chosen)
+        database = cls(chosen, settings.statement_seconds)
         if database.sqlite_path is not None:
             try:
                 database.sqlite_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -178,6 +189,15 @@ class Database:
         except exc.TimeoutError as error:  # no pooled connection came free
             raise DatabaseUnavailable(f"the database ({self.describe()}) is overloaded: "
                                       f"{error}") from error
+
+
+def _postgres_connect_args(statement_seconds: float) -> dict[str, Any]:
+    """libpq's options against a server that stops answering; statement_timeout bounds a
+    statement the server is slow to finish (a lock held, an overloaded server)."""
+    return {"connect_timeout": CONNECT_TIMEOUT_S,
+            "keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2,
+            "keepalives_count": 3, "tcp_user_timeout": TCP_USER_TIMEOUT_MS,
+            "options": f"-c statement_timeout={max(1, round(statement_seconds * 1000))}"}
 
 
 def default_sqlite_path(course: Course) -> Path:

@@ -46,7 +46,7 @@ from autograder.service.models import (
     Submission,
     utcnow,
 )
-from autograder.service.retention import student_data_counts
+from autograder.service.retention import KEPT, student_data_counts
 
 log = logging.getLogger(__name__)
 
@@ -581,7 +581,8 @@ def delete_student(request: Request, student_id: str,
         counts = student_data_counts(session, student_id)
         _audit(session, principal.id, "student.delete_data", clean_text(student_id, 100),
                old=counts, new="deleted")
-    return {"student_id": student_id, "deleted": counts, "rows": sum(counts.values())}
+    return {"student_id": student_id, "deleted": counts, "rows": sum(counts.values()),
+            "kept": KEPT}
 
 
 instructor_router = Router(

@@ -59,6 +59,12 @@ def purge_older_than(db: Database, days: int, now: datetime | None = None) -> in
         return _delete_submissions(session, ids)["submission"]
 
 
+# What deleting a student's data leaves, said wherever it is done (the command, the API).
+KEPT = ("the person's entry (the roster says who is in the course) and the course's own "
+        "files, the instructor's records: submitted/, autograded/, feedback/, results/ and "
+        "gradebook.db (remove the student there with nbgrader if the request covers them)")
+
+
 def student_data_counts(session: Session, student_id: str) -> dict[str, int]:
     """Delete, in the caller's transaction, everything the service keeps of one student:
     submissions, jobs, results, API tokens, browser sessions, failed sign-ins. Rows deleted

@@ -383,7 +383,7 @@ def run_http(course: Course, url: str, settings: object, listener: socket.socket
     from autograder.service.database import Database
     from autograder.service.http_limits import limited_protocol
 
-    db = Database(url)
+    db = Database(url, settings.statement_seconds)
     app = create_app(course, db, settings)
     config = uvicorn.Config(
         app, proxy_headers=False,  # the app decides on X-Forwarded-For (trusted_proxies)
@@ -522,7 +522,7 @@ def run_embedded_worker(course_root: Path, url: str, unsafe: bool = False) -> in
     threading.Thread(target=parent_gone, daemon=True, name="parent-watch").start()
     course = Course.load(course_root)
     settings = Service(config=course.config)
-    db = Database(url)
+    db = Database(url, settings.statement_seconds)
     with Grader(course, unsafe=unsafe) as grader, \
             ServiceWorker(db, grader, lease_seconds=settings.lease_seconds,
                           poll_seconds=settings.poll_seconds,

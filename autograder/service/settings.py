@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 # What each checked setting must be (the error says it): a mistake here would otherwise show
 # only when a student meets it (a 0 lease re-grades every job; a 0 window locks nobody out).
 POSITIVE = ("lease_seconds", "poll_seconds", "session_hours", "sign_in_window_minutes",
-            "header_seconds", "body_seconds", "course_sync_seconds")
+            "header_seconds", "body_seconds", "course_sync_seconds", "statement_seconds")
 AT_LEAST_ONE = ("max_upload_bytes", "sign_in_attempts", "connections_per_address",
                 "max_connections")
 
@@ -35,6 +35,11 @@ class Service(Configurable):
         "", help="SQLAlchemy URL of the service's database, e.g. "
                  "postgresql+psycopg://grader@db/course. Empty: a SQLite file, "
                  "<course>/service/service.db (WAL mode; one worker).").tag(config=True)
+    statement_seconds = Float(30.0, help=(
+        "PostgreSQL: a statement not finished in this many seconds is cancelled by the server "
+        "(statement_timeout), and the request answered 503, rather than wait as long as the "
+        "server does. A server that stops answering altogether is noticed by TCP keepalives "
+        "and a 10 s TCP user timeout.")).tag(config=True)
     host = Unicode("127.0.0.1", help="Address `serve` listens on.").tag(config=True)
     port = Int(8000, help="Port `serve` listens on.").tag(config=True)
     user = Unicode("nobody", help="The unprivileged user the HTTP process runs as when started "
