@@ -311,24 +311,37 @@ def student_tokens(course_root: Path, url: str) -> dict[str, str]:
 
 def as_user(command: list[str], uid: int) -> list[str]:
     """`command` (a Python program) run by root as `uid` (no groups). On this test machine
-    Python lives under /root (mode 700), where an ordinary user cannot even start it: as
-    tests/test_non_root.py does, run it in a mount namespace where /root shows only Python's
-    folder. (Only for a service *started* unprivileged: started as root, `serve` gives its
-    HTTP process such a view itself, with no help from the test.)"""
+    Python lives under /root (mode 700), where an ordinary user cannot even start it, and a
+    fresh clone may sit in a private folder (mktemp's): as tests/test_non_root.py does, run it
+    in a mount namespace where each such folder shows only what is needed (Python's folder,
+    the checkout). (Only for a service *started* unprivileged: started as root, `serve` gives
+    its HTTP process such a view itself, with no help from the test.)"""
     import sys
 
     command = ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", *command]
-    pyenv = Path(sys.base_prefix).resolve()
-    while pyenv.parent != Path("/root") and pyenv != pyenv.parent:
-        pyenv = pyenv.parent
-    if pyenv.parent != Path("/root"):
+    shown = {}  # a closed folder -> the child of it on the way to what is needed
+    for needed in (Path(sys.base_prefix).resolve(), Path(sys.prefix).resolve(),
+                   Path(__file__).resolve().parent.parent):
+        for folder in reversed(needed.parents):  # from / down
+            if folder == needed or not (folder.stat().st_mode & 0o001):
+                if folder != needed:
+                    child = needed.relative_to(folder).parts[0]
+                    shown.setdefault(folder, set()).add(child)
+                break
+    if not shown:
         return command
-    hold = shlex.quote(tempfile.mkdtemp(prefix="agpython-"))
-    target = shlex.quote(str(pyenv))
-    script = (f"set -e\nmount --bind {target} {hold}\n"
-              "mount -t tmpfs -o mode=755,size=1m tmpfs /root\n"
-              f"mkdir -p {target}\nmount --move {hold} {target}\nrmdir {hold}\n"
-              f"exec {shlex.join(command)}")
+    script = "set -e\n"
+    for number, (folder, children) in enumerate(sorted(shown.items())):
+        holds = []
+        for child in sorted(children):
+            hold = shlex.quote(tempfile.mkdtemp(prefix=f"agshow{number}-"))
+            script += f"mount --bind {shlex.quote(str(folder / child))} {hold}\n"
+            holds.append((child, hold))
+        script += f"mount -t tmpfs -o mode=755,size=1m tmpfs {shlex.quote(str(folder))}\n"
+        for child, hold in holds:
+            target = shlex.quote(str(folder / child))
+            script += f"mkdir -p {target}\nmount --move {hold} {target}\nrmdir {hold}\n"
+    script += f"exec {shlex.join(command)}"
     return ["unshare", "--mount", "--propagation", "private", "sh", "-c", script]
 
 
