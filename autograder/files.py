@@ -79,12 +79,15 @@ def kind_of(mode: int) -> str:
     return "not a regular file"
 
 
-def write_atomic(path: Path, data: bytes) -> None:
+def write_atomic(path: Path, data: bytes, mode: int | None = None) -> None:
     """Write through a new file renamed over `path`: a link planted at `path` is replaced,
-    never written through, and a reader sees the old content or the new."""
+    never written through, and a reader sees the old content or the new. The file is its
+    owner's alone (mkstemp's 0600) unless `mode` says otherwise."""
     fd, partial = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
     try:
         with os.fdopen(fd, "wb") as handle:
+            if mode is not None:
+                os.fchmod(handle.fileno(), mode)
             handle.write(data)
         os.replace(partial, path)
     except BaseException:

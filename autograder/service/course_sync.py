@@ -21,11 +21,10 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager, suppress
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -368,16 +367,7 @@ def snapshot_paths(course: Course, assignment: str) -> tuple[Path, Path]:
 def _write_readable(path: Path, data: bytes) -> None:
     """Atomically, readable by all (the HTTP process runs as another user): scores only,
     never a result's expected values."""
-    fd, partial = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            os.fchmod(handle.fileno(), 0o644)
-            handle.write(data)
-        os.replace(partial, path)
-    except BaseException:
-        with suppress(OSError):
-            os.unlink(partial)
-        raise
+    write_atomic(path, data, mode=0o644)
 
 
 def write_gradebook_snapshot(course: Course, assignment: str, force: bool = False) -> bool:
