@@ -277,6 +277,19 @@ def fill(folder: Path, leave: int = 0) -> Path:
 
 # --- A real `autograder serve` for the service's tests and the bench ----------------------------
 
+def open_course(prefix: str, students: list[str]):  # noqa: ANN201 -> Iterator[Course]
+    """A released course with `students` rostered, in a new folder the service's user
+    (nobody) may read; removed afterwards. For module fixtures of the serve tests."""
+    from conftest import make_course
+
+    root = Path(tempfile.mkdtemp(prefix=prefix))
+    os.chmod(root, 0o755)
+    course = make_course(root)
+    add_students(root, students)
+    yield course
+    shutil.rmtree(root, ignore_errors=True)
+
+
 def add_students(course_root: Path, ids: list[str]) -> None:
     """Put `ids` in the course's roster (nbgrader's student CSV through `autograder roster
     import`), as an instructor would."""

@@ -9,13 +9,12 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
+import databases
 import httpx
 import pytest
-from conftest import make_course
-from databases import ServeProcess, add_students
+from databases import ServeProcess
 
 AUTOGRADER = [sys.executable, "-m", "autograder.cli"]
 STUDENTS = ["10001", "10002"]
@@ -23,12 +22,7 @@ STUDENTS = ["10001", "10002"]
 
 @pytest.fixture(scope="module")
 def open_course():  # -> Course, in a folder the service's user (nobody) may read
-    root = Path(tempfile.mkdtemp(prefix="agconfig-course-"))
-    os.chmod(root, 0o755)
-    course = make_course(root)
-    add_students(root, STUDENTS)
-    yield course
-    shutil.rmtree(root, ignore_errors=True)
+    yield from databases.open_course("agconfig-course-", STUDENTS)
 
 
 def autograder(course_root: Path, *args: str, timeout: float = 300,

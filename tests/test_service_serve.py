@@ -13,6 +13,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+import databases
 import nbformat
 import pytest
 from conftest import make_course
@@ -34,12 +35,7 @@ SUBMIT = [sys.executable, "-m", "autograder.cli", "submit"]
 
 @pytest.fixture(scope="module")
 def open_course():  # -> Course, in a folder the service's user (nobody) may read
-    root = Path(tempfile.mkdtemp(prefix="agserve-course-"))
-    os.chmod(root, 0o755)
-    course = make_course(root)
-    add_students(root, STUDENTS)
-    yield course
-    shutil.rmtree(root, ignore_errors=True)
+    yield from databases.open_course("agserve-course-", STUDENTS)
 
 
 @pytest.fixture
