@@ -11,8 +11,10 @@ submission, after a 0.8 s import of its Jupyter server extensions.
 
 from __future__ import annotations
 
+import threading
 import uuid
 from datetime import datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from autograder.errors import UserError
@@ -35,11 +37,36 @@ def _new_id() -> str:
     return uuid.uuid4().hex  # nbgrader's ids
 
 
+_schemas: dict[tuple, Any] = {}  # (file, SQLite's schema version) -> nbgrader's tables
+_schemas_lock = threading.Lock()
+
+
+def _reflected(db: Any, path: Path) -> Any:
+    """nbgrader's tables as this gradebook.db defines them. Reading them takes longer than
+    writing a result: a long-lived process (the service's worker) reads them once for each
+    version of the schema (SQLite counts every change of it, e.g. `nbgrader db upgrade`)."""
+    from sqlalchemy import MetaData
+
+    key = None
+    if db.dialect.name == "sqlite":
+        key = (str(path), path.stat().st_ino,
+               db.exec_driver_sql("PRAGMA schema_version").scalar())
+        with _schemas_lock:
+            if key in _schemas:
+                return _schemas[key]
+    metadata = MetaData()
+    metadata.reflect(db, only=TABLES)
+    if key is not None:
+        with _schemas_lock:
+            _schemas[key] = metadata.tables
+    return metadata.tables
+
+
 class NbgraderGradebook:
     """Writes one assignment's results into gradebook.db."""
 
     def __init__(self, course: Course, assignment: Assignment) -> None:
-        from sqlalchemy import MetaData, create_engine, select
+        from sqlalchemy import create_engine, select
         from sqlalchemy.exc import SQLAlchemyError
 
         self.assignment = assignment
@@ -49,10 +76,8 @@ class NbgraderGradebook:
                                  f"{assignment.name}` first")
         self._engine = create_engine(course.db_url)
         try:
-            metadata = MetaData()
-            metadata.reflect(self._engine, only=TABLES)
-            self._tables = tables = metadata.tables
             with self._engine.connect() as db:
+                self._tables = tables = _reflected(db, path)
                 self._assignment_id = db.scalar(
                     select(tables["assignment"].c.id)
                     .where(tables["assignment"].c.name == assignment.name))

@@ -23,10 +23,11 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -41,6 +42,7 @@ from autograder.service.models import Result, Submission
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
+    from autograder.assignment import Assignment
     from autograder.service.database import Database
 
 log = logging.getLogger(__name__)
@@ -86,11 +88,13 @@ def counts_of(course: Course, assignment: str) -> str:
 
 
 def counted_results(session: Session, counts: str, assignment: str,
-                    student_id: str | None = None) -> dict[str, Result]:
+                    student_id: str | None = None,
+                    students: Collection[str] | None = None) -> dict[str, Result]:
     """{student: the published Result that counts}: per submission its newest published result
     (a confirmed regrade replaces the first grading; drafts never count), then per student the
     last submission graded ("last") or the highest score, the later one on a tie ("best"). A
-    result of the grader's own fault (status error) never counts."""
+    result of the grader's own fault (status error) never counts. Every student's, or only
+    `student_id`'s, or only those in `students`."""
     if counts not in ("last", "best"):
         raise ValueError(f"counts must be 'last' or 'best', not {counts!r}")
     query = (select(Result, Submission.submitted_at)
@@ -100,6 +104,8 @@ def counted_results(session: Session, counts: str, assignment: str,
              .order_by(Result.id))
     if student_id is not None:
         query = query.where(Result.student_id == student_id)
+    if students is not None:
+        query = query.where(Result.student_id.in_(sorted(students)))
     newest: dict[str, tuple[Result, datetime]] = {}  # per submission: its newest result
     for result, submitted_at in session.execute(query):
         newest[result.submission_id] = (result, submitted_at)
@@ -112,17 +118,24 @@ def counted_results(session: Session, counts: str, assignment: str,
     return {student: result for student, (_, result) in chosen.items()}
 
 
-def counted_result(session: Session, counts: str, student_id: str,
-                   assignment: str) -> Result | None:
-    """The published Result that counts for one student (see `counted_results`), or None."""
-    return counted_results(session, counts, assignment, student_id).get(student_id)
+def _read_counted(session: Session, results: list[Result]) -> list[Counted]:
+    """The counted results with their submissions' bytes, in one query."""
+    ids = [result.submission_id for result in results]
+    submissions = {row.id: row for row in session.scalars(
+        select(Submission).where(Submission.id.in_(ids)))}
+    counted = []
+    for result in results:
+        submission = submissions[result.submission_id]
+        counted.append(Counted(result.id, submission.id, result.student_id, result.assignment,
+                               submission.content, submission.sha256,
+                               submission.submitted_at, result.result_json, result.score))
+    return counted
 
 
-def _read_counted(session: Session, result: Result) -> Counted:
-    submission = session.get(Submission, result.submission_id)
-    return Counted(result.id, submission.id, result.student_id, result.assignment,
-                   submission.content, submission.sha256, submission.submitted_at,
-                   result.result_json, result.score)
+def _hashes(session: Session, submission_ids: list[str]) -> dict[str, str]:
+    """{submission id: its notebook's sha256}, in one query."""
+    return dict(session.execute(select(Submission.id, Submission.sha256)
+                                .where(Submission.id.in_(submission_ids))).all())
 
 
 # --- The files --------------------------------------------------------------------------------
@@ -212,10 +225,11 @@ def _in_gradebook(course: Course, row: Result) -> bool:
 
 
 def _sync_students(course: Course, db: Database, assignment_name: str,
-                   students: list[str] | None, wait: float,
-                   force: bool = False) -> SyncReport:
+                   students: list[str] | None, wait: float, force: bool = False,
+                   load: Callable[[str], Assignment] | None = None) -> SyncReport:
     """Bring these students (None: every student with a counted result) up to date; `force`:
-    write each one again, whatever the markers say."""
+    write each one again, whatever the markers say. `load`: the assignment by name (a
+    long-lived grader's, already loaded; else read from the course)."""
     from autograder.assignment import Assignment
     from autograder.gradebook_db import NbgraderGradebook
     from autograder.store import result_store
@@ -223,31 +237,27 @@ def _sync_students(course: Course, db: Database, assignment_name: str,
     report = SyncReport()
     counts = counts_of(course, assignment_name)
     with db.session(readonly=True) as session:
-        if students is None:
-            found = counted_results(session, counts, assignment_name)
-        else:
-            found = {}
-            for student in students:
-                row = counted_result(session, counts, student, assignment_name)
-                if row is not None:
-                    found[student] = row
-        todo: list[Counted] = []
+        found = counted_results(session, counts, assignment_name, students=students)
+        hashes = _hashes(session, [row.submission_id for row in found.values()])
+        chosen: list[Result] = []
         rewrite: set[str] = set()  # marked as written, but gradebook.db says otherwise
         for student, row in sorted(found.items()):
             if not usable_student_id(student):  # the roster's ids only reach the disk
                 report.failed.append(f"{clean_text(student, 100)}: not a usable student id")
-            elif not force and _read_marker(_marker(course, assignment_name, student)) == \
-                    f"{row.id} {_sha_of(session, row)}\n" and _in_gradebook(course, row):
+                continue
+            marked = (_read_marker(_marker(course, assignment_name, student))
+                      == f"{row.id} {hashes.get(row.submission_id)}\n")
+            if marked and not force and _in_gradebook(course, row):
                 report.unchanged += 1
-            else:
-                if _read_marker(_marker(course, assignment_name, student)) == \
-                        f"{row.id} {_sha_of(session, row)}\n":
-                    rewrite.add(student)
-                todo.append(_read_counted(session, row))
+                continue
+            if marked:
+                rewrite.add(student)
+            chosen.append(row)
+        todo = _read_counted(session, chosen) if chosen else []
     if not todo:
         return report
     with _holding_course(course, wait):
-        assignment = Assignment.load(course, assignment_name)
+        assignment = (load or partial(Assignment.load, course))(assignment_name)
         store = result_store(course)
         with NbgraderGradebook(course, assignment) as gradebook:
             for counted in todo:
@@ -262,10 +272,6 @@ def _sync_students(course: Course, db: Database, assignment_name: str,
                                 counted.student_id, assignment_name, error)
                     report.failed.append(f"{counted.student_id}: {clean_text(error, 300)}")
     return report
-
-
-def _sha_of(session: Session, row: Result) -> str:
-    return session.scalar(select(Submission.sha256).where(Submission.id == row.submission_id))
 
 
 def sync_result(course: Course, db: Database, result: Result) -> bool:
@@ -302,15 +308,17 @@ def pending(course: Course, db: Database) -> set[tuple[str, str]]:
         return set(_pending.get((str(course.root), db.url), set()))
 
 
-def retry_pending(course: Course, db: Database, wait: float = LOCK_WAIT_SECONDS) -> bool:
-    """Try again the students whose files could not be brought up to date. Never raises."""
+def retry_pending(course: Course, db: Database, wait: float = LOCK_WAIT_SECONDS,
+                  load: Callable[[str], Assignment] | None = None) -> bool:
+    """Bring the pending students' files up to date (those just graded, and those that could
+    not be written before). Never raises. `load`: as for `_sync_students`."""
     by_assignment: dict[str, list[str]] = {}
     for assignment, student in sorted(pending(course, db)):
         by_assignment.setdefault(assignment, []).append(student)
     done = True
     for assignment, students in by_assignment.items():
         try:
-            report = _sync_students(course, db, assignment, students, wait)
+            report = _sync_students(course, db, assignment, students, wait, load=load)
         except Exception as error:  # busy course, gradebook.db refused, disk full: later
             log.warning("the course's files of %s are not up to date yet (tried again on "
                         "the next result): %s", assignment, clean_text(error, 300))

@@ -526,7 +526,7 @@ def run_embedded_worker(course_root: Path, url: str, unsafe: bool = False) -> in
     with Grader(course, unsafe=unsafe) as grader, \
             ServiceWorker(db, grader, lease_seconds=settings.lease_seconds,
                           poll_seconds=settings.poll_seconds,
-                          on_results=course_sync_batch(course, db),
+                          on_results=course_sync_batch(course, db, grader),
                           repoint_stale=True) as worker:
         grader.launch()
         threading.Thread(target=_keep_course_files, args=(course, db, settings, stop),

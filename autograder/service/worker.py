@@ -53,6 +53,7 @@ AHEAD = 2  # jobs claimed per slot (one grading, one waiting for the slot)
 HELD = 4  # at most this many per slot held at all (graded ones wait to be recorded)
 _END = None  # tells a recording thread to finish
 BATCH_CAP = 100  # Results handed to `on_results` at once
+AFTER_EVERY_SECONDS = 0.5  # on_results at most this often: under load, larger batches
 AFTER_NICE = 10  # the on_result thread's nice increment
 
 
@@ -352,6 +353,7 @@ class ServiceWorker:
         ending = False
         while not ending:
             rows = [self._recorded.get()]
+            began = time.monotonic()
             while len(rows) < BATCH_CAP:  # what else is waiting, without waiting for more
                 try:
                     rows.append(self._recorded.get_nowait())
@@ -371,6 +373,9 @@ class ServiceWorker:
             except Exception:  # the result is recorded; what follows it must not undo that
                 log.exception("worker %s: after jobs %s", self.name,
                               ", ".join(str(row.job_id) for row in rows))
+            # Each call has a cost of its own (gradebook.db opened, its rows read): while
+            # results keep coming, the next call takes all that came meanwhile.
+            self._stopping.wait(AFTER_EVERY_SECONDS - (time.monotonic() - began))
 
     def _record(self, job: queue.ClaimedJob, result: object) -> Result | None:
         """Record, trying again while the database is briefly out of reach (until the lease
@@ -447,17 +452,21 @@ def repoint_queued(db: Database, assignment: str, fingerprint: str) -> int:
             .values(fingerprint=fingerprint)).rowcount
 
 
-def course_sync_batch(course: Course, db: Database) -> Callable[[list[Result]], None]:
+def course_sync_batch(course: Course, db: Database,
+                      grader: Grader | None = None) -> Callable[[list[Result]], None]:
     """`on_results` for the worker on the course's machine: the students of these Results
     have their course files (submitted/, autograded/, feedback/, gradebook.db) brought up to
-    date together (course_sync's pending set: one gradebook.db opened for the batch).
+    date together (course_sync's pending set: one gradebook.db opened for the batch), with
+    the assignments `grader` has loaded (not read again for each batch).
     Never raises; a student who could not be written is tried again with the next batch."""
     from autograder.service import course_sync
+
+    load = grader.assignment if grader is not None else None
 
     def sync(results: list[Result]) -> None:
         course_sync.mark_pending(course, db, sorted({(row.assignment, row.student_id)
                                                      for row in results}))
-        course_sync.retry_pending(course, db)
+        course_sync.retry_pending(course, db, load=load)
 
     return sync
 
