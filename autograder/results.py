@@ -79,8 +79,8 @@ class SubmissionResult:
             scores[test.cell] = scores.get(test.cell, 0.0) + test.points
         return scores
 
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2)
+    def to_json(self, indent: int | None = 2) -> str:
+        return json.dumps(asdict(self), indent=indent)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from conftest import make_course
 from litestar import Litestar
 from litestar.testing import TestClient
 from sqlalchemy import event, func, select, text
@@ -362,3 +363,27 @@ print("torch" in sys.modules, hidden)
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.strip() == "False []"
+
+
+def test_the_catalog_follows_the_release_and_knows_only_released_names(
+        tmp_path: Path) -> None:
+    """Every upload looks its assignment up (a few stat calls, nothing read): a changed test
+    file or release is read again, a name that is not one released folder is none."""
+    from autograder.service.student_api import AssignmentCatalog
+
+    course = make_course(tmp_path)
+    catalog = AssignmentCatalog(course)
+    first = catalog.get("backprop")
+    assert first is not None and catalog.get("backprop") is first  # cached
+    for name in ("", ".", "..", "../release/backprop", "backprop/", "nope", "back\0prop"):
+        assert catalog.get(name) is None, name
+    tests = course.hidden_dir("backprop") / "tests.py"
+    tests.write_text(tests.read_text() + "\n# changed\n")
+    changed = catalog.get("backprop")
+    assert changed is not None and changed.fingerprint != first.fingerprint
+    notebook = course.release_dir("backprop") / "backprop.ipynb"
+    extra = notebook.with_name("second.ipynb")
+    extra.write_bytes(notebook.read_bytes())  # two notebooks: not an assignment we grade
+    assert catalog.get("backprop") is None
+    extra.unlink()
+    assert catalog.get("backprop").fingerprint == changed.fingerprint

@@ -205,6 +205,34 @@ def test_a_dead_workers_lease_expires_and_its_late_result_is_not_written(db: Dat
     assert finished.state == JobState.DONE and finished.lease_owner == "alive"
 
 
+def test_results_recorded_together_skip_a_lost_job_and_survive_a_duplicate(
+        db: Database) -> None:
+    """A worker records the results waiting in one transaction (`record_many`): a job whose
+    lease another worker took is skipped, and a Result already there for one job (which
+    breaks the shared transaction) costs that job only: the others are recorded one by one."""
+    first, lost, third, duplicate = enqueue(db, 4)
+    queue.claim(db, "w", FP, 4, lease_seconds=0.3)
+    time.sleep(0.4)
+    with db.session() as session:  # `lost`: another worker took it over after the lease
+        session.get(Job, lost).lease_owner = "other"
+    assert queue.renew(db, "w", [first, third, duplicate], 30) == {first, third, duplicate}
+    with db.session() as session:  # a Result of `duplicate` exists (recorded once already)
+        session.add(Result(job_id=duplicate, submission_id=session.get(Job, duplicate)
+                           .submission_id, student_id="s1", assignment="backprop",
+                           status="graded", score=0.0, max_score=2.0, seconds=0.1,
+                           result_json="{}", graded_at=datetime.now(UTC), published=True))
+    rows = queue.record_many(db, [(first, a_result(points=2.0)), (lost, a_result()),
+                                  (third, a_result(points=1.0)),
+                                  (duplicate, a_result(points=2.0))], "w")
+    assert [row is not None for row in rows] == [True, False, True, False]
+    assert [(row.job_id, row.score) for row in results(db)] == [
+        (first, 2.0), (third, 1.0), (duplicate, 0.0)]
+    assert [job(db, each).state for each in (first, lost, third)] == [
+        JobState.DONE, JobState.LEASED, JobState.DONE]
+    assert rows[0].student_id == "s1"
+    assert json.loads(rows[0].result_json)["tests"][0]["points"] == 2.0
+
+
 def test_a_job_that_keeps_killing_its_worker_fails_instead_of_looping(db: Database) -> None:
     [job_id] = enqueue(db)
     for attempt in range(1, queue.MAX_ATTEMPTS + 1):

@@ -192,3 +192,19 @@ def test_student_due(dated_course: Course, tmp_path: Path) -> None:
     assert student_due(dated_course, "backprop", "10001") == due
     assert student_due(dated_course, "backprop", "10004") == due + timedelta(days=1)
     assert student_due(Course.load(REPO), "nope", "10001") is None
+
+
+def test_due_dates_read_once_still_follow_every_change(dated_course: Course) -> None:
+    """The service reads the due date and extensions once for each change of gradebook.db
+    (every upload asks): changes a few microseconds apart, each the same size on disk, are
+    each seen at once (a file's times can stay the same for both)."""
+    from autograder.service.policy import student_due
+
+    save_extensions(dated_course, "backprop", [], force=True)
+    for day in range(1, 21):
+        set_due(dated_course, f"2026-11-{day:02d} 17:00:00.000000")
+        assert student_due(dated_course, "backprop", "10001") == datetime(
+            2026, 11, day, 17, 0, tzinfo=UTC)
+    save_extensions(dated_course, "backprop", [make_extension("10001", hours=3)], force=True)
+    assert student_due(dated_course, "backprop", "10001") == datetime(
+        2026, 11, 20, 20, 0, tzinfo=UTC)

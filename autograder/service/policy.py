@@ -20,7 +20,7 @@ from traitlets.config import Config, Configurable
 
 from autograder.course import Course
 from autograder.errors import UserError
-from autograder.late import due_date, list_extensions
+from autograder.late import due_and_extensions
 from autograder.results import clean_text
 
 SHOWN = ("always", "exam")
@@ -201,10 +201,9 @@ def policy_for(course: Course, assignment: str) -> AssignmentPolicy:
 def student_due(course: Course, assignment: str, student_id: str) -> datetime | None:
     """The student's due date (timezone-aware UTC): nbgrader's due date in gradebook.db plus
     the student's extension (autograder.late), or None when the assignment has none."""
-    due = due_date(course, assignment)
+    due, extensions = due_and_extensions(course, assignment)
     if due is None:
         return None
-    extension = next((found for found in list_extensions(course, assignment)
-                      if found.student_id == student_id), None)
+    extension = extensions.get(student_id)
     delta = extension.delta(due) if extension is not None else None
     return (due + delta if delta else due).replace(tzinfo=UTC)

@@ -177,28 +177,45 @@ def complete(db: Database, job_id: int, worker: str, result: SubmissionResult) -
 
 def record(db: Database, job_id: int, worker: str, result: SubmissionResult) -> Result | None:
     """`complete()`, returning the Result row written (None: nothing was)."""
-    result = cleaned(result)  # the engine cleaned it already; cleaning is idempotent
+    return record_many(db, [(job_id, result)], worker)[0]
+
+
+def record_many(db: Database, graded: list[tuple[int, SubmissionResult]],
+                worker: str) -> list[Result | None]:
+    """`record` for several jobs in one transaction (one commit, where a worker's results come
+    faster than one each): the Result rows written, None for a job this worker no longer
+    holds. Should one of them break the transaction (its Result exists already), each is
+    recorded on its own."""
+    graded = [(job_id, cleaned(result)) for job_id, result in graded]  # idempotent
     try:
         with db.session() as session:
-            job = _held(session, db, job_id, worker)
-            if job is None:
-                return None
-            submission = session.get(Submission, job.submission_id)
-            now = utcnow()
-            row = Result(
-                job_id=job.id, submission_id=job.submission_id,
-                student_id=submission.student_id, assignment=job.assignment,
-                status=str(result.status), score=float(result.score),
-                max_score=float(result.max_score), seconds=float(result.seconds),
-                result_json=result.to_json(), graded_at=now,
-                published=job.kind == JobKind.SUBMIT)
-            session.add(row)
-            job.state = JobState.DONE
-            job.finished_at = now
-            job.lease_expires_at = None
-            session.flush()  # the unique job_id is checked here, inside the block
-    except IntegrityError:  # a Result of this job exists: it was recorded once already
+            return [_record_in(session, db, job_id, worker, result)
+                    for job_id, result in graded]
+    except IntegrityError:
+        if len(graded) == 1:  # a Result of this job exists: it was recorded once already
+            return [None]
+    return [record_many(db, [each], worker)[0] for each in graded]
+
+
+def _record_in(session: Session, db: Database, job_id: int, worker: str,
+               result: SubmissionResult) -> Result | None:
+    job = _held(session, db, job_id, worker)
+    if job is None:
         return None
+    student_id = session.scalar(select(Submission.student_id)
+                                .where(Submission.id == job.submission_id))
+    now = utcnow()
+    row = Result(
+        job_id=job.id, submission_id=job.submission_id, student_id=student_id,
+        assignment=job.assignment, status=str(result.status), score=float(result.score),
+        max_score=float(result.max_score), seconds=float(result.seconds),
+        result_json=result.to_json(indent=None), graded_at=now,
+        published=job.kind == JobKind.SUBMIT)
+    session.add(row)
+    job.state = JobState.DONE
+    job.finished_at = now
+    job.lease_expires_at = None
+    session.flush()  # the unique job_id is checked here, inside the block
     return row
 
 
@@ -257,11 +274,12 @@ def position(session: Session, job_id: int) -> int | None:
     return ahead + 1
 
 
-def eta_seconds(session: Session, job_id: int, graders: int) -> float | None:
+def eta_seconds(session: Session, job_id: int, graders: int,
+                place: int | None = None) -> float | None:
     """Seconds until a queued job's result, from the recent median grading time and the
     jobs ahead of it shared among `graders` slots; None if not queued or nothing was graded
-    yet to measure by."""
-    place = position(session, job_id)
+    yet to measure by. `place`: its `position`, if the caller has it already."""
+    place = place if place is not None else position(session, job_id)
     if place is None:
         return None
     recent = session.execute(select(Result.seconds).order_by(Result.id.desc())

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -74,7 +75,7 @@ class AssignmentCatalog:
 
     def __init__(self, course: Course) -> None:
         self.course = course
-        self._loaded: dict[str, tuple[tuple, Assignment]] = {}
+        self._loaded: dict[str, tuple[tuple, _Catalogued]] = {}
         self._lock = threading.Lock()
 
     def names(self) -> list[str]:
@@ -83,19 +84,22 @@ class AssignmentCatalog:
 
     def get(self, name: str) -> Assignment | None:
         """The assignment, or None if `name` is not a released assignment with hidden tests."""
-        if name not in self.names():  # also keeps "..", "." and the like out of any path
+        # One folder's name, not a path: keeps "..", "." and the like out of any path.
+        if name in ("", ".", "..") or "/" in name or "\0" in name:
             return None
+        folder = self.course.release_dir(name)
         hidden = self.course.hidden_dir(name)
-        try:
-            path = released_notebook(self.course, name)
-            stamp = tuple((p.stat().st_mtime_ns, p.stat().st_size)
-                          for p in (path, hidden / PROBES_FILE, hidden / TESTS_FILE))
-        except (UserError, OSError):
-            return None
         with self._lock:
             cached = self._loaded.get(name)
-            if cached is not None and cached[0] == stamp:
-                return cached[1]
+        if cached is not None and cached[0] == _stamp(folder, cached[1].notebook_path, hidden):
+            return cached[1].assignment  # a few stat calls: every upload asks
+        try:
+            path = released_notebook(self.course, name)
+            stamp = _stamp(folder, path, hidden)
+        except (UserError, OSError):
+            return None
+        if stamp is None:
+            return None
         try:
             notebook = read_notebook(path)
         except InvalidNotebook:
@@ -104,8 +108,25 @@ class AssignmentCatalog:
                                 _HiddenFiles(hidden / PROBES_FILE))  # type: ignore[arg-type]
         _ = assignment.fingerprint  # computed now, from the files as they are now
         with self._lock:
-            self._loaded[name] = (stamp, assignment)
+            self._loaded[name] = (stamp, _Catalogued(path, assignment))
         return assignment
+
+
+@dataclass(frozen=True)
+class _Catalogued:
+    notebook_path: Path
+    assignment: Assignment
+
+
+def _stamp(folder: Path, notebook: Path, hidden: Path) -> tuple | None:
+    """What changes when the release (its folder: a notebook added or renamed; the notebook)
+    or the hidden tests change; None if one of them is missing."""
+    try:
+        return tuple((info.st_ino, info.st_mtime_ns, info.st_size) for info in (
+            os.stat(path) for path in (folder, notebook, hidden / PROBES_FILE,
+                                       hidden / TESTS_FILE)))
+    except OSError:
+        return None
 
 
 # --- helpers ----------------------------------------------------------------------------------
@@ -146,9 +167,7 @@ def _status(session: Session, submission: Submission, graders: int) -> dict[str,
                              "submitted_at": _iso(submission.submitted_at),
                              "size": submission.size, "sha256": submission.sha256}
     if job is None or job.state == JobState.QUEUED:
-        shown.update(status="queued",
-                     position=queue.position(session, job.id) if job else None,
-                     eta_seconds=queue.eta_seconds(session, job.id, graders) if job else None)
+        shown.update(status="queued", **_place(session, job, graders))
     elif job.state == JobState.LEASED:
         shown["status"] = "grading"
     elif job.state == JobState.DONE:
@@ -157,6 +176,14 @@ def _status(session: Session, submission: Submission, graders: int) -> dict[str,
         shown.update(status="failed", reason=clean_text(job.error or "the grader failed", 500),
                      charged=submission.charged)
     return shown
+
+
+def _place(session: Session, job: Job | None, graders: int) -> dict[str, Any]:
+    """A queued job's position and ETA."""
+    place = queue.position(session, job.id) if job is not None else None
+    return {"position": place,
+            "eta_seconds": queue.eta_seconds(session, job.id, graders, place)
+            if place is not None else None}
 
 
 def _published_result(session: Session, submission_id: str) -> Result | None:
@@ -315,12 +342,8 @@ def _store_upload(request: Request, assignment: Assignment, who: auth.Principal,
                                           assignment=assignment.name, filename=filename,
                                           content=content, fingerprint=assignment.fingerprint,
                                           now=now)
-        session.flush()
-        job = _submit_job(session, stored.id)
         answer = {"id": stored.id, "status": "queued",
-                  "position": queue.position(session, job.id) if job else None,
-                  "eta_seconds": queue.eta_seconds(session, job.id, state.graders)
-                  if job else None}
+                  **_place(session, stored.jobs[0], state.graders)}
     # Only here, after the commit, is the upload acknowledged.
     return Response(answer, status_code=202)
 

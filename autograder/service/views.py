@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from autograder.course import Course
-from autograder.late import due_date, list_extensions
+from autograder.late import due_and_extensions
 from autograder.results import OUTPUT_CAP, SubmissionResult, cleaned
 from autograder.service.models import Result
 from autograder.service.policy import AssignmentPolicy, student_due
@@ -36,11 +36,11 @@ def hidden_until(course: Course, policy: AssignmentPolicy, assignment: str,
     `student_id`'s own due date."""
     if not policy.any_exam:
         return None
-    due = due_date(course, assignment)
+    due, extensions = due_and_extensions(course, assignment)
     if due is None:
         return NOT_YET
-    extensions = [found.delta(due) for found in list_extensions(course, assignment)]
-    latest = max((delta for delta in extensions if delta), default=timedelta(0))
+    deltas = [found.delta(due) for found in extensions.values()]
+    latest = max((delta for delta in deltas if delta), default=timedelta(0))
     until = due.replace(tzinfo=UTC) + latest
     own = student_due(course, assignment, student_id)
     if own is not None:

@@ -4,15 +4,16 @@
 Every slot stays busy: the worker claims ahead (up to twice as many jobs as the grader has
 slots, their leases renewed by the heartbeat thread with the rest), grades each on a slot
 thread (`Grader.grade_one` is thread-safe), and hands the result to a recording thread, so a
-slot takes its next job at once. The recording thread writes the Result (`queue.record`, the
-record of the grading, committed first) and passes it on to a second thread for `on_result`
-(the course's files: slower, and not what the student waits for); an exception there is
-logged and the Result stays. A worker grades a job only with the assignment version
-(fingerprint) the job names: a job queued for a version the course no longer has is left
-queued, for the instructor's regrade -- except on the course's own machine (`repoint_stale`:
-serve's embedded worker), where queued uploads are moved to the course's current version.
-On SQLite only one worker may run (a lock on a file beside the database, released by the
-kernel when the worker dies, even by kill -9); on PostgreSQL any number.
+slot takes its next job at once. The recording thread writes the Results
+(`queue.record_many`: those waiting, in one transaction; the record of the grading,
+committed first) and passes them on to a second thread for `on_result` (the course's files:
+slower, and not what the student waits for); an exception there is logged and the Result
+stays. A worker grades a job only with the assignment version (fingerprint) the job names: a
+job queued for a version the course no longer has is left queued, for the instructor's
+regrade -- except on the course's own machine (`repoint_stale`: serve's embedded worker),
+where queued uploads are moved to the course's current version. On SQLite only one worker
+may run (a lock on a file beside the database, released by the kernel when the worker dies,
+even by kill -9); on PostgreSQL any number.
 """
 
 from __future__ import annotations
@@ -317,29 +318,43 @@ class ServiceWorker:
     # --- recording (off the slots) -------------------------------------------------------
 
     def _recording(self) -> None:
-        """Write each graded job's Result (the record), in the order graded; then hand the
-        row on for `on_result`. Ends at _END, once what was queued before it is written."""
-        while True:
-            item = self._to_record.get()
-            if item is _END:
-                self._recorded.put(_END)
-                return
-            job, result = item
-            try:
-                row = self._record(job, result)
+        """Write each graded job's Result (the record), in the order graded, those waiting
+        together in one transaction; then hand the rows on for `on_result`. Ends at _END,
+        once what was queued before it is written."""
+        ending = False
+        while not ending:
+            batch = [self._to_record.get()]
+            while len(batch) < BATCH_CAP:  # what else is waiting, without waiting for more
+                try:
+                    batch.append(self._to_record.get_nowait())
+                except queues.Empty:
+                    break
+            if _END in batch:
+                ending = True
+                batch = batch[:batch.index(_END)]
+            if batch:
+                self._record_batch(batch)
+        self._recorded.put(_END)
+
+    def _record_batch(self, batch: list[tuple[queue.ClaimedJob, object]]) -> None:
+        try:
+            rows = self._record(batch)
+            for (job, _), row in zip(batch, rows, strict=True):
                 if row is None:
                     log.warning("worker %s: job %s was taken over (lease lost); its result "
                                 "was not recorded here", self.name, job.job_id)
-                else:
-                    with self._guard:
-                        self._graded += 1
-                    self._recorded.put(row)
-            except Exception:  # unreachable database past the lease: another worker grades it
-                log.exception("worker %s: recording job %s", self.name, job.job_id)
-            finally:
+                    continue
                 with self._guard:
+                    self._graded += 1
+                self._recorded.put(row)
+        except Exception:  # unreachable database past the lease: another worker grades them
+            log.exception("worker %s: recording jobs %s", self.name,
+                          ", ".join(str(job.job_id) for job, _ in batch))
+        finally:
+            with self._guard:
+                for job, _ in batch:
                     self._in_flight.pop(job.job_id, None)
-                self._wake.set()
+            self._wake.set()
 
     def _after_recording(self) -> None:
         """`on_results` for the Results recorded since its last call (`on_result` for each);
@@ -377,13 +392,14 @@ class ServiceWorker:
             # results keep coming, the next call takes all that came meanwhile.
             self._stopping.wait(AFTER_EVERY_SECONDS - (time.monotonic() - began))
 
-    def _record(self, job: queue.ClaimedJob, result: object) -> Result | None:
+    def _record(self, batch: list[tuple[queue.ClaimedJob, object]]) -> list[Result | None]:
         """Record, trying again while the database is briefly out of reach (until the lease
-        would have run out: then another worker grades it again anyway)."""
+        would have run out: then another worker grades them again anyway)."""
         deadline = time.monotonic() + self.lease_seconds
+        graded = [(job.job_id, result) for job, result in batch]
         while True:
             try:
-                return queue.record(self.db, job.job_id, self.name, result)
+                return queue.record_many(self.db, graded, self.name)
             except DatabaseUnavailable:
                 if time.monotonic() > deadline or self._abandon.is_set():
                     raise
