@@ -323,15 +323,7 @@ class ServiceWorker:
         once what was queued before it is written."""
         ending = False
         while not ending:
-            batch = [self._to_record.get()]
-            while len(batch) < BATCH_CAP:  # what else is waiting, without waiting for more
-                try:
-                    batch.append(self._to_record.get_nowait())
-                except queues.Empty:
-                    break
-            if _END in batch:
-                ending = True
-                batch = batch[:batch.index(_END)]
+            batch, ending = _take_waiting(self._to_record)
             if batch:
                 self._record_batch(batch)
         self._recorded.put(_END)
@@ -367,16 +359,8 @@ class ServiceWorker:
             pass
         ending = False
         while not ending:
-            rows = [self._recorded.get()]
+            rows, ending = _take_waiting(self._recorded)
             began = time.monotonic()
-            while len(rows) < BATCH_CAP:  # what else is waiting, without waiting for more
-                try:
-                    rows.append(self._recorded.get_nowait())
-                except queues.Empty:
-                    break
-            if _END in rows:
-                ending = True
-                rows = [row for row in rows if row is not _END]
             if not rows:
                 continue
             try:
@@ -455,6 +439,20 @@ class ServiceWorker:
                 queue.release(self.db, left, self.name)
             except DatabaseUnavailable:
                 pass  # their leases run out instead
+
+
+def _take_waiting(waiting: queues.Queue) -> tuple[list, bool]:
+    """The next item (waiting for it) and whatever else is waiting (not waiting for more), up
+    to BATCH_CAP; and whether _END came (nothing put after it is taken)."""
+    items = [waiting.get()]
+    while len(items) < BATCH_CAP and items[-1] is not _END:
+        try:
+            items.append(waiting.get_nowait())
+        except queues.Empty:
+            break
+    if items[-1] is _END:
+        return items[:-1], True
+    return items, False
 
 
 def repoint_queued(db: Database, assignment: str, fingerprint: str) -> int:
