@@ -180,3 +180,16 @@ def test_a_new_notebook_flags_the_earlier_manual_grades_for_review(tmp_path) -> 
     with Gradebook(course.db_url, course_id=course.course_id) as gradebook:
         grade = gradebook.find_grade("check_train", "backprop", "backprop", "ta-flag")
         assert grade.manual_score == 4 and grade.needs_manual_grade
+
+
+def test_gradebook_tables_are_read_again_when_the_schema_changes(tmp_path) -> None:
+    """nbgrader's tables are read once per version of gradebook.db's schema (the service's
+    worker opens it for every batch): a changed schema (`nbgrader db upgrade`) is read anew."""
+    course = make_course(tmp_path)
+    assignment = Assignment.load(course, "backprop")
+    with NbgraderGradebook(course, assignment) as gradebook:
+        assert "upgraded" not in gradebook._tables["grade"].c
+    with sqlite3.connect(course.root / "gradebook.db") as db:
+        db.execute("ALTER TABLE grade ADD COLUMN upgraded TEXT")
+    with NbgraderGradebook(course, assignment) as gradebook:
+        assert "upgraded" in gradebook._tables["grade"].c

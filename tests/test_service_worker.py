@@ -25,7 +25,7 @@ from autograder.service import queue
 from autograder.service.database import Database
 from autograder.service.models import Job, JobState, Person, Result
 from autograder.service.worker import ServiceWorker, WorkerAlreadyRunning
-from tests.conftest import AUTOGRADER, train_step_calling
+from tests.conftest import AUTOGRADER, make_course, train_step_calling
 from tests.databases import wait_for
 
 NO_ZERO_GRAD = train_step_calling("loss.backward()", "optimizer.step()")
@@ -280,3 +280,46 @@ def test_uploads_queued_before_the_tests_changed_are_graded_with_the_new_version
         assert queue.waiting_versions(db) == set()
     finally:
         db.dispose()
+
+
+def test_the_course_files_follow_in_few_batches_with_the_graders_assignment(
+        db: Database, tmp_path: Path, solution: dict[str, str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Results that come faster than the course's files are written reach them in batches, at
+    most one every AFTER_EVERY_SECONDS (and one more at the stop), each student once, with
+    the assignment the grader has loaded (not read from the course again for each batch)."""
+    from autograder import assignment as assignments
+    from autograder.execute.fake import FakeExecutor
+    from autograder.service import course_sync
+    from autograder.service.worker import AFTER_EVERY_SECONDS, course_sync_batch
+
+    course = make_course(tmp_path)
+    students = [f"s{n:02d}" for n in range(20)]
+    content = notebook_bytes(course, solution)
+    with Grader(course, workers=2, executors=lambda: FakeExecutor(seconds=0.0)) as grader:
+        version = grader.assignment("backprop").fingerprint
+        for student in students:
+            enqueue(db, student, content, version)
+        loads: list[str] = []
+        real_load = assignments.Assignment.load
+        monkeypatch.setattr(assignments.Assignment, "load", classmethod(
+            lambda cls, *args, **kwargs: loads.append("load") or real_load(*args, **kwargs)))
+        sync = course_sync_batch(course, db, grader)
+        batches: list[list[str]] = []
+
+        def on_results(results: list[Result]) -> None:
+            batches.append([row.student_id for row in results])
+            sync(results)
+
+        began = time.monotonic()
+        with ServiceWorker(db, grader, on_results=on_results) as worker:
+            assert worker.run_until_idle(timeout=120) == len(students)
+        seconds = time.monotonic() - began
+    assert sorted(s for batch in batches for s in batch) == students  # each once
+    # the first at once, then one per interval, and the last when the worker stops
+    assert len(batches) <= seconds / AFTER_EVERY_SECONDS + 2
+    assert loads == []  # the grader's loaded assignment served every batch
+    assert course_sync.pending(course, db) == set()
+    for student in students:
+        kept = course.submitted_dir(student, "backprop") / "backprop.ipynb"
+        assert kept.read_bytes() == content
