@@ -394,13 +394,7 @@ def export_report(course: Course, assignment_name: str, fmt: str = "csv",
                   out: TextIO | None = None) -> Filled:
     """`export`, telling what it filled: a template that matched none of our students is
     written all the same (as the LMS gave it), and `Filled.matched` is 0."""
-    from autograder.lms.gradebook_files import (
-        CanvasExport,
-        Filled,
-        MoodleExport,
-        write_canvas,
-        write_moodle,
-    )
+    from autograder.lms.gradebook_files import Filled, fill_lms_file
 
     if fmt not in FORMATS:
         raise ExportError(f"unknown export format '{fmt}'; choose one of {', '.join(FORMATS)}")
@@ -416,14 +410,8 @@ def export_report(course: Course, assignment_name: str, fmt: str = "csv",
         return Filled(write_csv(gradebook_table(course, assignment_name, missing), path))
     Assignment.load(course, assignment_name)  # a clear error for an unknown assignment
     scores = final_scores(course, assignment_name, missing=missing)
-    if fmt == "canvas":
-        filled = write_canvas(scores, assignment_name, path, CanvasExport(config=course.config),
-                              template)
-    else:
-        settings = MoodleExport(config=course.config)
-        if feedback_comments is not None:
-            settings.feedback_comments = feedback_comments
-        filled = write_moodle(scores, path, template, settings)
+    filled = fill_lms_file(fmt, scores, assignment_name, path, course.config, template,
+                           feedback_comments)
     if out is not None:
         for warning in filled.warnings:
             print_safely(f"WARNING: {warning}", out)

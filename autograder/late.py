@@ -284,39 +284,68 @@ def due_date(course: Course, assignment: str) -> datetime | None:
 
 _reads: dict[tuple[str, str], tuple[tuple, tuple[datetime | None, dict[str, Extension]]]] = {}
 _reads_lock = threading.Lock()
+_headers: dict[str, tuple[int, int]] = {}  # gradebook.db -> (inode, a descriptor kept open)
 
 
 def due_and_extensions(course: Course,
                        assignment: str) -> tuple[datetime | None, dict[str, Extension]]:
     """The assignment's due date (naive UTC, or None) and its extensions by student, as
     gradebook.db holds them now: read again only when gradebook.db changed (a long-lived
-    service asks on every upload)."""
+    service asks on every upload). A read that failed is not kept."""
     path = course.root / "gradebook.db"
-    stamp = (_file_stamp(path, header=True), _file_stamp(path.with_name(path.name + "-wal")))
-    key = (str(path), assignment)
     with _reads_lock:
-        known = _reads.get(key)
-    if known is not None and known[0] == stamp:
+        stamp = (_database_stamp(path), _file_stamp(path.with_name(path.name + "-wal")))
+        known = _reads.get((str(path), assignment))
+    if known is not None and known[0] == stamp and stamp[0] is not None:
         return known[1]
-    due = due_date(course, assignment)  # read after the stamp: never older than it
-    read = (due, {found.student_id: found for found in list_extensions(course, assignment)}
-            if due is not None else {})
+    if stamp[0] is None:  # no gradebook.db: no due date
+        return None, {}
+    engine = _gradebook_engine(course)
+    try:
+        with engine.connect() as db:  # read after the stamp: never older than it
+            due = _due_date(db, assignment)[1]
+            read = (due, load_extensions(db, assignment) if due is not None else {})
+    except Exception:  # an older or foreign gradebook.db, or locked: unknown this time
+        return None, {}
+    finally:
+        engine.dispose()
     with _reads_lock:
-        _reads[key] = (stamp, read)
+        _reads[(str(path), assignment)] = (stamp, read)
     return read
 
 
-def _file_stamp(path: Path, header: bool = False) -> tuple | None:
-    """What changes when a SQLite file is written: its inode, size and times, and (`header`)
-    the database header's change counter, which every commit increments (file times can
-    stay the same for two writes close together)."""
+def _file_stamp(path: Path) -> tuple[int, int, int, int] | None:
     try:
-        with path.open("rb") as file:
-            info = os.fstat(file.fileno())
-            counter = os.pread(file.fileno(), 4, 24) if header else b""
+        info = path.stat()
     except OSError:
         return None
-    return info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns, counter
+    return info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns
+
+
+def _database_stamp(path: Path) -> tuple | None:
+    """What changes when a SQLite database is written: its inode, size and times, and the
+    header's change counter, which every commit increments (a file's times can stay the
+    same for two writes close together). The header is read through a descriptor that is
+    never closed: closing any descriptor of a file drops every lock this process's SQLite
+    connections hold on it (POSIX locks), and another process could then write under them.
+    The caller holds _reads_lock."""
+    info = _file_stamp(path)
+    if info is None:
+        return None
+    kept = _headers.get(str(path))
+    if kept is None or kept[0] != info[0]:  # first, or gradebook.db was replaced
+        try:
+            descriptor = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return None
+        if os.fstat(descriptor).st_ino != info[0]:  # replaced meanwhile: the next call
+            return (*info, None)  # (kept open all the same: never closed, see above)
+        kept = _headers[str(path)] = (info[0], descriptor)  # the old one stays open
+    try:
+        counter = os.pread(kept[1], 4, 24)
+    except OSError:
+        return None
+    return (*info, counter)
 
 
 def save_extensions(course: Course, assignment: str, extensions: list[Extension],

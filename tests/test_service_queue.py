@@ -11,6 +11,7 @@ import sys
 import textwrap
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -231,6 +232,62 @@ def test_results_recorded_together_skip_a_lost_job_and_survive_a_duplicate(
         JobState.DONE, JobState.LEASED, JobState.DONE]
     assert rows[0].student_id == "s1"
     assert json.loads(rows[0].result_json)["tests"][0]["points"] == 2.0
+
+
+def test_recording_again_after_a_lost_answer_gives_the_result_written_not_a_second(
+        db: Database) -> None:
+    """The database went away after a batch's commit but before its answer: the worker
+    records the same batch again (`retrying`), and gets the rows it wrote -- for the course's
+    files -- without a second Result; another worker's job is still none of its own."""
+    mine, theirs = enqueue(db, 2)
+    queue.claim(db, "w", FP, 1, lease_seconds=30)
+    queue.claim(db, "other", FP, 1, lease_seconds=30)
+    [first] = queue.record_many(db, [(mine, a_result(points=2.0))], "w")
+    assert queue.record_many(db, [(mine, a_result())], "w") == [None]  # not retrying: once
+    [again] = queue.record_many(db, [(mine, a_result()), (theirs, a_result())], "w",
+                                retrying=True)[:1]
+    assert again is not None and (again.id, again.score) == (first.id, 2.0)
+    assert queue.record_many(db, [(theirs, a_result())], "w", retrying=True) == [None]
+    assert queue.complete(db, theirs, "other", a_result(points=1.0)) is True
+    assert queue.record_many(db, [(theirs, a_result())], "w", retrying=True) == [None]
+    assert [(row.job_id, row.score) for row in results(db)] == [(mine, 2.0), (theirs, 1.0)]
+
+
+def test_renewing_while_recording_a_batch_never_deadlocks_on_postgresql(postgres) -> None:  # noqa: ANN001
+    """The heartbeat renews every lease in flight while the recording thread records a batch
+    of them: both lock several rows, and in one order (by id), so neither is ever chosen as
+    a deadlock's victim (a recording lost so would be graded again)."""
+    db = Database(postgres.create())
+    db.upgrade()
+    with db.session() as session:
+        session.add(Person(id="s1"))
+    errors: list[BaseException] = []
+
+    def at_once(gate: threading.Barrier, action: Callable[[], object]) -> None:
+        gate.wait()
+        try:
+            action()
+        except BaseException as error:  # noqa: BLE001  (asserted below)
+            errors.append(error)
+
+    try:
+        for _ in range(60):
+            first, second = enqueue(db, 2)
+            queue.claim(db, "w", FP, 2, lease_seconds=30)
+            gate = threading.Barrier(2)
+            threads = [  # the recording in the order graded: the later job first
+                threading.Thread(target=at_once, args=(gate, lambda a=first, b=second: (
+                    queue.renew(db, "w", [a, b], 30)))),
+                threading.Thread(target=at_once, args=(gate, lambda a=first, b=second: (
+                    queue.record_many(db, [(b, a_result()), (a, a_result())], "w"))))]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+        assert errors == []
+        assert len(results(db)) == 120
+    finally:
+        db.dispose()
 
 
 def test_a_job_that_keeps_killing_its_worker_fails_instead_of_looping(db: Database) -> None:

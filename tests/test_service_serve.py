@@ -26,7 +26,9 @@ from databases import (
     wait_for,
 )
 
+from autograder import commands
 from autograder.author import with_answers
+from autograder.course import Course
 
 STUDENTS = ["10001", "10002", "10003"]
 UNPRIVILEGED = 64_322  # no user of this machine: the non-root service's uid
@@ -315,7 +317,9 @@ def instructor_token(course_root: Path, url: str) -> str:
 def test_root_serve_instructor_regrade_and_gradebook_work_on_a_read_only_course(
         sqlite_url, solution, tmp_path):  # noqa: ANN001
     """As root the HTTP process cannot write the course nor read its secret: a regrade
-    (start, watch, confirm) and the gradebook (JSON, CSV) still answer, never a 500."""
+    (start, watch, confirm) and the gradebook still answer, never a 500 -- JSON, CSV, and the
+    Canvas and Moodle files, filled from the final scores the worker keeps, byte for byte
+    what `autograder export` writes."""
     import httpx
 
     root = Path(tempfile.mkdtemp(prefix="agserve-instructor-"))
@@ -325,7 +329,8 @@ def test_root_serve_instructor_regrade_and_gradebook_work_on_a_read_only_course(
         add_students(root, STUDENTS)
         with (root / "nbgrader_config.py").open("a") as config:
             config.write(f"\nc.Service.instructors = [{INSTRUCTOR!r}]\n"
-                         "c.Service.course_sync_seconds = 0.5\n")
+                         "c.Service.course_sync_seconds = 0.5\n"
+                         "c.CanvasExport.assignment_id = '4242'\n")
         tokens = student_tokens(root, sqlite_url)
         token = instructor_token(root, sqlite_url)
         headers = {"Authorization": f"Bearer {token}"}
@@ -367,7 +372,26 @@ def test_root_serve_instructor_regrade_and_gradebook_work_on_a_read_only_course(
                                  params={"format": "csv"})
                 assert csv.status_code == 200, csv.text + server.log
                 assert all(student in csv.text for student in STUDENTS[:2])
+                canvas = client.get(f"{api}/assignments/backprop/gradebook",
+                                    params={"format": "canvas"})
+                assert canvas.status_code == 200, canvas.text + server.log
+                worksheet = ("Identifier,Full name,Email address,Status,Grade,Maximum Grade,"
+                             "Grade can be changed,Last modified (grade),Feedback comments\n"
+                             + "".join(f"Participant {student},S {student},,Submitted,,"
+                                       "100.00,Yes,-,\n" for student in STUDENTS))
+                moodle = client.post(f"{api}/assignments/backprop/gradebook",
+                                     params={"format": "moodle"},
+                                     content=worksheet.encode())
+                assert moodle.status_code == 200, moodle.text + server.log
             assert server.stop() == 0, server.log
+            template = tmp_path / "worksheet.csv"
+            template.write_text(worksheet)
+            for answer, fmt, given in ((canvas, "canvas", None), (moodle, "moodle", template)):
+                assert answer.content == commands.export(
+                    Course.load(root), "backprop", fmt, tmp_path / f"cli-{fmt}.csv",
+                    given).read_bytes(), fmt
+            grades = [row.split(",")[4] for row in moodle.text.splitlines()[1:]]
+            assert all(float(grade) > 0 for grade in grades[:2]), grades  # the two graded
         assert "unhandled error" not in server.log, server.log
         assert "Traceback" not in server.log, server.log
     finally:

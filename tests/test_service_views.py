@@ -208,3 +208,32 @@ def test_due_dates_read_once_still_follow_every_change(dated_course: Course) -> 
     save_extensions(dated_course, "backprop", [make_extension("10001", hours=3)], force=True)
     assert student_due(dated_course, "backprop", "10001") == datetime(
         2026, 11, 20, 20, 0, tzinfo=UTC)
+
+
+def test_reading_the_due_date_keeps_the_locks_this_process_holds_on_gradebook_db(
+        dated_course: Course) -> None:
+    """The due-date cache looks at gradebook.db's header on every upload. Closing any
+    descriptor of a file drops every POSIX lock the process holds on it: a write of this
+    process's own (the course sync) would lose its lock, and another process could write
+    under it. Another process must still find the database locked."""
+    import sqlite3
+    import subprocess
+    import sys
+
+    from autograder.late import due_and_extensions
+
+    path = dated_course.root / "gradebook.db"
+    due_and_extensions(dated_course, "backprop")
+    holder = sqlite3.connect(path, timeout=0.1, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        for _ in range(3):
+            due_and_extensions(dated_course, "backprop")
+        other = subprocess.run(
+            [sys.executable, "-c", "import sqlite3, sys; db = sqlite3.connect(sys.argv[1], "
+             "timeout=0.2); db.execute('UPDATE assignment SET duedate = NULL'); db.commit()",
+             str(path)], capture_output=True, text=True, timeout=60)
+        assert other.returncode != 0 and "locked" in other.stderr, other.stderr
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()

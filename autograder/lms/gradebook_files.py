@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from traitlets import Bool, Float, Unicode
-from traitlets.config import Configurable
+from traitlets.config import Config, Configurable
 
 from autograder.export import ExportError, neutralised, neutralised_cell, number_cell
 from autograder.files import write_atomic
@@ -351,3 +351,19 @@ def _write_rows(path: Path, rows: list[list[str]], bom: bool) -> None:
                          for cell in row])
     path.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(path, (BOM if bom else b"") + buffer.getvalue().encode("utf-8"))
+
+
+def fill_lms_file(fmt: str, scores: list[StudentScore], assignment: str, path: Path,
+                  config: Config | None, template: Path | None = None,
+                  feedback_comments: bool | None = None) -> Filled:
+    """The LMS's file ("canvas" or "moodle") filled with these final scores, with the
+    course's `config` (c.CanvasExport, c.MoodleExport): what `export` writes, and what the
+    service's HTTP process makes from the worker's snapshot of the scores."""
+    if fmt == "canvas":
+        return write_canvas(scores, assignment, path, CanvasExport(config=config), template)
+    if template is None:
+        raise ExportError("a Moodle export fills the grading worksheet downloaded from Moodle")
+    settings = MoodleExport(config=config)
+    if feedback_comments is not None:
+        settings.feedback_comments = feedback_comments
+    return write_moodle(scores, path, template, settings)

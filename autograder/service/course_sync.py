@@ -25,7 +25,7 @@ import threading
 import time
 from collections.abc import Callable, Collection, Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
     from autograder.assignment import Assignment
+    from autograder.scores import StudentScore
     from autograder.service.database import Database
 
 log = logging.getLogger(__name__)
@@ -352,24 +353,51 @@ def sync_all(course: Course, db: Database, assignment: str,
     return report
 
 
-def gradebook_rows(course: Course, assignment: str) -> list[dict]:
+def gradebook_rows(course: Course, assignment: str,
+                   scores: list[StudentScore] | None = None) -> list[dict]:
     """gradebook.db's final scores of `assignment` (manual grades, extra credit and late
-    penalties in), one dict per student, as the instructor's gradebook JSON shows them."""
+    penalties in), one dict per student, as the instructor's gradebook JSON shows them
+    (`scores`: those final scores, if read already)."""
     from autograder.scores import final_scores
 
+    if scores is None:
+        scores = final_scores(course, assignment)
     return [{"student_id": row.student_id, "name": clean_text(row.display_name, 300),
              "score": row.score, "max_score": row.max_score, "autograded": row.autograded,
              "manual_adjustment": row.manual_adjustment, "extra_credit": row.extra_credit,
              "late_penalty": row.late_penalty, "status": str(row.status), "late": row.late,
              "seconds_late": row.seconds_late}
-            for row in final_scores(course, assignment)]
+            for row in scores]
 
 
-def snapshot_paths(course: Course, assignment: str) -> tuple[Path, Path]:
-    """The gradebook as the course-files thread last made it (JSON rows, the export's CSV):
-    what a process that cannot read the course's results (serve's HTTP process) serves."""
+@dataclass(frozen=True)
+class Snapshot:
+    """The gradebook as the course-files thread last made it: what a process that cannot
+    read the course's results (serve's HTTP process) serves."""
+
+    rows: Path  # the gradebook JSON's rows
+    csv: Path  # the export's CSV
+    scores: Path  # the final scores whole (StudentScore), that the LMS files are filled from
+
+    @property
+    def paths(self) -> tuple[Path, Path, Path]:
+        return self.rows, self.csv, self.scores
+
+
+def snapshot_paths(course: Course, assignment: str) -> Snapshot:
     folder = course.root / MARKER_DIR
-    return folder / f"{assignment}.gradebook.json", folder / f"{assignment}.gradebook.csv"
+    return Snapshot(folder / f"{assignment}.gradebook.json",
+                    folder / f"{assignment}.gradebook.csv",
+                    folder / f"{assignment}.scores.json")
+
+
+def read_snapshot_scores(path: Path) -> list[StudentScore]:
+    """The final scores the worker kept (`write_gradebook_snapshot`)."""
+    from autograder.scores import StudentScore
+
+    known = set(StudentScore.__dataclass_fields__)
+    return [StudentScore(**{key: value for key, value in row.items() if key in known})
+            for row in json.loads(path.read_bytes())]
 
 
 def _write_readable(path: Path, data: bytes) -> None:
@@ -379,30 +407,34 @@ def _write_readable(path: Path, data: bytes) -> None:
 
 
 def write_gradebook_snapshot(course: Course, assignment: str, force: bool = False) -> bool:
-    """The gradebook's JSON rows and CSV export, for serve's HTTP process, when gradebook.db
-    or the stored results changed since they were made (or `force`). True if written."""
+    """The gradebook's JSON rows, CSV export and final scores, for serve's HTTP process, when
+    gradebook.db or the stored results changed since they were made (or `force`). True if
+    written."""
     from autograder.commands import export_report
+    from autograder.scores import final_scores
     from autograder.tempfiles import make_temp_dir, remove_tree
 
-    rows_path, csv_path = snapshot_paths(course, assignment)
+    snapshot = snapshot_paths(course, assignment)
     sources = [course.root / "gradebook.db", course.root / "results" / assignment]
     try:
-        made = min(rows_path.stat().st_mtime_ns, csv_path.stat().st_mtime_ns)
+        made = min(path.stat().st_mtime_ns for path in snapshot.paths)
         newest = max(p.stat().st_mtime_ns for p in sources if p.exists())
         if not force and newest < made:
             return False
     except (OSError, ValueError):
         pass  # none yet
-    rows = gradebook_rows(course, assignment)
+    scores = final_scores(course, assignment)
     folder = make_temp_dir("export")
     try:
         content = Path(export_report(course, assignment, "csv",
                                      folder / f"{assignment}.csv").path).read_bytes()
     finally:
         remove_tree(folder)
-    rows_path.parent.mkdir(parents=True, exist_ok=True)
-    _write_readable(csv_path, content)
-    _write_readable(rows_path, json.dumps(rows).encode())
+    snapshot.rows.parent.mkdir(parents=True, exist_ok=True)
+    _write_readable(snapshot.csv, content)
+    _write_readable(snapshot.scores, json.dumps([asdict(row) for row in scores]).encode())
+    _write_readable(snapshot.rows, json.dumps(gradebook_rows(course, assignment,
+                                                             scores)).encode())
     return True
 
 

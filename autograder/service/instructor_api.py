@@ -440,11 +440,13 @@ def _synced(course: Course, db: Any, assignment: str) -> dict[str, str]:
     return {"X-Autograder-Synced": "true"}
 
 
-def _export_file(course: Course, assignment: str, fmt: str,
-                 template: bytes | None) -> tuple[bytes, list[str]]:
+def _export_file(course: Course, assignment: str, fmt: str, template: bytes | None,
+                 scores: list[Any] | None = None) -> tuple[bytes, list[str]]:
     """`autograder export`'s file, made in a private temporary folder; its bytes and what
-    the instructor should know."""
+    the instructor should know. `scores`: the LMS file is filled from these final scores
+    (the worker's snapshot) rather than from the course's results."""
     from autograder.commands import export_report
+    from autograder.lms.gradebook_files import fill_lms_file
     from autograder.tempfiles import make_temp_dir, remove_tree
 
     folder = make_temp_dir("export")
@@ -453,9 +455,11 @@ def _export_file(course: Course, assignment: str, fmt: str,
         if template is not None:
             template_path = folder / "template.csv"
             template_path.write_bytes(template)
+        path = folder / f"{assignment}.csv"
         try:
-            filled = export_report(course, assignment, fmt, folder / f"{assignment}.csv",
-                                   template_path)
+            filled = (export_report(course, assignment, fmt, path, template_path)
+                      if scores is None else
+                      fill_lms_file(fmt, scores, assignment, path, course.config, template_path))
         except UserError as error:
             text = str(error).replace("pass it with --template",
                                       "POST it to this URL as the request body")
@@ -477,15 +481,20 @@ def _gradebook(request: Request, assignment: str, fmt: str,
         raise Unprocessable(f"format must be one of {', '.join(GRADEBOOK_FORMATS)}")
     produced = _synced(course, db, assignment)
     if produced["X-Autograder-Synced"] == "false":
-        return _gradebook_as_kept(course, db, assignment, fmt, produced)
+        return _gradebook_as_kept(course, db, assignment, fmt, template, produced)
     if fmt == "json":
         return Response(_gradebook_json(course, db, assignment,
                                         course_sync.gradebook_rows(course, assignment)),
                         headers=produced)
-    content, warnings = _export_file(course, assignment, fmt, template)
+    return _lms_file(assignment, fmt, *_export_file(course, assignment, fmt, template),
+                     produced)
+
+
+def _lms_file(assignment: str, fmt: str, content: bytes, warnings: list[str],
+              headers: dict[str, str]) -> Response:
     suffix = "" if fmt == "csv" else f"-{fmt}"
     headers = {"Content-Disposition": f'attachment; filename="{assignment}{suffix}.csv"',
-               **produced}
+               **headers}
     if warnings:
         headers["X-Autograder-Warnings"] = clean_text(" | ".join(warnings), 2000) \
             .replace("\n", " ")
@@ -493,16 +502,12 @@ def _gradebook(request: Request, assignment: str, fmt: str,
 
 
 def _gradebook_as_kept(course: Course, db: Any, assignment: str, fmt: str,
-                       headers: dict[str, str]) -> Response:
+                       template: bytes | None, headers: dict[str, str]) -> Response:
     """The gradebook as the embedded worker last made it (course_sync.write_gradebook_snapshot,
     every c.Service.course_sync_seconds): this process can neither write the course nor read
-    its results. Canvas and Moodle files are filled on the course's machine."""
-    if fmt not in ("json", "csv"):
-        raise Conflict(f"a {fmt} file is made where the course can be written: run "
-                       f"`autograder export {assignment} --format {fmt}` on the course's "
-                       "machine (this service reads the course only)")
-    rows_path, csv_path = course_sync.snapshot_paths(course, assignment)
-    path = rows_path if fmt == "json" else csv_path
+    its results. The LMS files are filled here from the final scores the worker kept."""
+    snapshot = course_sync.snapshot_paths(course, assignment)
+    path = {"json": snapshot.rows, "csv": snapshot.csv}.get(fmt, snapshot.scores)
     try:
         made = datetime.fromtimestamp(path.stat().st_mtime, UTC)
         content = path.read_bytes()
@@ -513,8 +518,11 @@ def _gradebook_as_kept(course: Course, db: Any, assignment: str, fmt: str,
     if fmt == "json":
         return Response(_gradebook_json(course, db, assignment, json.loads(content)),
                         headers=headers)
-    headers["Content-Disposition"] = f'attachment; filename="{assignment}.csv"'
-    return Response(content, media_type="text/csv; charset=utf-8", headers=headers)
+    if fmt == "csv":
+        return _lms_file(assignment, fmt, content, [], headers)
+    scores = course_sync.read_snapshot_scores(path)
+    return _lms_file(assignment, fmt, *_export_file(course, assignment, fmt, template, scores),
+                     headers)
 
 
 def _gradebook_json(course: Course, db: Any, assignment: str,

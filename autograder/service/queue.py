@@ -149,13 +149,24 @@ def renew(db: Database, worker: str, job_ids: list[int], lease_seconds: float) -
         return set()
     with db.session() as session:
         now = utcnow()
-        held = session.execute(
-            update(Job)
-            .where(Job.id.in_(job_ids), Job.lease_owner == worker,
-                   Job.state == JobState.LEASED)
-            .values(lease_expires_at=now + timedelta(seconds=lease_seconds))
-            .returning(Job.id)).scalars().all()
+        held = _locked_in_order(session, db, job_ids, worker)
+        if held:
+            session.execute(update(Job).where(Job.id.in_(held))
+                            .values(lease_expires_at=now + timedelta(seconds=lease_seconds)))
     return set(held)
+
+
+def _locked_in_order(session: Session, db: Database, job_ids: list[int],
+                     worker: str) -> list[int]:
+    """Of these jobs, those this worker holds, locked (PostgreSQL) in the order of their ids.
+    Every transaction that locks several jobs (renew, release, record_many) locks them in
+    that one order, so two of them -- the heartbeat's renewal and the recording of a batch --
+    wait for each other at most, and never deadlock."""
+    query = (select(Job.id).where(Job.id.in_(job_ids), Job.lease_owner == worker,
+                                  Job.state == JobState.LEASED).order_by(Job.id))
+    if not db.is_sqlite:
+        query = query.with_for_update()
+    return list(session.scalars(query))
 
 
 def _held(session: Session, db: Database, job_id: int, worker: str) -> Job | None:
@@ -181,27 +192,29 @@ def record(db: Database, job_id: int, worker: str, result: SubmissionResult) -> 
 
 
 def record_many(db: Database, graded: list[tuple[int, SubmissionResult]],
-                worker: str) -> list[Result | None]:
+                worker: str, retrying: bool = False) -> list[Result | None]:
     """`record` for several jobs in one transaction (one commit, where a worker's results come
     faster than one each): the Result rows written, None for a job this worker no longer
     holds. Should one of them break the transaction (its Result exists already), each is
-    recorded on its own."""
+    recorded on its own. `retrying`: the same batch again, after the database was out of
+    reach -- a job this worker had recorded then (the commit went through, its answer was
+    lost) gives the Result it wrote, rather than None."""
     graded = [(job_id, cleaned(result)) for job_id, result in graded]  # idempotent
     try:
         with db.session() as session:
-            return [_record_in(session, db, job_id, worker, result)
+            held = set(_locked_in_order(session, db, [job_id for job_id, _ in graded], worker))
+            return [_record_in(session, job_id, worker, result) if job_id in held
+                    else _recorded_by(session, job_id, worker) if retrying else None
                     for job_id, result in graded]
     except IntegrityError:
         if len(graded) == 1:  # a Result of this job exists: it was recorded once already
             return [None]
-    return [record_many(db, [each], worker)[0] for each in graded]
+    return [record_many(db, [each], worker, retrying)[0] for each in graded]
 
 
-def _record_in(session: Session, db: Database, job_id: int, worker: str,
-               result: SubmissionResult) -> Result | None:
-    job = _held(session, db, job_id, worker)
-    if job is None:
-        return None
+def _record_in(session: Session, job_id: int, worker: str,
+               result: SubmissionResult) -> Result:
+    job = session.get(Job, job_id)
     student_id = session.scalar(select(Submission.student_id)
                                 .where(Submission.id == job.submission_id))
     now = utcnow()
@@ -217,6 +230,13 @@ def _record_in(session: Session, db: Database, job_id: int, worker: str,
     job.lease_expires_at = None
     session.flush()  # the unique job_id is checked here, inside the block
     return row
+
+
+def _recorded_by(session: Session, job_id: int, worker: str) -> Result | None:
+    """The Result of a job this worker ended DONE (its name stays on the job), or None."""
+    return session.scalar(select(Result).join(Job, Job.id == Result.job_id)
+                          .where(Job.id == job_id, Job.state == JobState.DONE,
+                                 Job.lease_owner == worker))
 
 
 def fail(db: Database, job_id: int, worker: str, reason: str) -> bool:
@@ -242,11 +262,9 @@ def release(db: Database, job_ids: list[int], worker: str, *,
     if not count_attempt:
         values["attempts"] = Job.attempts - 1
     with db.session() as session:
-        released = session.execute(
-            update(Job)
-            .where(Job.id.in_(job_ids), Job.lease_owner == worker,
-                   Job.state == JobState.LEASED)
-            .values(**values).returning(Job.id)).scalars().all()
+        released = _locked_in_order(session, db, job_ids, worker)
+        if released:
+            session.execute(update(Job).where(Job.id.in_(released)).values(**values))
     return set(released)
 
 

@@ -76,16 +76,31 @@ class AssignmentCatalog:
     def __init__(self, course: Course) -> None:
         self.course = course
         self._loaded: dict[str, tuple[tuple, _Catalogued]] = {}
+        self._names: tuple[tuple, frozenset[str]] | None = None  # release/'s folders
         self._lock = threading.Lock()
 
     def names(self) -> list[str]:
         release = self.course.root / "release"
         return sorted(p.name for p in release.iterdir() if p.is_dir()) if release.is_dir() else []
 
+    def _released(self, name: str) -> bool:
+        """Whether `name` is exactly one folder's name in release/ (listed again when release/
+        changes): not a path ("..", "a/b"), and not another spelling of a name on a file
+        system that ignores case (it would escape the name's policy and budget)."""
+        release = self.course.root / "release"
+        try:
+            info = release.stat()
+        except OSError:
+            return False
+        stamp = (info.st_ino, info.st_mtime_ns, info.st_ctime_ns)
+        with self._lock:
+            if self._names is None or self._names[0] != stamp:
+                self._names = (stamp, frozenset(self.names()))
+            return name in self._names[1]
+
     def get(self, name: str) -> Assignment | None:
         """The assignment, or None if `name` is not a released assignment with hidden tests."""
-        # One folder's name, not a path: keeps "..", "." and the like out of any path.
-        if name in ("", ".", "..") or "/" in name or "\0" in name:
+        if not self._released(name):
             return None
         folder = self.course.release_dir(name)
         hidden = self.course.hidden_dir(name)

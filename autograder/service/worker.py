@@ -381,10 +381,12 @@ class ServiceWorker:
         would have run out: then another worker grades them again anyway)."""
         deadline = time.monotonic() + self.lease_seconds
         graded = [(job.job_id, result) for job, result in batch]
+        retrying = False
         while True:
             try:
-                return queue.record_many(self.db, graded, self.name)
+                return queue.record_many(self.db, graded, self.name, retrying)
             except DatabaseUnavailable:
+                retrying = True  # its commit may have gone through, unanswered
                 if time.monotonic() > deadline or self._abandon.is_set():
                     raise
                 time.sleep(UNAVAILABLE_PAUSE_SECONDS / 4)
