@@ -49,8 +49,11 @@ def _reflected(db: Any, path: Path) -> Any:
 
     key = None
     if db.dialect.name == "sqlite":
-        key = (str(path), path.stat().st_ino,
-               db.exec_driver_sql("PRAGMA schema_version").scalar())
+        try:  # (a file replaced since: its inode says so, and it is read whole)
+            key = (str(path), path.stat().st_ino,
+                   db.exec_driver_sql("PRAGMA schema_version").scalar())
+        except OSError:
+            key = None
         with _schemas_lock:
             if key in _schemas:
                 return _schemas[key]
