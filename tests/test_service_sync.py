@@ -367,3 +367,43 @@ def test_a_grade_run_beside_the_service_is_undone_by_the_next_sync(
         assert sorted(forced.written) == ["10001", "10002"]
     finally:
         db.dispose()
+
+
+def test_best_ranks_a_late_submission_by_its_score_after_the_late_penalty(
+        tmp_path: Path, graded_notebooks, database_url: str) -> None:
+    """Under "best", a late full score that the course's penalty zeroes (nbgrader's
+    LateSubmissionPlugin, penalty_method "zero") does not beat an on-time partial one: the
+    partial is what gradebook.db and `nbgrader export` hold. With an extension covering it,
+    the late one is on time and counts."""
+    from sqlalchemy import create_engine, text
+
+    from autograder.late import make_extension, save_extensions
+
+    root = tmp_path / "course"
+    root.mkdir()
+    make_course(root)
+    with (root / "nbgrader_config.py").open("a") as config:
+        config.write('\nc.LateSubmissionPlugin.penalty_method = "zero"\n')
+    course = set_counts(root, "best")
+    engine = create_engine(course.db_url)
+    with engine.begin() as gradebook:  # due half an hour after the first upload
+        gradebook.execute(text("UPDATE assignment SET duedate = :due WHERE name = 'backprop'"),
+                          {"due": (T0 + timedelta(minutes=30)).strftime("%Y-%m-%d %H:%M:%S")})
+    engine.dispose()
+    db = open_database(database_url)
+    try:
+        on_time = store_graded(db, "10001", graded_notebooks["partial"], T0)
+        late = store_graded(db, "10001", graded_notebooks["full"], T0 + timedelta(hours=1))
+        assert late.score > on_time.score
+        with db.session(readonly=True) as session:
+            counted = course_sync.counted_by_policy(session, course, "backprop")
+        assert counted["10001"].id == on_time.id
+        course_sync.sync_all(course, db, "backprop")
+        exported = nbgrader_export(course, tmp_path / "export")
+        assert float(exported["10001"]["score"]) == pytest.approx(on_time.score)
+        save_extensions(course, "backprop", [make_extension("10001", hours=2)], force=True)
+        with db.session(readonly=True) as session:
+            counted = course_sync.counted_by_policy(session, course, "backprop")
+        assert counted["10001"].id == late.id
+    finally:
+        db.dispose()

@@ -48,6 +48,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+ScoreOf = Callable[[Result, datetime], float]  # a result and its upload time -> its score
+
 MARKER_DIR = ".service-sync"
 # nbgrader's timestamp.txt format (ExchangeSubmit's timestamp_format with a UTC zone).
 NBGRADER_TIME = "%Y-%m-%d %H:%M:%S.%f UTC"
@@ -88,14 +90,53 @@ def counts_of(course: Course, assignment: str) -> str:
     return policy_for(course, assignment).counts
 
 
+def counted_by_policy(session: Session, course: Course, assignment: str,
+                      student_id: str | None = None,
+                      students: Collection[str] | None = None) -> dict[str, Result]:
+    """`counted_results` by the course's policy for `assignment` (its `counts`, and under
+    "best" each score after its late penalty)."""
+    counts = counts_of(course, assignment)
+    return counted_results(session, counts, assignment, student_id, students,
+                           after_late_penalty(course, assignment) if counts == "best" else None)
+
+
+def after_late_penalty(course: Course, assignment: str) -> ScoreOf | None:
+    """A submission's score less the late penalty its upload time earns (the course's
+    nbgrader plugin, the student's extension in), to rank "best" by: a late 10 that the
+    penalty zeroes is not better than an on-time 8 (as PrairieLearn's credit). None when
+    the assignment has no due date (no penalty)."""
+    from autograder.late import LateError, LateRules, due_and_extensions
+    from autograder.service.policy import student_due
+
+    due, extensions = due_and_extensions(course, assignment)
+    if due is None:
+        return None
+    rules = LateRules(course, assignment, due, extensions)
+
+    def score_of(result: Result, submitted_at: datetime) -> float:
+        own = student_due(course, assignment, result.student_id)
+        seconds_late = (submitted_at - own).total_seconds() if own is not None else 0.0
+        if seconds_late <= 0:
+            return result.score
+        try:
+            penalty = rules.penalty(result.student_id, result.score, seconds_late)
+        except LateError as error:  # ranked by the score itself; the gradebook says the rest
+            log.warning("%s", clean_text(error, 500))
+            return result.score
+        return result.score - (penalty or 0.0)
+
+    return score_of
+
+
 def counted_results(session: Session, counts: str, assignment: str,
-                    student_id: str | None = None,
-                    students: Collection[str] | None = None) -> dict[str, Result]:
+                    student_id: str | None = None, students: Collection[str] | None = None,
+                    score_of: ScoreOf | None = None) -> dict[str, Result]:
     """{student: the published Result that counts}: per submission its newest published result
     (a confirmed regrade replaces the first grading; drafts never count), then per student the
-    last submission graded ("last") or the highest score, the later one on a tie ("best"). A
-    result of the grader's own fault (status error) never counts. Every student's, or only
-    `student_id`'s, or only those in `students`."""
+    last submission graded ("last") or the highest score, the later one on a tie ("best";
+    `score_of` the score to rank by, if not the result's own). A result of the grader's own
+    fault (status error) never counts. Every student's, or only `student_id`'s, or only those
+    in `students`."""
     if counts not in ("last", "best"):
         raise ValueError(f"counts must be 'last' or 'best', not {counts!r}")
     query = (select(Result, Submission.submitted_at)
@@ -112,8 +153,9 @@ def counted_results(session: Session, counts: str, assignment: str,
         newest[result.submission_id] = (result, submitted_at)
     chosen: dict[str, tuple[tuple, Result]] = {}
     for result, submitted_at in newest.values():
+        score = score_of(result, submitted_at) if score_of is not None else result.score
         rank = ((submitted_at, result.id) if counts == "last"
-                else (result.score, submitted_at, result.id))
+                else (score, submitted_at, result.id))
         if result.student_id not in chosen or rank > chosen[result.student_id][0]:
             chosen[result.student_id] = (rank, result)
     return {student: result for student, (_, result) in chosen.items()}
@@ -236,9 +278,8 @@ def _sync_students(course: Course, db: Database, assignment_name: str,
     from autograder.store import result_store
 
     report = SyncReport()
-    counts = counts_of(course, assignment_name)
     with db.session(readonly=True) as session:
-        found = counted_results(session, counts, assignment_name, students=students)
+        found = counted_by_policy(session, course, assignment_name, students=students)
         hashes = _hashes(session, [row.submission_id for row in found.values()])
         chosen: list[Result] = []
         rewrite: set[str] = set()  # marked as written, but gradebook.db says otherwise

@@ -180,8 +180,8 @@ def list_submissions(request: Request, assignment: str,
         ids = [row.id for row in rows]
         states = _submit_job_states(session, ids)
         results = _newest_published(session, ids)
-        counted = {r.submission_id for r in course_sync.counted_results(
-            session, course_sync.counts_of(course, assignment), assignment, student).values()}
+        counted = {r.submission_id for r in course_sync.counted_by_policy(
+            session, course, assignment, student).values()}
     listed = []
     for row in rows:
         result = results.get(row.id)
@@ -233,8 +233,7 @@ def list_students(request: Request, assignment: str,
             select(Submission.student_id, func.count(Submission.id))
             .where(Submission.assignment == assignment)
             .group_by(Submission.student_id)).all())
-        counted = course_sync.counted_results(session, course_sync.counts_of(course, assignment),
-                                              assignment)
+        counted = course_sync.counted_by_policy(session, course, assignment)
         times = dict(session.execute(
             select(Submission.id, Submission.submitted_at)
             .where(Submission.id.in_([r.submission_id for r in counted.values()] or [""])))
@@ -286,8 +285,7 @@ def start_regrade(request: Request, assignment: str, data: RegradeRequest,
                        "cannot be read")
     fingerprint = current.fingerprint
     with db.session() as session:
-        counted = course_sync.counted_results(session, course_sync.counts_of(course, assignment),
-                                              assignment)
+        counted = course_sync.counted_by_policy(session, course, assignment)
         wanted = sorted(counted) if data.students is None else list(dict.fromkeys(data.students))
         without = [s for s in wanted if s not in counted]
         if without:  # nothing is queued: a typo in one id is not half a regrade
@@ -529,8 +527,7 @@ def _gradebook_json(course: Course, db: Any, assignment: str,
                     scores: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """gradebook.db's rows (course_sync.gradebook_rows) with the counted submission's id."""
     with db.session(readonly=True) as session:
-        counted = course_sync.counted_results(session, course_sync.counts_of(course, assignment),
-                                              assignment)
+        counted = course_sync.counted_by_policy(session, course, assignment)
     rows = []
     for row in scores:
         result = counted.get(row["student_id"])
