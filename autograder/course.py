@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from traitlets import Float, TraitError, Unicode, validate
-from traitlets.config import Config, Configurable
+from traitlets.config import Configurable
 
 from autograder.errors import UserError
 
@@ -49,19 +49,25 @@ def _secret_temporary(path: Path) -> tuple[int, str]:
                           f"({error.strerror})") from None
 
 
+SECONDS = "a positive number of seconds"
+
+
 class Autograder(Configurable):
     """The grader's own settings, `c.Autograder.*` in nbgrader_config.py (nbgrader ignores
     them)."""
 
     timeout = Float(DEFAULT_TIMEOUT, help="Seconds a whole notebook may run (wall clock); "
-                                          "`grade --timeout` overrides it.").tag(config=True)
+                                          "`grade --timeout` overrides it.").tag(
+        config=True, wanted=SECONDS)
     locked_cell_timeout = Float(DEFAULT_LOCKED_CELL_TIMEOUT, help=(
-        "Seconds one locked cell of the release may run.")).tag(config=True)
+        "Seconds one locked cell of the release may run.")).tag(config=True, wanted=SECONDS)
     probe_timeout = Float(DEFAULT_PROBE_TIMEOUT, help=(
-        "Seconds one call of the student's code by a hidden test may run.")).tag(config=True)
+        "Seconds one call of the student's code by a hidden test may run.")).tag(
+        config=True, wanted=SECONDS)
     scheduler = Unicode(None, allow_none=True, help=(
         "A Dask scheduler's address (tcp://host:8786): grade there instead of on the local "
-        "pool; `grade --scheduler` overrides it.")).tag(config=True)
+        "pool; `grade --scheduler` overrides it.")).tag(
+        config=True, wanted="a Dask scheduler's address such as tcp://host:8786")
 
     @validate("timeout", "locked_cell_timeout", "probe_timeout")
     def _positive(self, proposal: Any) -> float:
@@ -73,18 +79,10 @@ class Autograder(Configurable):
 def _autograder_settings(config: Any, config_path: Path) -> Autograder:
     """The Autograder settings, or CourseError naming the one that is wrong (a typo'd name
     would otherwise be ignored without a word)."""
-    known = Autograder.class_trait_names(config=True)
-    for name, value in config.Autograder.items():
-        if name not in known:
-            raise CourseError(f"{config_path}: c.Autograder.{name} is not a setting (known: "
-                              f"{', '.join(sorted(known))})")
-        try:
-            Autograder(config=Config({"Autograder": {name: value}}))
-        except TraitError:
-            wanted = ("a Dask scheduler's address such as tcp://host:8786" if name == "scheduler"
-                      else "a positive number of seconds")
-            raise CourseError(f"{config_path}: c.Autograder.{name} must be {wanted}, "
-                              f"got {value!r}") from None
+    from autograder.config_check import check_settings
+
+    check_settings(Autograder, config.Autograder.items(), "c.Autograder.", config_path,
+                   CourseError)
     return Autograder(config=config)
 
 

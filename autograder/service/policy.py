@@ -18,6 +18,7 @@ from typing import Any
 from traitlets import Bool, Dict, Enum, Float, Int, TraitError, validate
 from traitlets.config import Config, Configurable
 
+from autograder.config_check import check_settings
 from autograder.course import Course
 from autograder.errors import UserError
 from autograder.late import due_and_extensions
@@ -154,16 +155,9 @@ def _check_settings(course: Course, settings: dict[str, Any], where: str,
                     assignments: list[str]) -> None:
     """Each setting is known and its value usable (one at a time, so the error names it);
     tests_shown names tests of `assignments`."""
+    check_settings(AssignmentPolicy, settings.items(), where, _config_path(course),
+                   PolicyError, exclude=["per_assignment"])
     for name, value in settings.items():
-        if name not in SETTINGS:
-            raise PolicyError(f"{_config_path(course)}: {where}{clean_text(name, 100)} is not a "
-                              f"setting (known: {', '.join(SETTINGS)})")
-        try:
-            AssignmentPolicy(config=Config({"AssignmentPolicy": {name: value}}))
-        except TraitError as error:
-            raise PolicyError(f"{_config_path(course)}: {where}{name} = "
-                              f"{clean_text(repr(value), 200)} is not usable: "
-                              f"{clean_text(error, 300)}") from None
         if name == "tests_shown" and assignments:
             known = set().union(*(hidden_test_names(course, a) for a in assignments))
             for test in value:

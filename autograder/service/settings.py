@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING, Any
 from traitlets import Float, Int, List, TraitError, Unicode, validate
 from traitlets.config import Config, Configurable
 
+from autograder.config_check import check_settings
 from autograder.errors import UserError
-from autograder.results import clean_text
 
 if TYPE_CHECKING:
     from autograder.course import Course
@@ -117,20 +117,8 @@ def service_settings(course: Course) -> Service:
     a traceback)."""
     config = course.config if course.config is not None else Config()
     given = config.Service.items() if "Service" in config else []
-    known = Service.class_trait_names(config=True)
-    where = course.root / "nbgrader_config.py"
-    for name, value in given:
-        if name not in known:
-            raise ServiceSettingsError(f"{where}: c.Service.{clean_text(name, 100)} is not a "
-                                       f"setting (known: "
-                                       f"{', '.join(sorted(known))})")
-        try:
-            Service(config=Config({"Service": {name: value}}))
-        except TraitError as error:
-            reason = str(error).splitlines()[0] if str(error) else "not usable"
-            raise ServiceSettingsError(f"{where}: c.Service.{name} = "
-                                       f"{clean_text(repr(value), 200)}: "
-                                       f"{clean_text(reason, 300)}") from None
+    check_settings(Service, given, "c.Service.", course.root / "nbgrader_config.py",
+                   ServiceSettingsError)
     return Service(config=config)
 
 
