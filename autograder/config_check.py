@@ -36,3 +36,30 @@ def check_settings(cls: type[Configurable], given: Iterable[tuple[str, Any]], wh
                       else (str(problem).splitlines() or ["not usable"])[0])
             raise error(f"{config_path}: {where}{name} = {clean_text(repr(value), 200)}: "
                         f"{clean_text(reason, 300)}") from None
+
+
+OUR_CLASSES = ("Autograder", "Service", "AssignmentPolicy", "LmsDownload", "CanvasExport",
+               "MoodleExport", "LatePolicy", "ScoreSettings")
+
+
+def check_class_names(config: Config, config_path: Path | str,
+                      error: type[UserError]) -> None:
+    """A settings class whose name is one letter or two from one of ours (`c.AssigmentPolicy`)
+    and no class of nbgrader's is a misspelling: traitlets keeps it without a word, and every
+    setting under it is ignored (an exam's results would be shown)."""
+    import difflib
+
+    for section in config:
+        if section in OUR_CLASSES or not section[:1].isupper():
+            continue
+        near = difflib.get_close_matches(section, OUR_CLASSES, n=1, cutoff=0.8)
+        if near and section not in _nbgrader_classes():
+            raise error(f"{config_path}: c.{clean_text(section, 100)} is no settings class: "
+                        f"c.{near[0]}? (its settings would be ignored)")
+
+
+def _nbgrader_classes() -> set[str]:
+    """nbgrader's configurable classes (`c.Autograde` is one): asked only for a near name."""
+    from nbgrader.apps.nbgraderapp import NbGraderApp
+
+    return {cls.__name__ for cls in NbGraderApp().all_configurable_classes()}

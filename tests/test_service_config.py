@@ -86,6 +86,8 @@ def course_copy(course_root: Path, folder: Path, config: str) -> Path:
      "names no assignment"),
     ("c.Service.lease_second = 5", "c.Service.lease_second is not a setting"),
     ("c.Service.port = 70000", "c.Service.port = 70000"),
+    ("c.AssigmentPolicy.results_shown = 'exam'", "c.AssigmentPolicy is no settings class: "
+                                                 "c.AssignmentPolicy?"),
 ])
 @pytest.mark.parametrize("command", ["serve", "worker"])
 def test_serve_and_worker_refuse_a_typo_before_starting(open_course, tmp_path, config, named,  # noqa: ANN001
@@ -304,3 +306,22 @@ def test_postgresql_connections_cannot_hang(postgres) -> None:  # noqa: ANN001
         assert time.monotonic() - started < 10
     finally:
         db.dispose()
+
+
+def test_a_misspelt_settings_class_is_named_and_nbgraders_own_are_not() -> None:
+    """traitlets keeps `c.AssigmentPolicy` without a word, and every setting under it is
+    ignored (an exam's results shown at once); a class of nbgrader's one letter from ours
+    (`c.Autograde`, nbgrader's autograde step) and any other are left alone."""
+    from traitlets.config import Config
+
+    from autograder.config_check import check_class_names
+    from autograder.service.settings import ServiceSettingsError
+
+    config = Config()
+    config.Autograde.sanitize_ingested = True
+    config.ServerApp.port = 9000
+    config.Service.port = 8001
+    check_class_names(config, "nbgrader_config.py", ServiceSettingsError)
+    config.Servce.port = 8002
+    with pytest.raises(ServiceSettingsError, match=r"c.Servce is no settings class: c.Service\?"):
+        check_class_names(config, "nbgrader_config.py", ServiceSettingsError)

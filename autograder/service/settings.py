@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from traitlets import Float, Int, List, TraitError, Unicode, validate
 from traitlets.config import Config, Configurable
 
-from autograder.config_check import check_settings
+from autograder.config_check import check_class_names, check_settings
 from autograder.errors import UserError
 
 if TYPE_CHECKING:
@@ -129,6 +129,9 @@ def check_course_settings(course: Course) -> Service:
     from autograder.commands import known_assignments
     from autograder.service.policy import policy_for
 
+    if course.config is not None:
+        check_class_names(course.config, course.root / "nbgrader_config.py",
+                          ServiceSettingsError)
     settings = service_settings(course)
     for assignment in known_assignments(course):
         policy_for(course, assignment)
