@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from litestar.connection import ASGIConnection, Request
+from litestar.di import NamedDependency
 from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
@@ -65,6 +66,9 @@ class Principal:
     @property
     def is_instructor(self) -> bool:
         return self.role == Role.INSTRUCTOR
+
+
+Who = NamedDependency[Principal]  # a route's `principal` parameter (create_app provides it)
 
 
 TOKEN_PREFIX = "agt_"

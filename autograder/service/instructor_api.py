@@ -22,11 +22,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from litestar import Request, Response, Router, delete, get, post
 from litestar.exceptions import HTTPException, NotFoundException
-from litestar.params import Parameter
+from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from sqlalchemy import func, select
 
 from autograder.course import Course
@@ -34,7 +34,7 @@ from autograder.errors import UserError
 from autograder.lock import CourseBusy
 from autograder.results import clean_text
 from autograder.service import course_sync
-from autograder.service.auth import Principal, instructor_only
+from autograder.service.auth import Who, instructor_only
 from autograder.service.models import (
     AuditEntry,
     Job,
@@ -49,6 +49,7 @@ from autograder.service.models import (
 from autograder.service.retention import KEPT, student_data_counts
 
 log = logging.getLogger(__name__)
+
 
 MAX_LISTED = 5_000  # rows of one list answer (audit, submissions) at most
 MAX_ID = 2**31 - 1  # ids are INTEGER (32 bits on PostgreSQL): a larger one names nothing
@@ -160,9 +161,9 @@ def sync_students(course: Course, db: Any, assignment: str, students: list[str])
 # --- Submissions and students ---------------------------------------------------------------
 
 @get("/assignments/{assignment:str}/submissions", sync_to_thread=True)
-def list_submissions(request: Request, assignment: str,
-                     status: str | None = None, late: bool | None = None,
-                     student: str | None = None) -> list[dict[str, Any]]:
+def list_submissions(request: Request, assignment: FromPath[str],
+                     status: FromQuery[str | None] = None, late: FromQuery[bool | None] = None,
+                     student: FromQuery[str | None] = None) -> list[dict[str, Any]]:
     """Every upload of the assignment, newest first: its grading state (queued, grading,
     graded, failed), its result's status and score, and whether it was late. Filters:
     `status` (a state or a result status: graded, timeout, invalid, ...), `late`, `student`."""
@@ -218,8 +219,8 @@ def _submit_job_states(session: Any, ids: list[str]) -> dict[str, str]:
 
 
 @get("/assignments/{assignment:str}/students", sync_to_thread=True)
-def list_students(request: Request, assignment: str,
-                  missing: bool = False) -> list[dict[str, Any]]:
+def list_students(request: Request, assignment: FromPath[str],
+                  missing: FromQuery[bool] = False) -> list[dict[str, Any]]:
     """The roster's students and everyone who submitted: how many uploads, and the counted
     one's score, status and lateness. `missing=true`: rostered students with no upload."""
     from autograder.roster import roster_students
@@ -263,8 +264,8 @@ def list_students(request: Request, assignment: str,
 # --- Regrades -------------------------------------------------------------------------------
 
 @post("/assignments/{assignment:str}/regrades", status_code=202, sync_to_thread=True)
-def start_regrade(request: Request, assignment: str, data: RegradeRequest,
-                  principal: Principal) -> dict[str, Any]:
+def start_regrade(request: Request, assignment: FromPath[str], data: JSONBody[RegradeRequest],
+                  principal: Who) -> dict[str, Any]:
     """Grade again the counted submission of these students (null: of every student who has
     one), with the assignment as the course has it now. The results wait unpublished."""
     from autograder.service.queue import enqueue_regrade
@@ -352,14 +353,14 @@ def _regrade_view(session: Any, regrade: Regrade) -> dict[str, Any]:
 
 
 @get("/regrades/{regrade_id:int}", sync_to_thread=True)
-def show_regrade(request: Request, regrade_id: int) -> dict[str, Any]:
+def show_regrade(request: Request, regrade_id: FromPath[int]) -> dict[str, Any]:
     with _db(request).session(readonly=True) as session:
         return _regrade_view(session, _regrade_or_404(session, regrade_id))
 
 
 @post("/regrades/{regrade_id:int}/confirm", status_code=200, sync_to_thread=True)
-def confirm_regrade(request: Request, regrade_id: int,
-                    principal: Principal) -> dict[str, Any]:
+def confirm_regrade(request: Request, regrade_id: FromPath[int],
+                    principal: Who) -> dict[str, Any]:
     """Publish the regrade's results (every job must be finished); one audit entry per
     student whose score or status changed. Students and exports see the new scores now."""
     course, db = _course(request), _db(request)
@@ -394,8 +395,8 @@ def confirm_regrade(request: Request, regrade_id: int,
 
 
 @post("/regrades/{regrade_id:int}/discard", status_code=200, sync_to_thread=True)
-def discard_regrade(request: Request, regrade_id: int,
-                    principal: Principal) -> dict[str, Any]:
+def discard_regrade(request: Request, regrade_id: FromPath[int],
+                    principal: Who) -> dict[str, Any]:
     """Drop the regrade: its jobs (a worker still grading one loses it) and draft results."""
     with _db(request).session() as session:
         regrade = _regrade_or_404(session, regrade_id)
@@ -537,8 +538,8 @@ def _gradebook_json(course: Course, db: Any, assignment: str,
 
 
 @get("/assignments/{assignment:str}/gradebook", sync_to_thread=True)
-def gradebook(request: Request, assignment: str,
-              fmt: str = Parameter(query="format", default="json")) -> Any:
+def gradebook(request: Request, assignment: FromPath[str],
+              fmt: Annotated[str, QueryParameter(name="format")] = "json") -> Any:
     """Final scores (gradebook.db's: manual grades, extra credit and late penalties in) of
     every rostered and every graded student. format: json, csv (the export's CSV, every text
     cell neutralised for spreadsheets), canvas (needs c.CanvasExport.assignment_id; or POST
@@ -547,8 +548,9 @@ def gradebook(request: Request, assignment: str,
 
 
 @post("/assignments/{assignment:str}/gradebook", status_code=200)
-async def gradebook_from_template(request: Request, assignment: str,
-                                  fmt: str = Parameter(query="format", default="canvas")) -> Any:
+async def gradebook_from_template(
+        request: Request, assignment: FromPath[str],
+        fmt: Annotated[str, QueryParameter(name="format")] = "canvas") -> Any:
     """The LMS's own file filled: the body is the CSV downloaded from Canvas (Grades >
     Export) or Moodle (the grading worksheet); only our assignment's column is filled."""
     import anyio.to_thread
@@ -564,8 +566,10 @@ async def gradebook_from_template(request: Request, assignment: str,
 # --- Audit and data deletion ------------------------------------------------------------------
 
 @get("/audit", sync_to_thread=True)
-def audit_log(request: Request, limit: int = Parameter(default=200, ge=1, le=MAX_LISTED),
-              offset: int = Parameter(default=0, ge=0, le=MAX_ID)) -> list[dict[str, Any]]:
+def audit_log(request: Request,
+              limit: Annotated[int, QueryParameter(ge=1, le=MAX_LISTED)] = 200,
+              offset: Annotated[int, QueryParameter(ge=0, le=MAX_ID)] = 0,
+              ) -> list[dict[str, Any]]:
     """Every manual change, newest first: who, when, what, the old and the new value."""
     with _db(request).session(readonly=True) as session:
         entries = session.scalars(select(AuditEntry)
@@ -577,8 +581,8 @@ def audit_log(request: Request, limit: int = Parameter(default=200, ge=1, le=MAX
 
 
 @delete("/students/{student_id:str}/data", status_code=200, sync_to_thread=True)
-def delete_student(request: Request, student_id: str,
-                   principal: Principal) -> dict[str, Any]:
+def delete_student(request: Request, student_id: FromPath[str],
+                   principal: Who) -> dict[str, Any]:
     """Everything the service keeps of one student (uploads, jobs, results, tokens, sessions),
     on their request; audited with how many rows went. The course's own files (submitted/,
     gradebook.db) are the instructor's records and stay."""

@@ -30,7 +30,6 @@ from typing import Annotated, Any
 import anyio
 from litestar import Request, Response, Router, delete, get, post
 from litestar.datastructures import Cookie, UploadFile
-from litestar.di import NamedDependency
 from litestar.exceptions import ClientException, HTTPException, NotFoundException
 from litestar.params import FromPath, JSONBody, QueryParameter
 from sqlalchemy import select
@@ -44,12 +43,12 @@ from autograder.results import clean_text
 from autograder.service import auth, intake, notify, queue, views
 from autograder.service import budget as budgets
 from autograder.service import policy as policies
+from autograder.service.auth import Who
 from autograder.service.models import Job, JobKind, JobState, Person, Result, Submission
 from autograder.service.settings import Service
 from autograder.verify.hidden import PROBES_FILE, TESTS_FILE
 
 log = logging.getLogger(__name__)
-Who = NamedDependency[auth.Principal]  # the `principal` dependency (create_app provides it)
 JSON_TYPES = ("application/json", "application/x-ipynb+json")
 SUBMISSION_ID_CAP = 64
 
