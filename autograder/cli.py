@@ -80,6 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
     feedback_zip.add_argument("assignment")
     feedback_zip.add_argument("--output", type=Path,
                               help="zip to write (default: exports/<assignment>-feedback.zip)")
+    feedback_zip.add_argument("--force", action="store_true",
+                              help="zip it even while the service's exam mode still hides "
+                                   "these results from students (c.AssignmentPolicy)")
 
     _add_late_parsers(command, anywhere)
     demo = command("demo", help="the instructor's cycle on the shipped examples, in a scratch "
@@ -276,8 +279,15 @@ def _run(args: argparse.Namespace) -> int:
         if filled.matched == 0:  # written, but surely the wrong file: a script should stop
             return 1
     elif args.command == "feedback-zip":
+        from autograder.errors import UserError
         from autograder.lms.feedback_zip import write_feedback_zip
+        from autograder.service.views import exam_hides_results
 
+        hidden = exam_hides_results(course, args.assignment)
+        if hidden and not args.force:  # the LMS would show students what the service hides
+            raise UserError(f"{args.assignment} is in exam mode (c.AssignmentPolicy): its "
+                            f"results are hidden from students until {hidden}; the feedback "
+                            "is zipped from then (--force: now)")
         print(f"wrote {write_feedback_zip(course, args.assignment, args.output, sys.stdout)}")
     elif args.command in ("roster", "extension"):
         _run_late(args, course)

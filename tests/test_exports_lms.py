@@ -11,6 +11,7 @@ import copy
 import csv
 import io
 import re
+import shutil
 import sqlite3
 import subprocess
 import warnings
@@ -591,3 +592,38 @@ def test_feedback_zip_with_nothing_graded_is_refused(tmp_path) -> None:
                            "backprop", "--output", str(out)], capture_output=True, text=True)
     assert done.returncode == 2 and not out.exists()
     assert "no feedback to zip: grade the assignment first" in done.stderr
+
+
+def test_feedback_zip_waits_for_the_end_of_the_services_exam_mode(graded, tmp_path) -> None:
+    """Exam mode hides results from students until the due date (plus the latest extension
+    and the late window): a zip uploaded to the LMS before then would show them. Refused,
+    naming until when; `--force` zips it all the same; once past, it just zips."""
+    from sqlalchemy import create_engine, text
+
+    root = tmp_path / "course"
+    shutil.copytree(graded["course"].root, root)
+    with (root / "nbgrader_config.py").open("a") as config:
+        config.write('\nc.AssignmentPolicy.results_shown = "exam"\n'
+                     "c.AssignmentPolicy.late_window_hours = 0\n")
+
+    def due(when: str) -> None:
+        engine = create_engine(f"sqlite:///{root / 'gradebook.db'}")
+        with engine.begin() as db:
+            db.execute(text("UPDATE assignment SET duedate = :due WHERE name = 'backprop'"),
+                       {"due": when})
+        engine.dispose()
+
+    def feedback_zip(*extra: str) -> subprocess.CompletedProcess:
+        return subprocess.run([*AUTOGRADER, "--course", str(root), "feedback-zip", "backprop",
+                               "--output", str(tmp_path / "feedback.zip"), *extra],
+                              capture_output=True, text=True)
+
+    due("2099-01-01 00:00:00.000000")
+    refused = feedback_zip()
+    assert refused.returncode == 2 and not (tmp_path / "feedback.zip").exists()
+    assert "exam mode" in refused.stderr and "2099-01-01T00:00:00+00:00" in refused.stderr
+    assert feedback_zip("--force").returncode == 0 and (tmp_path / "feedback.zip").is_file()
+    (tmp_path / "feedback.zip").unlink()
+    due("2020-01-01 00:00:00.000000")
+    done = feedback_zip()
+    assert done.returncode == 0, done.stderr

@@ -48,6 +48,19 @@ def hidden_until(course: Course, policy: AssignmentPolicy, assignment: str,
     return until + timedelta(hours=policy.late_window_hours)
 
 
+def exam_hides_results(course: Course, assignment: str,
+                       now: datetime | None = None) -> str | None:
+    """While exam mode hides some of `assignment`'s results from every student (the due date
+    plus the latest extension plus the late window not past yet): until when (ISO 8601, or
+    "a due date is set" without one); None when nothing is hidden."""
+    from autograder.service.policy import policy_for
+
+    until = hidden_until(course, policy_for(course, assignment), assignment, "")
+    if until is None or (now or datetime.now(UTC)) >= until:
+        return None
+    return "a due date is set" if until == NOT_YET else until.isoformat()
+
+
 def _test_view(test: Any) -> dict[str, Any]:
     return {"name": test.name, "title": test.title, "part": test.part, "points": test.points,
             "max_points": test.max_points, "passed": test.passed, "message": test.message}
