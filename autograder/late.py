@@ -193,19 +193,24 @@ class LateRules:
         return min(max(penalty, 0.0), score)  # AssignLatePenalties._check_late_penalty
 
     def plugin(self) -> Any:
-        """Made once, on the first late submission (importing nbgrader costs 1.5 s)."""
+        """Made once, on the first late submission (importing nbgrader costs 1.5 s); one that
+        cannot be made is not tried again by these rules."""
+        if isinstance(self._plugin, LateError):
+            raise self._plugin
         if self._plugin is None:
-            from nbgrader.preprocessors import AssignLatePenalties
-
             try:
+                from nbgrader.preprocessors import AssignLatePenalties
+
                 with _importable(self.course.root):
                     preprocessor = AssignLatePenalties(config=self.config)
                     preprocessor.init_plugin()
             except Exception as error:
                 setting = self.config.AssignLatePenalties.get("plugin_class", "(default)")
-                raise LateError(f"the late-submission plugin c.AssignLatePenalties.plugin_class"
-                                f" = {setting!r} cannot be made ({type(error).__name__}: "
-                                f"{clean_text(error, 300)})") from None
+                self._plugin = LateError(
+                    f"the late-submission plugin c.AssignLatePenalties.plugin_class = "
+                    f"{setting!r} cannot be made ({type(error).__name__}: "
+                    f"{clean_text(error, 300)})")
+                raise self._plugin from None
             self._plugin = preprocessor.plugin_inst
         return self._plugin
 
@@ -287,11 +292,12 @@ _reads_lock = threading.Lock()
 _headers: dict[str, tuple[int, int]] = {}  # gradebook.db -> (inode, a descriptor kept open)
 
 
-def due_and_extensions(course: Course,
-                       assignment: str) -> tuple[datetime | None, dict[str, Extension]]:
+def due_and_extensions(course: Course, assignment: str, strict: bool = False
+                       ) -> tuple[datetime | None, dict[str, Extension]]:
     """The assignment's due date (naive UTC, or None) and its extensions by student, as
     gradebook.db holds them now: read again only when gradebook.db changed (a long-lived
-    service asks on every upload). A read that failed is not kept."""
+    service asks on every upload). A read that failed is not kept: it answers no due date,
+    or with `strict`, CourseBusy (what depends on it waits for the next try)."""
     path = course.root / "gradebook.db"
     with _reads_lock:
         stamp = (_database_stamp(path), _file_stamp(path.with_name(path.name + "-wal")))
@@ -305,7 +311,12 @@ def due_and_extensions(course: Course,
         with engine.connect() as db:  # read after the stamp: never older than it
             due = _due_date(db, assignment)[1]
             read = (due, load_extensions(db, assignment) if due is not None else {})
-    except Exception:  # an older or foreign gradebook.db, or locked: unknown this time
+    except Exception as error:  # an older or foreign gradebook.db, or locked: unknown now
+        if strict:
+            from autograder.lock import CourseBusy
+
+            raise CourseBusy(f"{path} cannot be read now ({type(error).__name__}): try again "
+                             "in a moment") from None
         return None, {}
     finally:
         engine.dispose()
@@ -338,9 +349,12 @@ def _database_stamp(path: Path) -> tuple | None:
             descriptor = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except OSError:
             return None
-        if os.fstat(descriptor).st_ino != info[0]:  # replaced meanwhile: the next call
-            return (*info, None)  # (kept open all the same: never closed, see above)
-        kept = _headers[str(path)] = (info[0], descriptor)  # the old one stays open
+        if kept is not None:  # the replaced file's: no lock on it guards anything now
+            os.close(kept[1])
+        opened = os.fstat(descriptor).st_ino
+        kept = _headers[str(path)] = (opened, descriptor)
+        if opened != info[0]:  # replaced again meanwhile: this one is for the next call
+            return (*info, None)
     try:
         counter = os.pread(kept[1], 4, 24)
     except OSError:

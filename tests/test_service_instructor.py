@@ -365,3 +365,18 @@ def test_retention_purges_old_submissions_only(database_url: str, graded_noteboo
             assert session.get(Submission, waiting) is not None
     finally:
         db.dispose()
+
+
+def test_an_lms_file_names_students_of_any_script_in_its_headers() -> None:
+    """Roster ids may be in any script, and the LMS file's warnings name students: a header
+    carries only Latin-1 (Litestar answered 500 for "łukasz"), so they go as ASCII escapes;
+    the file's own name is given in UTF-8 too (RFC 6266's filename*)."""
+    from autograder.service.instructor_api import _lms_file
+
+    answer = _lms_file("übung", "moodle", b"x", ["2 graded student(s) are not in the "
+                                                 'worksheet: łukasz, 李雷, "quoted"'], {})
+    for name, value in answer.headers.items():
+        value.encode("latin-1")  # what an HTTP header may carry
+        assert '"quoted"' not in value, name
+    assert "\\u0142ukasz" in answer.headers["X-Autograder-Warnings"]
+    assert "filename*=UTF-8''%C3%BCbung-moodle.csv" in answer.headers["Content-Disposition"]

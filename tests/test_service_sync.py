@@ -407,3 +407,92 @@ def test_best_ranks_a_late_submission_by_its_score_after_the_late_penalty(
         assert counted["10001"].id == late.id
     finally:
         db.dispose()
+
+
+def _due_course(tmp_path: Path, config: str) -> Course:
+    """A course under "best" with a due date half an hour after T0 and `config` added."""
+    from sqlalchemy import create_engine, text
+
+    root = tmp_path / "course"
+    root.mkdir()
+    make_course(root)
+    with (root / "nbgrader_config.py").open("a") as handle:
+        handle.write("\n" + config + "\n")
+    course = set_counts(root, "best")
+    engine = create_engine(course.db_url)
+    with engine.begin() as gradebook:
+        gradebook.execute(text("UPDATE assignment SET duedate = :due WHERE name = 'backprop'"),
+                          {"due": (T0 + timedelta(minutes=30)).strftime("%Y-%m-%d %H:%M:%S")})
+    engine.dispose()
+    return course
+
+
+def test_a_late_penalty_plugin_that_fails_costs_the_ranking_not_the_sync(
+        tmp_path: Path, graded_notebooks, database_url: str,
+        caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The instructor's plugin raising (an IndexError for a submission later than its table
+    goes) ranks by the scores themselves and says so once in the log; the sync goes on: the
+    on-time student is written, and each late one fails alone, saying why (gradebook.db's
+    late penalty needs the plugin too)."""
+    monkeypatch.setattr(course_sync, "_warned", set())
+    course = _due_course(tmp_path, "c.AssignLatePenalties.plugin_class = 'table.ByDay'")
+    (course.root / "table.py").write_text(
+        "from nbgrader.plugins import BasePlugin\n"
+        "class ByDay(BasePlugin):\n"
+        "    def late_submission_penalty(self, student_id, score, total_seconds_late):\n"
+        "        return [0, score / 2][int(total_seconds_late // 86400) + 5]\n")
+    db = open_database(database_url)
+    try:
+        on_time = store_graded(db, "10001", graded_notebooks["partial"], T0)
+        late = store_graded(db, "10001", graded_notebooks["full"], T0 + timedelta(hours=1))
+        store_graded(db, "10002", graded_notebooks["full"], T0)
+        with caplog.at_level("WARNING"), db.session(readonly=True) as session:
+            for _ in range(3):
+                counted = course_sync.counted_by_policy(session, course, "backprop")
+        assert counted["10001"].id == late.id != on_time.id  # by the score itself
+        assert sum("late-penalty plugin fails" in r.getMessage() for r in caplog.records) == 1
+        report = course_sync.sync_all(course, db, "backprop")
+        assert report.written == ["10002"]
+        assert [line.split(":")[0] for line in report.failed] == ["10001"]
+        assert "list index out of range" in report.failed[0]
+    finally:
+        db.dispose()
+
+
+def test_best_waits_while_gradebook_db_cannot_be_read(tmp_path: Path, graded_notebooks,
+                                                      database_url: str) -> None:
+    """Ranked without the due date, a late submission could count for a moment (and be
+    written into gradebook.db): while gradebook.db is locked, the ranking is CourseBusy
+    (the sync tries again; the instructor gets a 503), and the right one counts after."""
+    import sqlite3
+
+    from autograder.lock import CourseBusy
+
+    course = _due_course(tmp_path, 'c.LateSubmissionPlugin.penalty_method = "zero"')
+    db = open_database(database_url)
+    holder = sqlite3.connect(course.root / "gradebook.db", timeout=0.1, isolation_level=None)
+    try:
+        on_time = store_graded(db, "10001", graded_notebooks["partial"], T0)
+        store_graded(db, "10001", graded_notebooks["full"], T0 + timedelta(hours=1))
+        holder.execute("UPDATE assignment SET duedate = duedate")  # a change: read again
+        holder.execute("BEGIN EXCLUSIVE")
+        with db.session(readonly=True) as session, pytest.raises(CourseBusy):
+            course_sync.counted_by_policy(session, course, "backprop")
+        holder.execute("ROLLBACK")
+        with db.session(readonly=True) as session:
+            assert course_sync.counted_by_policy(session, course, "backprop")["10001"].id \
+                == on_time.id
+    finally:
+        holder.close()
+        db.dispose()
+
+
+def test_a_plugin_this_process_cannot_make_is_named_for_the_services_log(
+        tmp_path: Path) -> None:
+    """serve's HTTP process ranks "best" for the instructor's lists as the worker does for
+    gradebook.db: a plugin it cannot make (unreadable to its user, a typo) is named at its
+    start, rather than the two counting different submissions without a word."""
+    course = _due_course(tmp_path, "c.AssignLatePenalties.plugin_class = 'nowhere.Plugin'")
+    [problem] = course_sync.ranking_problems(course)
+    assert problem.startswith("backprop: ") and "nowhere.Plugin" in problem
+    assert course_sync.ranking_problems(set_counts(course.root, "last")) == []

@@ -237,3 +237,23 @@ def test_reading_the_due_date_keeps_the_locks_this_process_holds_on_gradebook_db
     finally:
         holder.execute("ROLLBACK")
         holder.close()
+
+
+def test_a_gradebook_db_replaced_again_and_again_leaves_no_descriptor_open(
+        dated_course: Course, tmp_path: Path) -> None:
+    """gradebook.db put back from a copy (rsync, a restored backup) is a new file: the
+    descriptor kept on the old one is closed (no lock on a replaced file guards anything),
+    so a long-lived service does not run out of descriptors."""
+    import os
+    import shutil
+
+    from autograder.late import due_and_extensions
+
+    path = dated_course.root / "gradebook.db"
+    due_and_extensions(dated_course, "backprop")
+    before = len(os.listdir("/proc/self/fd"))
+    for _ in range(40):
+        shutil.copy(path, tmp_path / "copy.db")
+        os.replace(tmp_path / "copy.db", path)
+        due_and_extensions(dated_course, "backprop")
+    assert len(os.listdir("/proc/self/fd")) <= before + 1

@@ -30,6 +30,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 
 from autograder.course import Course
 from autograder.errors import UserError
+from autograder.lock import CourseBusy
 from autograder.results import clean_text, one_line
 from autograder.service import auth
 from autograder.service.database import Database, DatabaseUnavailable
@@ -67,7 +68,8 @@ def create_app(course: Course, db: Database, settings: Service | None = None) ->
                                      path="/schema"),
         exception_handlers={HTTPException: http_error, DatabaseUnavailable: unavailable,
                             DBAPIError: database_error, OSError: os_error,
-                            UserError: user_error, RecursionError: too_deep, Exception: bug},
+                            CourseBusy: busy, UserError: user_error, RecursionError: too_deep,
+                            Exception: bug},
     )
 
 
@@ -123,6 +125,12 @@ def os_error(request: Request, error: OSError) -> Response:
     if _disk_full(error):
         return _full(request, error)
     return bug(request, error)
+
+
+def busy(request: Request, error: CourseBusy) -> Response:
+    """The course's files are held by another process (a `grade` run, gradebook.db locked):
+    for a moment."""
+    return _answer(503, clean_text(str(error), 1000), {"Retry-After": "5"})
 
 
 def user_error(request: Request, error: UserError) -> Response:

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import inspect, select
 
 from autograder.course import Course, usable_student_id
+from autograder.errors import UserError
 from autograder.files import write_atomic
 from autograder.lock import CourseBusy, course_lock
 from autograder.results import ERROR, SubmissionResult, clean_text
@@ -105,27 +106,63 @@ def after_late_penalty(course: Course, assignment: str) -> ScoreOf | None:
     nbgrader plugin, the student's extension in), to rank "best" by: a late 10 that the
     penalty zeroes is not better than an on-time 8 (as PrairieLearn's credit). None when
     the assignment has no due date (no penalty)."""
-    from autograder.late import LateError, LateRules, due_and_extensions
-    from autograder.service.policy import student_due
+    from autograder.late import LateRules, due_and_extensions
 
-    due, extensions = due_and_extensions(course, assignment)
+    # strict: a gradebook.db that cannot be read now (locked) is CourseBusy, not "no due
+    # date": ranked without penalties, another submission could count for a moment.
+    due, extensions = due_and_extensions(course, assignment, strict=True)
     if due is None:
         return None
     rules = LateRules(course, assignment, due, extensions)
 
     def score_of(result: Result, submitted_at: datetime) -> float:
-        own = student_due(course, assignment, result.student_id)
-        seconds_late = (submitted_at - own).total_seconds() if own is not None else 0.0
+        extension = extensions.get(result.student_id)
+        delta = extension.delta(due) if extension is not None else None
+        own = (due + delta if delta else due).replace(tzinfo=UTC)
+        seconds_late = (submitted_at - own).total_seconds()
         if seconds_late <= 0:
             return result.score
         try:
             penalty = rules.penalty(result.student_id, result.score, seconds_late)
-        except LateError as error:  # ranked by the score itself; the gradebook says the rest
-            log.warning("%s", clean_text(error, 500))
+        except Exception as error:  # the instructor's plugin: its fault costs the ranking
+            _warn_once(f"'best' ranks {clean_text(assignment, 100)} by scores without late "
+                       f"penalties where the course's late-penalty plugin fails: "
+                       f"{clean_text(error, 300) or type(error).__name__}")
             return result.score
         return result.score - (penalty or 0.0)
 
     return score_of
+
+
+def ranking_problems(course: Course) -> list[str]:
+    """For each assignment ranked "best" with a due date, whether this process can make the
+    course's late-penalty plugin: serve's HTTP process (another user) ranks for the
+    instructor's lists while the worker ranks for gradebook.db, and a plugin only one of them
+    can load would have them count different submissions. What is wrong, one line each."""
+    from autograder.commands import known_assignments
+    from autograder.late import LateError, LateRules, due_and_extensions
+
+    problems = []
+    for assignment in known_assignments(course):
+        try:
+            if counts_of(course, assignment) != "best":
+                continue
+            due, extensions = due_and_extensions(course, assignment)
+            if due is not None:
+                LateRules(course, assignment, due, extensions).plugin()
+        except (LateError, UserError) as error:
+            problems.append(f"{assignment}: {clean_text(error, 500)}")
+    return problems
+
+
+_warned: set[str] = set()
+
+
+def _warn_once(message: str) -> None:
+    """Logged once per process: a broken plugin would otherwise log on every ranking."""
+    if message not in _warned:
+        _warned.add(message)
+        log.warning("%s", message)
 
 
 def counted_results(session: Session, counts: str, assignment: str,

@@ -385,6 +385,13 @@ def run_http(course: Course, url: str, settings: object, listener: socket.socket
 
     db = Database(url, settings.statement_seconds)
     app = create_app(course, db, settings)
+    if child is not None:  # the worker ranks "best" for gradebook.db: so must this process
+        from autograder.service.course_sync import ranking_problems
+
+        for problem in ranking_problems(course):
+            log.error("the late-penalty plugin cannot be made in the HTTP process (as %s), "
+                      "so its lists may count another submission than gradebook.db does: "
+                      "%s", _user_name(), problem)
     config = uvicorn.Config(
         app, proxy_headers=False,  # the app decides on X-Forwarded-For (trusted_proxies)
         access_log=False,  # paths hold submission ids; errors are logged by the app
@@ -546,18 +553,27 @@ def _keep_course_files(course: Course, db: Any, settings: Any, stop: threading.E
     regrade, a sync that found the course busy) reach the course's files too: every
     `c.Service.course_sync_seconds`, each assignment's counted submissions are synced (an
     unchanged student costs a file comparison)."""
+    from autograder.results import one_line
     from autograder.service.course_sync import sync_all, synced_assignments
 
     while not stop.wait(settings.course_sync_seconds):
         try:
-            for assignment in synced_assignments(db):
-                report = sync_all(course, db, assignment, wait=5.0)
-                if report.failed:
-                    log.warning("course files of %s not brought up to date: %s", assignment,
-                                "; ".join(report.failed)[:500])
-        except Exception as error:  # a busy course, the database away: the next round
+            assignments = synced_assignments(db)
+        except Exception as error:  # the database away: the next round
             log.warning("course files not brought up to date this round (%s)",
                         type(error).__name__)
+            continue
+        for assignment in assignments:  # one assignment's trouble is not the others'
+            try:
+                report = sync_all(course, db, assignment, wait=5.0)
+            except Exception as error:  # a busy course, a broken plugin: the next round
+                log.warning("course files of %s not brought up to date this round (%s: %s)",
+                            one_line(assignment, 100), type(error).__name__,
+                            one_line(str(error), 300))
+                continue
+            if report.failed:
+                log.warning("course files of %s not brought up to date: %s",
+                            one_line(assignment, 100), "; ".join(report.failed)[:500])
 
 
 def _main(argv: list[str]) -> int:
