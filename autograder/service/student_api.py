@@ -245,14 +245,15 @@ async def submit(request: Request, assignment: FromPath[str], principal: Who) ->
     found = _assignment_or_404(request, assignment)
     # The cheap refusal first: a student with nothing left is answered before their upload
     # is read or parsed (a parse costs seconds of CPU and tens of MB for a hostile notebook).
-    refused = await anyio.to_thread.run_sync(_refused_by_budget, request, found, principal)
+    terms, refused = await anyio.to_thread.run_sync(_refused_by_budget, request, found,
+                                                    principal)
     if refused is not None:
         return refused
     content, filename = await _read_upload(request, found)
     async with _parse_slot(request):
         await anyio.to_thread.run_sync(_check_upload, request, found, content)
-    return await anyio.to_thread.run_sync(_store_upload, request, found, principal, content,
-                                          filename)
+    return await anyio.to_thread.run_sync(_store_upload, request, found, principal, terms,
+                                          content, filename)
 
 
 PARSES_AT_ONCE = 2  # intake's parses of uploads at once in this process (CPU- and memory-bound)
@@ -285,13 +286,29 @@ async def _parse_slot(request: Request) -> AsyncIterator[None]:
         slots.release()
 
 
+@dataclass(frozen=True)
+class _Terms:
+    """What an upload is taken on: the assignment's policy and the student's due date (read
+    once for the upload)."""
+
+    policy: policies.AssignmentPolicy
+    due: datetime | None
+
+
 def _refused_by_budget(request: Request, assignment: Assignment,
-                       who: auth.Principal) -> Response | None:
-    """The 429 for a student whose budget is empty now (no grace either), read without a
-    lock; None otherwise. `_store_upload`'s take_from_budget stays the authority."""
+                       who: auth.Principal) -> tuple[_Terms, Response | None]:
+    """The upload's terms, and the 429 for a student whose budget is empty now (no grace
+    either), read without a lock (None otherwise): `_store_upload`'s take_from_budget stays
+    the authority."""
     course: Course = _state(request).course
-    policy = _policy(course, assignment.name)
-    due = policies.student_due(course, assignment.name, who.id)
+    terms = _Terms(_policy(course, assignment.name),
+                   policies.student_due(course, assignment.name, who.id))
+    return terms, _over_budget_now(request, assignment, who, terms)
+
+
+def _over_budget_now(request: Request, assignment: Assignment, who: auth.Principal,
+                     terms: _Terms) -> Response | None:
+    policy, due = terms.policy, terms.due
     now = datetime.now(UTC)
     with _state(request).db.session(readonly=True) as session:
         left = budgets.budget_of(session, policy, who.id, assignment.name, now, due)
@@ -339,12 +356,10 @@ async def _read_upload(request: Request, assignment: Assignment) -> tuple[bytes,
                 await value.close()
 
 
-def _store_upload(request: Request, assignment: Assignment, who: auth.Principal, content: bytes,
-                  filename: str) -> Response:
+def _store_upload(request: Request, assignment: Assignment, who: auth.Principal,
+                  terms: _Terms, content: bytes, filename: str) -> Response:
     state = _state(request)
-    course: Course = state.course
-    policy = _policy(course, assignment.name)
-    due = policies.student_due(course, assignment.name, who.id)
+    policy, due = terms.policy, terms.due
     now = datetime.now(UTC)
     with state.db.session() as session:
         try:
