@@ -94,3 +94,14 @@ def write_atomic(path: Path, data: bytes, mode: int | None = None) -> None:
         with suppress(OSError):
             os.unlink(partial)
         raise
+
+
+def change_stamp(path: Path) -> tuple[int, int, int, int] | None:
+    """What changes when a file is written (or a folder's entries change): its inode, size,
+    and modification and change times; None if there is nothing there. A long-lived process
+    compares stamps to know when to read a file again."""
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    return info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns

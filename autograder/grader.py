@@ -27,6 +27,7 @@ from autograder.errors import UserError
 from autograder.execute.executor import Executor
 from autograder.execute.runner import Budgets
 from autograder.execute.warm import WarmPool
+from autograder.files import change_stamp
 from autograder.results import SubmissionResult
 from autograder.submissions import Submission
 from autograder.verify.hidden import PROBES_FILE, TESTS_FILE
@@ -184,16 +185,8 @@ class Grader:
         hidden = self.course.hidden_dir(name)
         paths = [*sorted(self.course.release_dir(name).glob("*.ipynb")),
                  hidden / PROBES_FILE, hidden / TESTS_FILE]
-        signature = []
-        for path in paths:
-            try:
-                info = path.stat()
-            except OSError:
-                signature.append((str(path), None))  # Assignment.load says what is wrong
-                continue
-            signature.append((str(path), info.st_ino, info.st_size, info.st_mtime_ns,
-                              info.st_ctime_ns))
-        return tuple(signature)
+        # (a file not there: None, and Assignment.load says what is wrong)
+        return tuple((str(path), change_stamp(path)) for path in paths)
 
     def grade_one(self, assignment: Assignment, submission: Submission) -> SubmissionResult:
         """Grade one submission now, on a free slot (waiting for one). Never raises for

@@ -47,6 +47,7 @@ from traitlets.config import Configurable
 
 from autograder.course import usable_student_id
 from autograder.errors import UserError
+from autograder.files import change_stamp
 from autograder.results import clean_text
 from autograder.timestamps import parse_utc
 
@@ -300,7 +301,7 @@ def due_and_extensions(course: Course, assignment: str, strict: bool = False
     or with `strict`, CourseBusy (what depends on it waits for the next try)."""
     path = course.root / "gradebook.db"
     with _reads_lock:
-        stamp = (_database_stamp(path), _file_stamp(path.with_name(path.name + "-wal")))
+        stamp = (_database_stamp(path), change_stamp(path.with_name(path.name + "-wal")))
         known = _reads.get((str(path), assignment))
     if known is not None and known[0] == stamp and stamp[0] is not None:
         return known[1]
@@ -325,14 +326,6 @@ def due_and_extensions(course: Course, assignment: str, strict: bool = False
     return read
 
 
-def _file_stamp(path: Path) -> tuple[int, int, int, int] | None:
-    try:
-        info = path.stat()
-    except OSError:
-        return None
-    return info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns
-
-
 def _database_stamp(path: Path) -> tuple | None:
     """What changes when a SQLite database is written: its inode, size and times, and the
     header's change counter, which every commit increments (a file's times can stay the
@@ -340,7 +333,7 @@ def _database_stamp(path: Path) -> tuple | None:
     never closed: closing any descriptor of a file drops every lock this process's SQLite
     connections hold on it (POSIX locks), and another process could then write under them.
     The caller holds _reads_lock."""
-    info = _file_stamp(path)
+    info = change_stamp(path)
     if info is None:
         return None
     kept = _headers.get(str(path))

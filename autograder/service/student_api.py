@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -39,6 +38,7 @@ from autograder.assemble import InvalidNotebook, read_notebook
 from autograder.assignment import Assignment, grade_cells_of, released_notebook
 from autograder.course import Course
 from autograder.errors import UserError
+from autograder.files import change_stamp
 from autograder.results import clean_text
 from autograder.service import auth, intake, notify, queue, views
 from autograder.service import budget as budgets
@@ -86,12 +86,9 @@ class AssignmentCatalog:
         """Whether `name` is exactly one folder's name in release/ (listed again when release/
         changes): not a path ("..", "a/b"), and not another spelling of a name on a file
         system that ignores case (it would escape the name's policy and budget)."""
-        release = self.course.root / "release"
-        try:
-            info = release.stat()
-        except OSError:
+        stamp = change_stamp(self.course.root / "release")
+        if stamp is None:
             return False
-        stamp = (info.st_ino, info.st_mtime_ns, info.st_ctime_ns)
         with self._lock:
             if self._names is None or self._names[0] != stamp:
                 self._names = (stamp, frozenset(self.names()))
@@ -135,12 +132,9 @@ class _Catalogued:
 def _stamp(folder: Path, notebook: Path, hidden: Path) -> tuple | None:
     """What changes when the release (its folder: a notebook added or renamed; the notebook)
     or the hidden tests change; None if one of them is missing."""
-    try:
-        return tuple((info.st_ino, info.st_mtime_ns, info.st_size) for info in (
-            os.stat(path) for path in (folder, notebook, hidden / PROBES_FILE,
-                                       hidden / TESTS_FILE)))
-    except OSError:
-        return None
+    stamps = tuple(change_stamp(path) for path in (folder, notebook, hidden / PROBES_FILE,
+                                                   hidden / TESTS_FILE))
+    return None if None in stamps else stamps
 
 
 # --- helpers ----------------------------------------------------------------------------------
