@@ -288,6 +288,12 @@ def due_date(course: Course, assignment: str) -> datetime | None:
         engine.dispose()
 
 
+def extended_due(due: datetime, extension: Extension | None) -> datetime:
+    """A student's due date: the assignment's (naive UTC) plus their extension, if any."""
+    delta = extension.delta(due) if extension is not None else None
+    return due + delta if delta else due
+
+
 _reads: dict[tuple[str, str], tuple[tuple, tuple[datetime | None, dict[str, Extension]]]] = {}
 _reads_lock = threading.Lock()
 _headers: dict[str, tuple[int, int]] = {}  # gradebook.db -> (inode, a descriptor kept open)

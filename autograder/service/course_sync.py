@@ -106,7 +106,7 @@ def after_late_penalty(course: Course, assignment: str) -> ScoreOf | None:
     nbgrader plugin, the student's extension in), to rank "best" by: a late 10 that the
     penalty zeroes is not better than an on-time 8 (as PrairieLearn's credit). None when
     the assignment has no due date (no penalty)."""
-    from autograder.late import LateRules, due_and_extensions
+    from autograder.late import LateRules, due_and_extensions, extended_due
 
     # strict: a gradebook.db that cannot be read now (locked) is CourseBusy, not "no due
     # date": ranked without penalties, another submission could count for a moment.
@@ -116,9 +116,7 @@ def after_late_penalty(course: Course, assignment: str) -> ScoreOf | None:
     rules = LateRules(course, assignment, due, extensions)
 
     def score_of(result: Result, submitted_at: datetime) -> float:
-        extension = extensions.get(result.student_id)
-        delta = extension.delta(due) if extension is not None else None
-        own = (due + delta if delta else due).replace(tzinfo=UTC)
+        own = extended_due(due, extensions.get(result.student_id)).replace(tzinfo=UTC)
         seconds_late = (submitted_at - own).total_seconds()
         if seconds_late <= 0:
             return result.score

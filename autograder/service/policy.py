@@ -21,7 +21,7 @@ from traitlets.config import Config, Configurable
 from autograder.config_check import check_settings
 from autograder.course import Course
 from autograder.errors import UserError
-from autograder.late import due_and_extensions
+from autograder.late import due_and_extensions, extended_due
 from autograder.results import clean_text
 
 SHOWN = ("always", "exam")
@@ -198,6 +198,4 @@ def student_due(course: Course, assignment: str, student_id: str) -> datetime | 
     due, extensions = due_and_extensions(course, assignment)
     if due is None:
         return None
-    extension = extensions.get(student_id)
-    delta = extension.delta(due) if extension is not None else None
-    return (due + delta if delta else due).replace(tzinfo=UTC)
+    return extended_due(due, extensions.get(student_id)).replace(tzinfo=UTC)
